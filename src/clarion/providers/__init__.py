@@ -1,0 +1,1 @@
+"""Push providers: one module per provider, one small interface in base.py."""

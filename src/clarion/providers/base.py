@@ -1,0 +1,98 @@
+"""The provider interface: send one notification to tokens, get one classified outcome per token.
+
+Providers know nothing of the database or of an API dialect. Retries, back-pressure, concurrency
+limits and metrics are applied once, around every provider, in ``clarion.delivery``.
+"""
+
+from __future__ import annotations
+
+import enum
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, ClassVar
+
+
+class Priority(enum.StrEnum):
+    HIGH = "HIGH"
+    NORMAL = "NORMAL"
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    """One provider-neutral message. Each provider maps it to its own wire payload."""
+
+    title: str | None = None
+    title_loc_key: str | None = None
+    title_loc_args: tuple[str, ...] = ()
+    body: str | None = None
+    body_loc_key: str | None = None
+    body_loc_args: tuple[str, ...] = ()
+    badge: int | None = None
+    sound: str | None = None
+    icon: str | None = None
+    category: str | None = None
+    collapse_key: str | None = None
+    expires_at: datetime | None = None
+    priority: Priority = Priority.HIGH
+    silent: bool = False
+    extras: Mapping[str, Any] = field(default_factory=dict)
+    # WalletConnect: an opaque (usually encrypted) blob for a topic, passed through untouched.
+    topic: str | None = None
+    blob: str | None = None
+
+
+class OutcomeKind(enum.StrEnum):
+    DELIVERED = "delivered"
+    TOKEN_DEAD = "token_dead"  # forget this token
+    RETRY = "retry"  # try again after ``retry_after`` seconds (None: the caller's backoff)
+    CREDENTIALS_REJECTED = "credentials_rejected"  # stop sending for this app, tell the operator
+    FAILED = "failed"  # permanent for this message; ``reason`` says why
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    token: str
+    kind: OutcomeKind
+    reason: str | None = None
+    retry_after: float | None = None
+    status: int | None = None  # the provider's HTTP status, when there was one
+
+
+@dataclass(frozen=True, slots=True)
+class ApnsCredentials:
+    """APNs token auth (``private_key_pem`` set) or certificate auth (``certificate_pem`` set)."""
+
+    bundle: str
+    sandbox: bool
+    key_id: str | None = None
+    team_id: str | None = None
+    private_key_pem: bytes | None = field(default=None, repr=False)
+    certificate_pem: bytes | None = field(default=None, repr=False)  # cert + key, PEM
+
+
+@dataclass(frozen=True, slots=True)
+class FcmCredentials:
+    project_id: str
+    service_account: Mapping[str, Any] = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class HmsCredentials:
+    project_id: str
+    client_id: str
+    client_secret: str = field(repr=False)
+
+
+class Provider(ABC):
+    """A connection to one push service for one application, platform and environment."""
+
+    name: ClassVar[str]
+
+    @abstractmethod
+    async def send(self, notification: Notification, tokens: Sequence[str]) -> list[Outcome]:
+        """Send ``notification`` to every token; return exactly one outcome per token, in order."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook, most providers own a pool
+        """Release connections. Called when credentials change or on shutdown."""
