@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -26,6 +27,7 @@ ADMIN_DSN = os.environ.get(
     "CLARION_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
 REQUIRE_PG = os.environ.get("CLARION_TEST_REQUIRE_POSTGRES") == "1"
+T = TypeVar("T")
 TEST_SECRET_KEY = "test-secret-key-0123456789abcdef"
 TABLES_IN_DELETE_ORDER = ("devices", "credentials", "activations", "applications")
 
@@ -40,6 +42,12 @@ async def _pg_admin(statement: str) -> None:
         await conn.close()
 
 
+def run_blocking(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine to completion from sync code, even when an event loop is running."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
 def _pg_url(name: str) -> str:
     rest = ADMIN_DSN.split("://", 1)[1].rsplit("/", 1)[0]
     return f"postgresql+asyncpg://{rest}/{name}"
@@ -50,7 +58,7 @@ def postgres_url() -> Iterator[str]:
     """A fresh PostgreSQL database for this run, migrated to head; dropped afterwards."""
     name = f"clarion_test_{os.getpid()}_{secrets.token_hex(4)}"
     try:
-        asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
+        run_blocking(_pg_admin(f'CREATE DATABASE "{name}"'))
     except (OSError, TimeoutError) as exc:
         if REQUIRE_PG:
             pytest.fail(f"PostgreSQL is required but unreachable at {ADMIN_DSN}: {exc}")
@@ -64,11 +72,11 @@ def postgres_url() -> Iterator[str]:
         await db.upgrade()
         await db.dispose()
 
-    asyncio.run(migrate())
+    run_blocking(migrate())
     try:
         yield url
     finally:
-        asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        run_blocking(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query
 
 from clarion.api.powerauth.deps import AdminDep, ServicesDep
 from clarion.api.powerauth.envelope import (
+    NoNul,
     ObjectRequest,
     ObjectResponse,
     OkResponse,
@@ -149,7 +150,7 @@ def _remover(platform: Platform) -> tuple[Callable[..., Awaitable[Any]], Callabl
         return ok()
 
     async def by_query(
-        appId: Annotated[str, Query(min_length=1, max_length=255)],
+        appId: Annotated[str, Query(min_length=1, max_length=255), NoNul],
         svc: ServicesDep,
     ) -> dict[str, Any]:
         await svc.apps.remove(appId, platform)

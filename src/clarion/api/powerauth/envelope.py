@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from fastapi import Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
 from clarion.errors import (
@@ -34,10 +34,28 @@ log = logging.getLogger("clarion.api.powerauth")
 T = TypeVar("T")
 
 
+def _reject_nul(value: Any) -> Any:
+    """PostgreSQL text cannot hold NUL characters; refuse them in any string, at any depth."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError(InvalidRequest("Text fields must not contain NUL characters."))
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _reject_nul(key)
+            _reject_nul(item)
+    elif isinstance(value, list):
+        for item in value:
+            _reject_nul(item)
+    return value
+
+
+NoNul = BeforeValidator(_reject_nul)
+
+
 class ObjectRequest(BaseModel, Generic[T]):
     """The PowerAuth request envelope."""
 
-    requestObject: T
+    requestObject: Annotated[T, NoNul]
 
 
 class OkResponse(BaseModel):
@@ -97,6 +115,18 @@ _LABELS = {
     "clientSecret": "Client secret",
     "message": "Push message",
     "body": "Push message payload (body)",
+    "includeIos": "includeIos",
+}
+_TYPE_NAMES = {
+    "string_type": "string",
+    "bool_type": "boolean",
+    "bool_parsing": "boolean",
+    "list_type": "list",
+    "int_type": "integer",
+    "int_parsing": "integer",
+    "dict_type": "JSON object",
+    "model_type": "JSON object",
+    "model_attributes_type": "JSON object",
 }
 _EXACT = {
     ("token", "null"): "Push token must not be null or empty.",
@@ -131,11 +161,20 @@ def validation_message(errors: Sequence[Any]) -> str:
         return f"{label} must not be empty."
     if kind == "string_too_long":
         return f"{label} is too long."
+    if kind in _TYPE_NAMES:
+        what = (
+            "contain only " + _TYPE_NAMES[kind] + "s"
+            if isinstance(loc[-1], int)
+            else ("be a " + _TYPE_NAMES[kind])
+        )
+        return f"{label} must {what}."
     if kind == "extra_forbidden":
         return f"Unknown field: {str(field)[:40]}."
     if kind == "value_error":
         ctx = err.get("ctx") or {}
         reason = ctx.get("error")
+        if isinstance(reason, ValueError) and reason.args:
+            reason = reason.args[0]
         if isinstance(reason, ClarionError):
             return reason.message
     path = ".".join(str(p) for p in loc)
