@@ -22,6 +22,7 @@ from sqlalchemy import text
 from clarion.app import create_app
 from clarion.config import Settings
 from clarion.core.services import Services, open_services
+from clarion.store.models import Base
 
 ADMIN_DSN = os.environ.get(
     "CLARION_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -29,7 +30,6 @@ ADMIN_DSN = os.environ.get(
 REQUIRE_PG = os.environ.get("CLARION_TEST_REQUIRE_POSTGRES") == "1"
 T = TypeVar("T")
 TEST_SECRET_KEY = "test-secret-key-0123456789abcdef"
-TABLES_IN_DELETE_ORDER = ("devices", "credentials", "activations", "applications")
 
 
 async def _pg_admin(statement: str) -> None:
@@ -110,9 +110,8 @@ async def services(
     svc = await open_services(make_settings(database_url, **settings_overrides))
     if svc.db.dialect == "postgresql":
         async with svc.db.transaction() as session:
-            await session.execute(
-                text(f"TRUNCATE {', '.join(TABLES_IN_DELETE_ORDER)} RESTART IDENTITY CASCADE")
-            )
+            tables = ", ".join(t.name for t in Base.metadata.sorted_tables)
+            await session.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
     try:
         yield svc
     finally:
