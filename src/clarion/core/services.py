@@ -4,11 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
 from clarion.config import Settings
 from clarion.core.apps import Applications
 from clarion.core.devices import Devices
 from clarion.core.directory import ActivationDirectory, LocalDirectory, PowerAuthDirectory
 from clarion.core.secretbox import SecretBox, secret_box_for
+from clarion.core.tenants import Tenants
+from clarion.core.walletconnect import NoopOnlySender, WalletConnect
+from clarion.core.wcauth import relay_public_key
 from clarion.errors import ClarionError
 from clarion.store.db import Database
 
@@ -21,6 +26,8 @@ class Services:
     directory: ActivationDirectory
     apps: Applications
     devices: Devices
+    tenants: Tenants
+    walletconnect: WalletConnect
 
     async def close(self) -> None:
         await self.directory.close()
@@ -44,8 +51,20 @@ def directory_for(settings: Settings, db: Database) -> ActivationDirectory:
     )
 
 
+def relay_key_for(settings: Settings) -> Ed25519PublicKey | None:
+    """The relay's key when WalletConnect push signatures are to be checked."""
+    if not settings.wc_validate_signatures:
+        return None
+    if not settings.wc_relay_public_key:
+        raise ClarionError(
+            "CLARION_WC_VALIDATE_SIGNATURES needs CLARION_WC_RELAY_PUBLIC_KEY to be set"
+        )
+    return relay_public_key(settings.wc_relay_public_key)
+
+
 async def open_services(settings: Settings, *, migrate: bool | None = None) -> Services:
     """Connect to the database (migrating or checking its schema) and build the services."""
+    relay_key_for(settings)  # a misconfiguration stops the start, before any connection
     key = settings.secret_key.get_secret_value() if settings.secret_key else None
     box = secret_box_for(key, settings.resolved_key_file())
     db = Database(settings.database_url)
@@ -58,11 +77,17 @@ async def open_services(settings: Settings, *, migrate: bool | None = None) -> S
     except BaseException:
         await db.dispose()
         raise
+    apps = Applications(db, box, apns_use_development=settings.apns_use_development)
+    tenants = Tenants(db, apps, default_tenant=settings.wc_default_tenant)
     return Services(
         settings=settings,
         db=db,
         box=box,
         directory=directory,
-        apps=Applications(db, box, apns_use_development=settings.apns_use_development),
+        apps=apps,
         devices=Devices(db, directory, multiple_activations=settings.multiple_activations),
+        tenants=tenants,
+        walletconnect=WalletConnect(
+            db, tenants, NoopOnlySender(), relay_key=relay_key_for(settings)
+        ),
     )
