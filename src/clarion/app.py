@@ -44,8 +44,10 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
     if services is not None:
         app.state.services = services
     app.add_middleware(MetricsMiddleware)
-    app.include_router(powerauth.router())
+    # WalletConnect first: its relay pushes are the hottest route, and no path of one dialect
+    # matches a route of the other.
     app.include_router(walletconnect.router())
+    app.include_router(powerauth.router())
     app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

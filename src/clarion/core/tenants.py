@@ -22,15 +22,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from clarion.core import credentials
 from clarion.core.apps import APP_ID, Applications
 from clarion.core.platforms import Platform
-from clarion.errors import ClarionError, InvalidRequest, NotFound
+from clarion.errors import InvalidRequest, NotFound
 from clarion.store.db import Database
 from clarion.store.models import Application, Credential, utcnow
 
 REASON_LENGTH = 512
-
-
-class TenantSuspended(ClarionError):
-    """The tenant's credentials for the platform were rejected by the provider."""
 
 
 class InvalidField(InvalidRequest):

@@ -20,21 +20,19 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from sqlalchemy import String, delete, func, literal, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from clarion.core.tenants import InvalidField, Tenants, TenantSuspended
+from clarion.core.tenants import InvalidField, Tenants
+from clarion.core.wcclaims import Claims
 from clarion.errors import ClarionError
 from clarion.providers.base import Notification, Outcome, OutcomeKind
 from clarion.store.db import Database
 from clarion.store.models import (
-    Application,
-    Credential,
     Device,
-    UTCDateTime,
     WcMessage,
     utcnow,
 )
@@ -193,8 +191,22 @@ def cleartext(blob: str) -> tuple[str, str]:
     return title, body
 
 
-def build_notification(payload: Payload | RawPayload, *, always_raw: bool) -> Notification:
-    """The provider-neutral notification for a WalletConnect payload (BadBlob if unusable)."""
+def visible_content(payload: Payload | RawPayload) -> tuple[str, str] | None:
+    """(title, body) of a cleartext payload; None for an encrypted or raw one (BadBlob if a
+    cleartext blob is unusable: unless the client is ``always_raw``, nothing is sent)."""
+    if isinstance(payload, RawPayload) or payload.flags & FLAG_ENCRYPTED:
+        return None
+    return cleartext(payload.blob)
+
+
+def build_notification(
+    payload: Payload | RawPayload, *, always_raw: bool, shown: tuple[str, str] | None = None
+) -> Notification:
+    """The provider-neutral notification for a WalletConnect payload.
+
+    ``shown`` is the cleartext (title, body) when the caller decoded it already; for a
+    cleartext payload without it, the blob is decoded here (BadBlob if unusable).
+    """
     if isinstance(payload, RawPayload):
         return Notification(
             topic=payload.topic, extras={"tag": payload.tag, "message": payload.message}
@@ -203,7 +215,7 @@ def build_notification(payload: Payload | RawPayload, *, always_raw: bool) -> No
     if always_raw or payload.flags & FLAG_ENCRYPTED:
         # Opaque: the wallet's notification extension decrypts it and rewrites the alert.
         return Notification(topic=payload.topic, blob=payload.blob, extras=extras)
-    title, body = cleartext(payload.blob)
+    title, body = shown or cleartext(payload.blob)
     return Notification(
         title=title, body=body, topic=payload.topic, blob=payload.blob, extras=extras
     )
@@ -235,6 +247,7 @@ class WalletConnect:
     ) -> None:
         self._db = db
         self._tenants = tenants
+        self._claims = Claims(db)
         self.sender = sender
         self.relay_key = relay_key  # set: pushes must carry the relay's signature
 
@@ -290,48 +303,38 @@ class WalletConnect:
         """Send the message once: a message id already accepted for the client sends nothing."""
         client_id = push.client_id.removeprefix("did:key:")
         try:
-            found = await retrying(lambda: self._claim(push, client_id))
+            shown = visible_content(push.payload)
+            blob_error = None
         except BadBlob as exc:
-            return PushResult(PushStatus.BAD_BLOB, exc.message)
-        except TenantSuspended as exc:
-            return PushResult(PushStatus.TENANT_SUSPENDED, exc.message)
-        if isinstance(found, PushResult):
-            return found
-        client, notification = found
+            shown, blob_error = None, exc.message
+        row = await retrying(
+            lambda: self._claims.claim(
+                push.tenant_id,
+                client_id,
+                push.message_id,
+                blob_ok=blob_error is None,
+            )
+        )
+        if row is None:
+            async with self._db.transaction() as session:
+                await self._tenants.pk(session, push.tenant_id)  # an unknown tenant is NotFound
+            return PushResult(PushStatus.UNKNOWN_CLIENT)
+        if row.rejected_reason is not None:
+            return PushResult(PushStatus.TENANT_SUSPENDED, row.rejected_reason)
+        if blob_error is not None and not row.always_raw:
+            return PushResult(PushStatus.BAD_BLOB, blob_error)
+        if not row.claimed:
+            return PushResult(PushStatus.DUPLICATE)
+        client = Client(
+            tenant_id=push.tenant_id,
+            client_id=client_id,
+            push_type=_push_type(row.platform, row.environment),
+            token=row.token,
+            always_raw=row.always_raw,
+        )
+        notification = build_notification(push.payload, always_raw=row.always_raw, shown=shown)
         outcome = await self.sender.send(push.tenant_id, client, notification)
         return await self._settle(push, client, outcome)
-
-    async def _claim(self, push: Push, client_id: str) -> PushResult | tuple[Client, Notification]:
-        """Record the message id and read the client, in one unit of work.
-
-        The insert comes first so that on SQLite the transaction takes the write lock before
-        it reads (a read-then-write transaction can lose its snapshot to a concurrent writer).
-        """
-        async with self._db.transaction() as session:
-            claimed = await _claim_id(session, push.tenant_id, client_id, push.message_id)
-            row = (
-                await session.execute(
-                    select(Device, Credential.rejected_reason)
-                    .join(Application, Application.id == Device.application_id)
-                    .outerjoin(
-                        Credential,
-                        (Credential.application_id == Device.application_id)
-                        & (Credential.platform == Device.platform),
-                    )
-                    .where(Application.app_id == push.tenant_id, Device.client_id == client_id)
-                )
-            ).first()
-            if row is None:
-                await self._tenants.pk(session, push.tenant_id, create_default=True)
-                return PushResult(PushStatus.UNKNOWN_CLIENT)
-            if not claimed:
-                return PushResult(PushStatus.DUPLICATE)
-            device, rejected = row
-            if rejected is not None:
-                raise TenantSuspended(rejected)  # rolls the claim back: nothing was sent
-            client = _client(push.tenant_id, device)
-            notification = build_notification(push.payload, always_raw=client.always_raw)
-            return client, notification
 
     async def _settle(self, push: Push, client: Client, outcome: Outcome) -> PushResult:
         kind = outcome.kind
@@ -414,45 +417,10 @@ async def _take_token(session: AsyncSession, tenant_pk: int, token: str, client_
         )
 
 
-async def _claim_id(session: AsyncSession, tenant_id: str, client_id: str, message_id: str) -> bool:
-    """Insert (tenant, client, message id) if the client exists and the id is new.
-
-    True if this call recorded it; the primary key makes this hold across processes.
-    """
-    insert = _insert_for(session)
-    source = (
-        select(
-            Device.application_id,
-            Device.client_id,
-            literal(message_id, String(255)),
-            literal(utcnow(), UTCDateTime()),
-        )
-        .join(Application, Application.id == Device.application_id)
-        .where(Application.app_id == tenant_id, Device.client_id == client_id)
-    )
-    statement = (
-        insert(WcMessage)
-        .from_select(["application_id", "client_id", "message_id", "created_at"], source)
-        .on_conflict_do_nothing()
-    )
-    result = await session.execute(statement)
-    return bool(getattr(result, "rowcount", 0))
-
-
-def _client(tenant_id: str, device: Device) -> Client:
-    if device.platform == "apns":
-        push_type = PushType.APNS_SANDBOX if device.environment == "development" else PushType.APNS
-    elif device.platform == "fcm":
-        push_type = PushType.FCM_V1
-    else:
-        push_type = PushType.NOOP
-    return Client(
-        tenant_id=tenant_id,
-        client_id=device.client_id or "",
-        push_type=push_type,
-        token=device.token,
-        always_raw=device.always_raw,
-    )
+def _push_type(platform: str, environment: str | None) -> PushType:
+    if platform == "apns":
+        return PushType.APNS_SANDBOX if environment == "development" else PushType.APNS
+    return PushType.FCM_V1 if platform == "fcm" else PushType.NOOP
 
 
 class NoopOnlySender:

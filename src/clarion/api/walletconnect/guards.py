@@ -15,7 +15,8 @@ from clarion.core.services import Services
 from clarion.errors import Unauthorized
 
 
-def services(request: Request) -> Services:
+async def services(request: Request) -> Services:
+    # async: a plain function dependency would cost a thread-pool hop on every request
     found: Services = request.app.state.services
     return found
 
@@ -84,7 +85,7 @@ def _is_trusted(address: str, trusted: list[str]) -> bool:
     return False
 
 
-def rate_limit(request: Request, svc: ServicesDep) -> None:
+async def rate_limit(request: Request, svc: ServicesDep) -> None:
     """Refuse with 429 when the caller's address spent its requests for the minute."""
     per_minute = svc.settings.wc_rate_limit_per_minute
     if per_minute <= 0:
