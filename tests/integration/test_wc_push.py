@@ -262,3 +262,27 @@ async def test_blob_is_never_logged(
     sender.answer("tok-wallet", OutcomeKind.TOKEN_DEAD, "Unregistered")
     await client.post(f"/clients/{wallet}", json=encrypted_push("m-1", blob=secret_blob))
     assert secret_blob not in caplog.text
+
+
+async def test_a_burst_of_mixed_pushes_gets_each_its_own_answer(
+    client: httpx.AsyncClient, sender: RecordingSender
+) -> None:
+    for n in range(4):
+        await client.post("/clients", json=register_body(f"c{n}", f"t{n}"))
+    # Concurrent pushes end up in shared batches: new ids, repeats, unknown clients, bad blobs.
+    bodies = [(f"c{n % 4}", encrypted_push(f"m{n % 6}")) for n in range(24)]
+    bodies += [("ghost", encrypted_push("m0"))] * 3
+    bad = {"id": "bad", "payload": {"topic": "t", "flags": 0, "blob": "%%%"}}
+    bodies += [("c0", bad)] * 2
+    responses = await asyncio.gather(*(client.post(f"/clients/{c}", json=b) for c, b in bodies))
+    codes = [r.status_code for r in responses]
+    assert codes[:24] == [200] * 24 and codes[24:27] == [202] * 3 and codes[27:] == [202] * 2
+    assert all(r.json() == {"status": "OK"} for r in responses[24:27])
+    assert all(r.json()["errors"][0]["name"] == "json" for r in responses[27:])
+    # Each distinct (client, id) pair was sent exactly once.
+    expected = {(f"c{n % 4}", f"m{n % 6}") for n in range(24)}
+    assert len(sender.sent) == len(expected)
+    per_client = {f"c{k}": sum(1 for c, _ in expected if c == f"c{k}") for k in range(4)}
+    assert {k: sum(1 for _, c, _ in sender.sent if c.client_id == k) for k in per_client} == (
+        per_client
+    )

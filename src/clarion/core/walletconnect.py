@@ -262,11 +262,9 @@ class WalletConnect:
                     f"Push type {reg.push_type.value} is not configured for this tenant."
                 )
 
-        async with self._db.transaction() as session:
-            tenant_pk = await self._tenants.pk(session, reg.tenant_id)
-
         async def upsert() -> None:
-            async with self._db.transaction() as session:
+            async with self._claims.sqlite_writer(), self._db.transaction() as session:
+                tenant_pk = await self._tenants.pk(session, reg.tenant_id)
                 await _serialise(session, tenant_pk)
                 await _take_token(session, tenant_pk, reg.token, client_id)
                 values = {

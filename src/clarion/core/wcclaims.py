@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -27,7 +28,7 @@ from clarion.store.db import Database
 from clarion.store.models import UTCDateTime, utcnow
 
 MAX_BATCH = 256
-PG_WRITERS = 4
+PG_WRITERS = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,9 +120,15 @@ class Claims:
         self._db = db
         self._sqlite = db.dialect == "sqlite"
         self._writers_allowed = 1 if self._sqlite else PG_WRITERS
+        self._sqlite_lock = asyncio.Lock()
         self._writers = 0
         self._queue: list[_Request] = []
         self._tasks: set[asyncio.Task[None]] = set()
+
+    def sqlite_writer(self) -> AbstractAsyncContextManager[Any]:
+        """On SQLite, the turn to write for this process (shared with registrations): waiting
+        in the event loop costs far less than SQLite's busy-wait on its locked database."""
+        return self._sqlite_lock if self._sqlite else nullcontext()
 
     async def claim(
         self, tenant_id: str, client_id: str, message_id: str, *, blob_ok: bool
@@ -162,8 +169,14 @@ class Claims:
                 first[request.key] = len(unique)
                 unique.append(request)
         now = utcnow()
-        async with self._db.engine.begin() as conn:
-            rows = await (self._sqlite_batch if self._sqlite else self._pg_batch)(conn, unique, now)
+        if self._sqlite:
+            async with self.sqlite_writer(), self._db.engine.begin() as conn:
+                rows = await self._sqlite_batch(conn, unique, now)
+        else:
+            # One statement is its own transaction: no BEGIN / COMMIT round trips.
+            async with self._db.engine.connect() as conn:
+                conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+                rows = await self._pg_batch(conn, unique, now)
         results: list[ClaimRow | None] = []
         seen: set[tuple[str, str, str]] = set()
         for request in batch:
