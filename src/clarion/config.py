@@ -91,6 +91,16 @@ class Settings(BaseSettings):
     wc_tenant_jwt_secret: SecretStr | None = None
     wc_rate_limit_per_minute: int = Field(default=100, ge=0, description="0 disables it.")
     wc_trusted_proxies: list[str] = Field(default_factory=list)
+    # Single-tenant credentials of the default tenant, applied on every start (upstream APNS_*).
+    wc_apns_topic: str | None = None
+    wc_apns_key_file: Path | None = Field(default=None, description="APNs .p8 key (PEM).")
+    wc_apns_key_id: str | None = None
+    wc_apns_team_id: str | None = None
+    wc_apns_certificate_file: Path | None = Field(default=None, description="PKCS#12 file.")
+    wc_apns_certificate_password: SecretStr | None = None
+    wc_fcm_credentials_file: Path | None = Field(
+        default=None, description="FCM HTTP v1 service account JSON."
+    )
     # --- end WalletConnect ---------------------------------------------------------------
 
     @field_validator("database_url")

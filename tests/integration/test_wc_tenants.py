@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import base64
 import json
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from clarion.core.services import Services
+from clarion.core.services import Services, open_services
+from clarion.errors import ClarionError
 from clarion.providers.base import OutcomeKind
+from tests.conftest import make_settings
 from tests.support import apns_p8, key_fragments, service_account
 from tests.wc_support import (
     DEFAULT_TENANT,
@@ -278,3 +281,45 @@ async def test_health_names_the_server_and_version(client: httpx.AsyncClient) ->
 
     response = await client.get("/health")
     assert response.status_code == 200 and response.text == f"OK, clarion v{__version__}"
+
+
+async def test_default_tenant_credentials_come_from_the_settings(
+    database_url: str, tmp_path: Path
+) -> None:
+    key, account = tmp_path / "AuthKey.p8", tmp_path / "sa.json"
+    key.write_bytes(apns_p8())
+    account.write_text(json.dumps(service_account()))
+    settings = make_settings(
+        database_url,
+        wc_apns_topic="com.example.wallet",
+        wc_apns_key_file=key,
+        wc_apns_key_id="ABC123DEFG",
+        wc_apns_team_id="DEF123GHIJ",
+        wc_fcm_credentials_file=account,
+    )
+    svc = await open_services(settings)
+    try:
+        info = await svc.tenants.info(DEFAULT_TENANT)
+        assert info.platforms == {"apns", "fcm"} and info.apns_topic == "com.example.wallet"
+    finally:
+        await svc.close()
+
+
+async def test_bad_default_tenant_credentials_stop_the_start(
+    database_url: str, tmp_path: Path
+) -> None:
+    key = tmp_path / "AuthKey.p8"
+    key.write_text("not a key")
+    settings = make_settings(
+        database_url,
+        wc_apns_topic="com.example.wallet",
+        wc_apns_key_file=key,
+        wc_apns_key_id="ABC123DEFG",
+        wc_apns_team_id="DEF123GHIJ",
+    )
+    with pytest.raises(ClarionError, match="default tenant credentials refused"):
+        await open_services(settings)
+    with pytest.raises(ClarionError, match="CLARION_WC_APNS_TOPIC"):
+        await open_services(make_settings(database_url, wc_apns_key_file=key))
+    with pytest.raises(ClarionError, match="cannot read"):
+        await open_services(make_settings(database_url, wc_fcm_credentials_file=tmp_path / "no"))

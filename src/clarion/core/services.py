@@ -14,7 +14,7 @@ from clarion.core.secretbox import SecretBox, secret_box_for
 from clarion.core.tenants import Tenants
 from clarion.core.walletconnect import NoopOnlySender, WalletConnect
 from clarion.core.wcauth import relay_public_key
-from clarion.errors import ClarionError
+from clarion.errors import ClarionError, InvalidRequest
 from clarion.store.db import Database
 
 
@@ -62,6 +62,41 @@ def relay_key_for(settings: Settings) -> Ed25519PublicKey | None:
     return relay_public_key(settings.wc_relay_public_key)
 
 
+async def configure_default_tenant(settings: Settings, tenants: Tenants) -> None:
+    """Store the default tenant's credentials given in the settings (upstream's single-tenant
+    APNS_* / FCM_* variables); a bad file or key stops the start with the reason."""
+    tenant = settings.wc_default_tenant
+    try:
+        if settings.wc_apns_certificate_file is not None:
+            password = settings.wc_apns_certificate_password
+            await tenants.set_apns_certificate(
+                tenant,
+                topic=_required(settings.wc_apns_topic, "CLARION_WC_APNS_TOPIC"),
+                p12=settings.wc_apns_certificate_file.read_bytes(),
+                password=password.get_secret_value() if password else "",
+            )
+        elif settings.wc_apns_key_file is not None:
+            await tenants.set_apns_token(
+                tenant,
+                topic=_required(settings.wc_apns_topic, "CLARION_WC_APNS_TOPIC"),
+                key_id=_required(settings.wc_apns_key_id, "CLARION_WC_APNS_KEY_ID"),
+                team_id=_required(settings.wc_apns_team_id, "CLARION_WC_APNS_TEAM_ID"),
+                pem=settings.wc_apns_key_file.read_bytes(),
+            )
+        if settings.wc_fcm_credentials_file is not None:
+            await tenants.set_fcm(tenant, settings.wc_fcm_credentials_file.read_bytes())
+    except OSError as exc:
+        raise ClarionError(f"cannot read a WalletConnect credentials file: {exc}") from None
+    except InvalidRequest as exc:
+        raise ClarionError(f"default tenant credentials refused: {exc.message}") from None
+
+
+def _required(value: str | None, name: str) -> str:
+    if not value:
+        raise ClarionError(f"{name} must be set with the default tenant's APNs credentials")
+    return value
+
+
 async def open_services(settings: Settings, *, migrate: bool | None = None) -> Services:
     """Connect to the database (migrating or checking its schema) and build the services."""
     relay_key_for(settings)  # a misconfiguration stops the start, before any connection
@@ -79,6 +114,11 @@ async def open_services(settings: Settings, *, migrate: bool | None = None) -> S
         raise
     apps = Applications(db, box, apns_use_development=settings.apns_use_development)
     tenants = Tenants(db, apps, default_tenant=settings.wc_default_tenant)
+    try:
+        await configure_default_tenant(settings, tenants)
+    except BaseException:
+        await db.dispose()
+        raise
     return Services(
         settings=settings,
         db=db,

@@ -15,6 +15,7 @@ cheaper than its busy-wait; PostgreSQL has a few, so batches overlap their round
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, field, replace
@@ -96,6 +97,7 @@ _PG_BATCH = text(
 # every value is a bound parameter.
 
 
+@functools.lru_cache(maxsize=MAX_BATCH)
 def _sqlite_select(count: int) -> Any:
     """Read ``count`` (tenant, client) pairs at once."""
     pairs = ", ".join(f"(:t{i}, :c{i}, {i})" for i in range(count))
@@ -104,6 +106,7 @@ def _sqlite_select(count: int) -> Any:
     return text(f"{sql} JOIN applications AS a ON a.app_id = r.tenant {_CLIENT_JOINS}")
 
 
+@functools.lru_cache(maxsize=MAX_BATCH)
 def _sqlite_insert(count: int) -> Any:
     """Claim ``count`` triples at once; the answer names those this statement inserted."""
     rows = ", ".join(f"(:a{i}, :c{i}, :m{i}, :now)" for i in range(count))
