@@ -31,7 +31,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 PG_ADMIN = os.environ.get(
@@ -78,7 +78,7 @@ class Connection:
 
 
 async def run_load(
-    port: int,
+    ports: list[int],
     concurrency: int,
     seconds: float,
     make: Callable[[int], tuple[str, str, bytes]],
@@ -89,7 +89,7 @@ async def run_load(
     counter = 0
     deadline = time.perf_counter() + seconds
 
-    async def worker() -> None:
+    async def worker(port: int) -> None:
         nonlocal counter
         conn = Connection(port)
         await conn.open()
@@ -102,15 +102,15 @@ async def run_load(
             statuses[status] = statuses.get(status, 0) + 1
         conn.writer.close()
 
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    await asyncio.gather(*(worker(ports[i % len(ports)]) for i in range(concurrency)))
     return len(latencies), latencies, statuses
 
 
-async def register(port: int, clients: int, concurrency: int) -> float:
+async def register(ports: list[int], clients: int, concurrency: int) -> float:
     queue = list(range(clients))
     started = time.perf_counter()
 
-    async def worker() -> None:
+    async def worker(port: int) -> None:
         conn = Connection(port)
         await conn.open()
         while queue:
@@ -121,7 +121,7 @@ async def register(port: int, clients: int, concurrency: int) -> float:
                 raise SystemExit(f"registration failed with HTTP {status}")
         conn.writer.close()
 
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    await asyncio.gather(*(worker(ports[i % len(ports)]) for i in range(concurrency)))
     return clients / (time.perf_counter() - started)
 
 
@@ -211,13 +211,19 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def measure(kind: str, port: int, pid: int, args: argparse.Namespace) -> None:
-    rate = await register(port, args.clients, args.concurrency)
+def server_cpu(pids: list[int]) -> float:
+    return sum(cpu_seconds(pid) for pid in pids)
+
+
+async def measure(kind: str, ports: list[int], pids: list[int], args: argparse.Namespace) -> None:
+    rate = await register(ports, args.clients, args.concurrency)
     print(f"{kind}: registered {args.clients} clients at {rate:,.0f}/s")
-    health = await run_load(
-        port, args.concurrency, min(5.0, args.seconds), lambda n: ("GET", "/health", b"")
+    seconds = min(5.0, args.seconds)
+    cpu_before = server_cpu(pids)
+    health, _, _ = await run_load(
+        ports, args.concurrency, seconds, lambda n: ("GET", "/health", b"")
     )
-    health_rps = health[0] / min(5.0, args.seconds)
+    health_cpu_us = (server_cpu(pids) - cpu_before) / health * 1e6
     run_id = secrets.token_hex(3)
 
     def push(n: int) -> tuple[str, str, bytes]:
@@ -225,14 +231,15 @@ async def measure(kind: str, port: int, pid: int, args: argparse.Namespace) -> N
         body = {"id": f"{run_id}-{n}", "payload": {"topic": "t" * 64, "flags": 1, "blob": BLOB}}
         return "POST", f"/clients/client-{client}", json.dumps(body).encode()
 
-    cpu_before = cpu_seconds(pid)
-    count, latencies, statuses = await run_load(port, args.concurrency, args.seconds, push)
-    cpu = (cpu_seconds(pid) - cpu_before) / args.seconds
+    cpu_before = server_cpu(pids)
+    count, latencies, statuses = await run_load(ports, args.concurrency, args.seconds, push)
+    cpu = server_cpu(pids) - cpu_before
     print(
         f"{kind}: relay pushes {count / args.seconds:,.0f} requests/s, "
-        f"p50 {percentile(latencies, 0.5):.1f} ms, p99 {percentile(latencies, 0.99):.1f} ms "
-        f"(server CPU {cpu:.2f} cores; statuses {statuses}); "
-        f"baseline GET /health {health_rps:,.0f} requests/s"
+        f"p50 {percentile(latencies, 0.5):.1f} ms, p99 {percentile(latencies, 0.99):.1f} ms, "
+        f"server CPU {cpu / count * 1e6:,.0f} us/push ({cpu / args.seconds:.2f} cores busy), "
+        f"statuses {statuses}; "
+        f"baseline GET /health {health / seconds:,.0f} requests/s, {health_cpu_us:,.0f} us/request"
     )
 
 
@@ -244,10 +251,15 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--db", default="sqlite,postgresql")
+    parser.add_argument(
+        "--servers", type=int, default=1, help="clarion serve processes on one database"
+    )
     args = parser.parse_args()
     for kind in args.db.split(","):
-        with database(kind) as url, server(url, {}) as (port, proc):
-            asyncio.run(measure(kind, port, proc.pid, args))
+        with database(kind) as url, ExitStack() as stack:
+            servers = [stack.enter_context(server(url, {})) for _ in range(args.servers)]
+            label = kind if args.servers == 1 else f"{kind} x{args.servers} processes"
+            asyncio.run(measure(label, [p for p, _ in servers], [s.pid for _, s in servers], args))
 
 
 if __name__ == "__main__":
