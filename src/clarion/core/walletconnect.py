@@ -15,7 +15,8 @@ import enum
 import hashlib
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -251,6 +252,12 @@ class WalletConnect:
         self.sender = sender
         self.relay_key = relay_key  # set: pushes must carry the relay's signature
 
+    @asynccontextmanager
+    async def _writing(self) -> AsyncIterator[AsyncSession]:
+        """A unit of work that writes; on SQLite it waits for this process's turn to write."""
+        async with self._claims.sqlite_writer(), self._db.transaction() as session:
+            yield session
+
     async def register(self, reg: Registration) -> None:
         """Upsert the client: a new token replaces its old one; a token seen under another
         client id moves to this one (whose old message ids are dropped)."""
@@ -263,7 +270,7 @@ class WalletConnect:
                 )
 
         async def upsert() -> None:
-            async with self._claims.sqlite_writer(), self._db.transaction() as session:
+            async with self._writing() as session:
                 tenant_pk = await self._tenants.pk(session, reg.tenant_id)
                 await _serialise(session, tenant_pk)
                 await _take_token(session, tenant_pk, reg.token, client_id)
@@ -289,8 +296,8 @@ class WalletConnect:
     async def unregister(self, tenant_id: str, client_id: str) -> None:
         """Delete the client; an unknown client is fine (idempotent)."""
         client_id = normalise_client_id(client_id)
-        async with self._db.transaction() as session:
-            tenant_pk = await self._tenants.pk(session, tenant_id, create_default=True)
+        async with self._writing() as session:
+            tenant_pk = await self._tenants.pk(session, tenant_id)
             await session.execute(
                 delete(Device).where(
                     Device.application_id == tenant_pk, Device.client_id == client_id
@@ -314,7 +321,7 @@ class WalletConnect:
             )
         )
         if row is None:
-            async with self._db.transaction() as session:
+            async with self._writing() as session:
                 await self._tenants.pk(session, push.tenant_id)  # an unknown tenant is NotFound
             return PushResult(PushStatus.UNKNOWN_CLIENT)
         if row.rejected_reason is not None:
@@ -354,7 +361,7 @@ class WalletConnect:
 
     async def _forget_token(self, tenant_id: str, client: Client) -> None:
         """Delete the client if it still has the dead token (it may have re-registered)."""
-        async with self._db.transaction() as session:
+        async with self._writing() as session:
             tenant_pk = await self._tenants.pk(session, tenant_id)
             await session.execute(
                 delete(Device).where(
@@ -365,7 +372,7 @@ class WalletConnect:
             )
 
     async def _release_id(self, push: Push, client_id: str) -> None:
-        async with self._db.transaction() as session:
+        async with self._writing() as session:
             tenant_pk = await self._tenants.pk(session, push.tenant_id)
             await session.execute(
                 delete(WcMessage).where(
