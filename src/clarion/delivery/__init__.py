@@ -1,0 +1,6 @@
+"""Delivery: the thin layer around every provider (pooling, retries, back-pressure, metrics)."""
+
+from clarion.delivery.clock import Clock, SystemClock
+from clarion.delivery.retry import RetryPolicy
+
+__all__ = ["Clock", "RetryPolicy", "SystemClock"]
