@@ -366,3 +366,21 @@ async def test_batches_rejected_together_report_the_key_once() -> None:
     assert [o.kind for o in outcomes] == [OutcomeKind.CREDENTIALS_REJECTED] * 3
     assert len(provider.calls) == 3, "the batches were in flight together"
     assert len(reports) == 1
+
+
+async def test_a_send_queued_for_a_slot_still_waits_out_a_retry_after_that_arrived_meanwhile() -> (
+    None
+):
+    clock = FakeClock()
+    hold = asyncio.Event()
+    provider = ScriptedProvider({"a": [retry(1.0, 429, "QUOTA_EXCEEDED")]}, clock=clock, hold=hold)
+    dispatcher = dispatcher_for(provider, clock=clock, max_in_flight=1)
+    first = asyncio.create_task(dispatcher.send_once(KEY, 1, NOTE, ["a"]))
+    await asyncio.sleep(0.01)
+    second = asyncio.create_task(dispatcher.send_once(KEY, 1, NOTE, ["b"]))
+    await asyncio.sleep(0.01)
+    assert provider.calls == [(0.0, ["a"])], "b queues for the only slot"
+    hold.set()
+    assert (await first)[0].kind is OutcomeKind.RETRY
+    assert (await second)[0].kind is OutcomeKind.DELIVERED
+    assert provider.calls[-1] == (1.0, ["b"])
