@@ -120,12 +120,15 @@ class Dispatcher:
         if self.policy.max_wait is not None:
             deadline = self.clock.monotonic() + self.policy.max_wait
 
-        async def attempt(indices: list[int], number: int, delay: float) -> None:
-            if delay > 0:
-                await self.clock.sleep(delay)
-            batch = [tokens[i] for i in indices]
+        async def attempt(indices: Sequence[int], number: int) -> dict[float, list[int]]:
+            """Send the tokens at ``indices``; settle the final ones, group the rest by wait."""
             outcomes = await self.send_once(
-                key, version, notification, batch, attempt=number, deadline=deadline
+                key,
+                version,
+                notification,
+                [tokens[i] for i in indices],
+                attempt=number,
+                deadline=deadline,
             )
             later: dict[float, list[int]] = {}
             for index, outcome in zip(indices, outcomes, strict=True):
@@ -133,12 +136,19 @@ class Dispatcher:
                     later.setdefault(outcome.retry_after or 0.0, []).append(index)
                 else:
                     book.settle(index, outcome)
-            for wait, group in later.items():
-                tasks.create_task(attempt(group, number + 1, wait))
+            return later
 
-        async with asyncio.TaskGroup() as tasks:
-            if tokens:
-                tasks.create_task(attempt(list(range(len(tokens))), 1, 0.0))
+        async def retry(indices: list[int], number: int, wait: float) -> None:
+            await self.clock.sleep(wait)
+            for next_wait, group in (await attempt(indices, number)).items():
+                tasks.create_task(retry(group, number + 1, next_wait))
+
+        # The first attempt runs inline: most sends never retry, and a task group costs loop turns.
+        later = await attempt(range(len(tokens)), 1) if tokens else {}
+        if later:
+            async with asyncio.TaskGroup() as tasks:
+                for wait, group in later.items():
+                    tasks.create_task(retry(group, 2, wait))
         return book.results()
 
     async def send_once(
@@ -182,7 +192,7 @@ class Dispatcher:
                     for i in range(0, len(tokens), size)
                 ]
             outcomes = [outcome for batch in batches for outcome in batch.result()]
-        metrics.count_outcomes(state.label, outcomes)
+        metrics.meters(state.label).count(outcomes)
         return outcomes
 
     def _state(self, key: PoolKey, version: Hashable) -> _KeyState:
@@ -280,9 +290,9 @@ class Dispatcher:
     ) -> list[Outcome]:
         label = provider.name
         count = len(tokens)
-        metrics.PUSH_ATTEMPTS.labels(label).inc(count)
-        in_flight = metrics.IN_FLIGHT.labels(label)
-        in_flight.inc(count)
+        meters = metrics.meters(label)
+        meters.attempts.inc(count)
+        meters.in_flight.inc(count)
         started = time.perf_counter()
         try:
             answers = await provider.send(notification, tokens)
@@ -293,8 +303,8 @@ class Dispatcher:
             log.exception("%s send for %s raised", label, key)
             return same_outcome(tokens, OutcomeKind.RETRY, type(exc).__name__)
         finally:
-            metrics.PROVIDER_LATENCY.labels(label).observe(time.perf_counter() - started)
-            in_flight.dec(count)
+            meters.latency.observe(time.perf_counter() - started)
+            meters.in_flight.dec(count)
         return _checked(label, tokens, answers)
 
     async def _settle(
