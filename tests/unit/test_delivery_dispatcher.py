@@ -247,7 +247,7 @@ async def test_the_concurrency_limit_per_key_is_never_exceeded() -> None:
     dispatcher = dispatcher_for(provider, clock=clock, max_in_flight=8, batch_size=3)
     batches = [[f"t{n}-{i}" for i in range(n % 7 + 1)] for n in range(60)]
     results = await asyncio.gather(*(dispatcher.send(KEY, 1, NOTE, b) for b in batches))
-    assert [len(r) for r in results] == [len(b) for b in batches]
+    assert [[o.token for o in r] for r in results] == batches
     assert provider.peak_in_flight <= 8
     assert provider.peak_in_flight >= 6, "sends did run concurrently"
     assert dispatcher.pool.limiter(KEY).in_use == 0
@@ -384,3 +384,16 @@ async def test_a_send_queued_for_a_slot_still_waits_out_a_retry_after_that_arriv
     assert (await first)[0].kind is OutcomeKind.RETRY
     assert (await second)[0].kind is OutcomeKind.DELIVERED
     assert provider.calls[-1] == (1.0, ["b"])
+
+
+async def test_after_close_sends_come_back_unsent_as_retry_without_waiting() -> None:
+    clock = FakeClock()
+    provider = ScriptedProvider(clock=clock)
+    dispatcher = dispatcher_for(provider, clock=clock)
+    await dispatcher.send(KEY, 1, NOTE, ["a"])
+    await dispatcher.close()
+    outcomes = await dispatcher.send(KEY, 1, NOTE, ["b", "c"])
+    assert [(o.kind, o.reason) for o in outcomes] == [(OutcomeKind.RETRY, "ShuttingDown")] * 2
+    assert provider.closed
+    assert len(provider.calls) == 1
+    assert clock.sleeps == []

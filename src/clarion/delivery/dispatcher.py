@@ -6,13 +6,19 @@ Two ways in:
   TOKEN_DEAD, CREDENTIALS_REJECTED or FAILED). Use it where a caller waits for the answer: a
   synchronous API send, the embedded worker, tools.
 * ``Dispatcher.send_once`` makes one attempt and returns RETRY outcomes with the delay to wait
-  (``retry_after``, always set) instead of sleeping. Use it in durable job workers: reschedule the
-  RETRY tokens ``retry_after`` seconds later with ``attempt + 1``.
+  (``retry_after``, always set) instead of sleeping. Use it in durable job workers::
+
+      outcomes = await dispatcher.send_once(key, version, note, tokens, attempt=job.attempt)
+      again = [o for o in outcomes if o.kind is OutcomeKind.RETRY]
+      # record the others; requeue each of ``again`` at now + retry_after, attempt + 1
 
 Both wait at the same gates: a suspended key (credentials rejected) answers at once without a
-provider call; a key backing off after the service said ``Retry-After`` makes every send to it
-wait (other keys are not blocked); a key's in-flight token limit is never exceeded; an expired
-message is never sent.
+provider call; a key backing off makes every send to it wait (other keys are not blocked); a key's
+in-flight token limit is never exceeded; an expired message is never sent.
+
+Provider contract: set ``Outcome.retry_after`` only when the service said how long to wait
+(``Retry-After``, a quota): it holds back the whole key for that long. Leave it ``None`` for a
+plain transient error and the policy's jittered backoff applies to that token alone.
 """
 
 from __future__ import annotations
