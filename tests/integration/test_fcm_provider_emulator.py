@@ -5,7 +5,7 @@ from collections.abc import AsyncIterator
 import pytest
 from fcmhms_support import fcm_token, service_account
 
-from clarion.emulators.fcm import FcmEmulator
+from clarion.emulators.fcm import Faults, FcmEmulator
 from clarion.providers.base import FcmCredentials, Notification, OutcomeKind
 from clarion.providers.fcm import FcmProvider
 from clarion.providers.transport_httpx import HttpxTransport
@@ -142,7 +142,7 @@ async def test_one_access_token_serves_many_sends(emu: FcmEmulator, provider: Fc
         outcomes = await provider.send(HELLO, [fcm_token(batch * 40 + n) for n in range(40)])
         assert {o.kind for o in outcomes} == {OutcomeKind.DELIVERED}
     assert emu.tokens_issued == 1
-    assert len(emu.received) == 200
+    assert len(emu.received) == emu.accepted == 200
 
 
 async def test_quota_exceeded_retries_after_the_servers_delay(
@@ -194,3 +194,17 @@ async def test_token_endpoint_outage_is_retried(emu: FcmEmulator, provider: FcmP
     assert outcomes[0].kind is OutcomeKind.RETRY
     emu.faults.token_endpoint_status = None
     assert (await provider.send(HELLO, [fcm_token(14)]))[0].kind is OutcomeKind.DELIVERED
+
+
+async def test_random_faults_leave_every_token_with_exactly_one_outcome(
+    emu: FcmEmulator, provider: FcmProvider
+) -> None:
+    emu.faults = Faults(drop_ratio=0.04, rate_limit_ratio=0.03, seed=7)
+    emu.faults.error_burst = 5
+    tokens = [fcm_token(n) for n in range(400)]
+    outcomes = await provider.send(HELLO, tokens)
+    assert [o.token for o in outcomes] == tokens
+    kinds = [o.kind for o in outcomes]
+    assert set(kinds) == {OutcomeKind.DELIVERED, OutcomeKind.RETRY}
+    assert kinds.count(OutcomeKind.DELIVERED) == emu.accepted
+    assert kinds.count(OutcomeKind.RETRY) >= 5

@@ -133,6 +133,7 @@ async def test_large_audiences_go_in_requests_of_1000_tokens(
     assert [o.token for o in outcomes] == tokens
     assert {o.kind for o in outcomes} == {OutcomeKind.DELIVERED}
     assert sorted(len(r.message["token"]) for r in emu.received) == [500, 1000, 1000]
+    assert emu.accepted == 2500
     assert emu.tokens_issued == 1
 
 

@@ -121,3 +121,8 @@ def test_apns_unregistered_relayed_by_fcm_kills_the_token() -> None:
 def test_unknown_status_fails_with_the_status() -> None:
     outcome = classify_fcm_response("t", HttpResponse(418, {}, b""))
     assert (outcome.kind, outcome.reason, outcome.status) == (OutcomeKind.FAILED, "HTTP 418", 418)
+
+
+def test_quota_exceeded_without_a_header_waits_at_least_a_minute() -> None:
+    outcome = classify_fcm_response("t", error(429, "RESOURCE_EXHAUSTED", "QUOTA_EXCEEDED"))
+    assert (outcome.kind, outcome.retry_after) == (OutcomeKind.RETRY, 60.0)

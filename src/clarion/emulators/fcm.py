@@ -393,8 +393,11 @@ class FcmEmulator:
         token_lifetime: int = 3599,
         faults: Faults | None = None,
         clock: Callable[[], float] = time.time,
+        record: bool = True,
     ) -> None:
         self.faults = faults or Faults()
+        self.record = record  # False: count accepted messages without keeping them (benchmarks)
+        self.accepted = 0
         self.token_lifetime = token_lifetime
         self.received: list[FcmReceived] = []
         self.send_requests = 0
@@ -574,7 +577,9 @@ class FcmEmulator:
             error = self.faults.token_errors.get(token)
             if error is not None:
                 return self._token_error(error)
-        self.received.append(FcmReceived(project_id, message, validate_only))
+        self.accepted += 1
+        if self.record:
+            self.received.append(FcmReceived(project_id, message, validate_only))
         message_id = "fake_message_id" if validate_only else f"0:{next(self._message_ids)}"
         return json_answer(200, {"name": f"projects/{project_id}/messages/{message_id}"})
 

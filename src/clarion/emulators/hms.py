@@ -100,8 +100,11 @@ class HmsEmulator:
         token_lifetime: int = 3600,
         faults: Faults | None = None,
         clock: Callable[[], float] = time.time,
+        record: bool = True,
     ) -> None:
         self.faults = faults or Faults()
+        self.record = record  # False: count accepted messages without keeping them (benchmarks)
+        self.accepted = 0
         self.token_lifetime = token_lifetime
         self.results = dict(RESULTS)
         self.received: list[HmsReceived] = []
@@ -237,7 +240,9 @@ class HmsEmulator:
         if len(illegal) == len(tokens):
             return self._result("80300007")
         delivered = tuple(t for t in tokens if t not in set(illegal))
-        self.received.append(HmsReceived(version, target, message, delivered))
+        self.accepted += len(delivered)
+        if self.record:
+            self.received.append(HmsReceived(version, target, message, delivered))
         if not illegal:
             return self._result("80000000")
         detail = {"success": len(delivered), "failure": len(illegal), "illegal_tokens": illegal}

@@ -28,6 +28,7 @@ from clarion.providers.oauth import (
 from clarion.providers.transport import HttpResponse, Transport, TransportError
 
 FCM_BASE_URL = "https://fcm.googleapis.com"
+QUOTA_BACKOFF = 60.0
 FCM_ERROR_TYPE = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
 BAD_REQUEST_TYPE = "type.googleapis.com/google.rpc.BadRequest"
 APNS_ERROR_TYPE = "type.googleapis.com/google.firebase.fcm.v1.ApnsError"
@@ -101,8 +102,10 @@ def classify_fcm_response(token: str, response: HttpResponse) -> Outcome:
         return Outcome(token, OutcomeKind.DELIVERED, status=200)
     error = parse_fcm_error(response.body)
     code = error.error_code or error.status or f"HTTP {status}"
-    if status in (429, 500, 502, 503, 504) or status > 500:
+    if status == 429 or status >= 500:
         wait = retry_after(response.headers)
+        if wait is None and status == 429:
+            wait = QUOTA_BACKOFF  # Google: wait at least a minute before retrying over quota
         return Outcome(token, OutcomeKind.RETRY, reason=code, retry_after=wait, status=status)
     if error.error_code == "UNREGISTERED" or error.apns_reason in APNS_DEAD_REASONS:
         reason = error.apns_reason or code

@@ -4,6 +4,11 @@ Everything visible goes in ``android.notification`` (title, body, their localisa
 arguments, sound, icon, and the category as ``tag``); extras and a WalletConnect topic and blob
 go in ``data`` with string values. A silent notification, or one with nothing to show, is a
 data-only message, so the app's messaging service receives it even in the background.
+
+WalletConnect's Android SDK decrypts a push whose data holds ``topic``, ``blob`` and ``flags``
+(or ``topic``, ``tag`` and ``message`` for raw clients), so the caller passes ``flags`` (or
+``tag`` and ``message``) in ``extras`` and, for an encrypted blob, no title or body (or
+``silent=True``): a notification block would be shown by Android without waking the SDK.
 """
 
 from __future__ import annotations
