@@ -208,3 +208,8 @@ async def test_random_faults_leave_every_token_with_exactly_one_outcome(
     assert set(kinds) == {OutcomeKind.DELIVERED, OutcomeKind.RETRY}
     assert kinds.count(OutcomeKind.DELIVERED) == emu.accepted
     assert kinds.count(OutcomeKind.RETRY) >= 5
+
+
+async def test_no_tokens_means_no_requests(emu: FcmEmulator, provider: FcmProvider) -> None:
+    assert await provider.send(HELLO, []) == []
+    assert (emu.tokens_issued, emu.send_requests) == (0, 0)

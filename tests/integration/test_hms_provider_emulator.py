@@ -186,3 +186,8 @@ async def test_numeric_collapse_key_is_accepted_as_a_group(
     outcomes = await provider.send(Notification(body="x", collapse_key="50"), [hms_token(17)])
     assert outcomes[0].kind is OutcomeKind.DELIVERED
     assert emu.received[0].message["android"]["collapse_key"] == 50
+
+
+async def test_no_tokens_means_no_requests(emu: HmsEmulator, provider: HmsProvider) -> None:
+    assert await provider.send(HELLO, []) == []
+    assert (emu.tokens_issued, emu.send_requests) == (0, 0)

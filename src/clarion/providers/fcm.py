@@ -161,6 +161,8 @@ class FcmProvider(Provider):
         return f"FcmProvider(send_url={self.send_url!r})"
 
     async def send(self, notification: Notification, tokens: Sequence[str]) -> list[Outcome]:
+        if not tokens:
+            return []
         message = fcm_message(notification)
         try:
             access = await self.access_tokens.get()

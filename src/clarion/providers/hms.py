@@ -138,6 +138,8 @@ class HmsProvider(Provider):
         return f"HmsProvider(send_url={self.send_url!r})"
 
     async def send(self, notification: Notification, tokens: Sequence[str]) -> list[Outcome]:
+        if not tokens:
+            return []
         message = hms_message(notification)
         try:
             access = await self.access_tokens.get()
