@@ -213,3 +213,15 @@ async def test_random_faults_leave_every_token_with_exactly_one_outcome(
 async def test_no_tokens_means_no_requests(emu: FcmEmulator, provider: FcmProvider) -> None:
     assert await provider.send(HELLO, []) == []
     assert (emu.tokens_issued, emu.send_requests) == (0, 0)
+
+
+async def test_project_quota_refuses_the_excess_until_the_minute_has_passed(
+    emu: FcmEmulator, provider: FcmProvider
+) -> None:
+    emu.quota_per_minute = 5
+    outcomes = await provider.send(HELLO, [fcm_token(n) for n in range(8)])
+    kinds = [o.kind for o in outcomes]
+    assert kinds.count(OutcomeKind.DELIVERED) == 5
+    retries = [o for o in outcomes if o.kind is OutcomeKind.RETRY]
+    assert len(retries) == 3
+    assert all(o.reason == "QUOTA_EXCEEDED" and o.retry_after == 60.0 for o in retries)

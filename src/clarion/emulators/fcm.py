@@ -26,6 +26,7 @@ import re
 import secrets
 import time
 import urllib.parse
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Self
@@ -406,6 +407,9 @@ class FcmEmulator:
         self._accounts: dict[str, _Account] = {}
         self._grants: dict[str, _Grant] = {}
         self._message_ids = itertools.count(1)
+        # FCM's project quota: at most this many messages per rolling minute (None: unlimited).
+        self.quota_per_minute: int | None = None
+        self._quota_window: deque[float] = deque()
         self._server = LoopbackHttpServer(self._handle, host=host, port=port)
 
     async def __aenter__(self) -> Self:
@@ -572,6 +576,11 @@ class FcmEmulator:
             return _invalid_argument("", "Invalid JSON payload received.")
         except BadMessage as bad:
             return _invalid_argument(bad.field, bad.description)
+        wait = self._quota_wait()
+        if wait is not None:
+            status, rpc_status, text = FCM_ERRORS["QUOTA_EXCEEDED"]
+            headers = {"retry-after": str(wait)}
+            return _fcm_error(status, rpc_status, text, "QUOTA_EXCEEDED", headers=headers)
         token = message.get("token")
         if isinstance(token, str):
             error = self.faults.token_errors.get(token)
@@ -582,6 +591,19 @@ class FcmEmulator:
             self.received.append(FcmReceived(project_id, message, validate_only))
         message_id = "fake_message_id" if validate_only else f"0:{next(self._message_ids)}"
         return json_answer(200, {"name": f"projects/{project_id}/messages/{message_id}"})
+
+    def _quota_wait(self) -> int | None:
+        """Seconds until the rolling-minute quota has room again; None if it has room now."""
+        if self.quota_per_minute is None:
+            return None
+        now = self._clock()
+        window = self._quota_window
+        while window and window[0] <= now - 60:
+            window.popleft()
+        if len(window) >= self.quota_per_minute:
+            return max(1, int(window[0] + 60 - now + 0.999))
+        window.append(now)
+        return None
 
     def _token_error(self, code: str) -> HttpAnswer:
         status, rpc_status, message = FCM_ERRORS[code]
