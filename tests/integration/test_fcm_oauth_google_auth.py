@@ -8,10 +8,10 @@ import google.auth.transport.requests
 import httpx
 import pytest
 import requests
-from fcmhms_support import fcm_token, service_account
 from google.oauth2 import service_account as google_service_account
 
 from clarion.emulators.fcm import FcmEmulator
+from tests.integration.fcmhms_support import fcm_token, service_account
 
 PROJECT = "clarion-faithful"
 SCOPES = ["https://www.googleapis.com/auth/firebase.messaging"]

@@ -3,12 +3,12 @@
 from collections.abc import AsyncIterator
 
 import pytest
-from fcmhms_support import fcm_token, service_account
 
 from clarion.emulators.fcm import Faults, FcmEmulator
 from clarion.providers.base import FcmCredentials, Notification, OutcomeKind
 from clarion.providers.fcm import FcmProvider
 from clarion.providers.transport_httpx import HttpxTransport
+from tests.integration.fcmhms_support import fcm_token, service_account
 
 PROJECT = "clarion-it"
 HELLO = Notification(title="Hello", body="World", extras={"n": 1})

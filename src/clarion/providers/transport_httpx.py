@@ -40,7 +40,7 @@ class HttpxTransport:
         headers: Mapping[str, str],
         body: bytes,
         *,
-        timeout: float | None = None,  # noqa: ASYNC109 - the Transport protocol's signature
+        timeout: float | None = None,
     ) -> HttpResponse:
         try:
             response = await self._client.post(
