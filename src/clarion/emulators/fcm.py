@@ -208,7 +208,9 @@ class LoopbackHttpServer:
 class Faults:
     """Switches a test flips to make the send endpoint misbehave. Counters count down per send."""
 
-    token_errors: dict[str, str] = field(default_factory=dict)  # token -> error to answer with
+    # token -> the error it gets. FCM: an errorCode of FCM_ERRORS (UNREGISTERED, ...);
+    # HMS: "INVALID" (an illegal token, reported per token) or a result code for the request.
+    token_errors: dict[str, str] = field(default_factory=dict)
     rate_limit_ratio: float = 0.0  # fraction of sends refused as over quota
     rate_limit_status: int | None = None  # None: the provider's own (FCM 429, HMS 503)
     retry_after: int | None = 1  # Retry-After seconds on those refusals; None: no header
