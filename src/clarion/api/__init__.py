@@ -1,0 +1,1 @@
+"""The HTTP edge: parse, validate, render each dialect's envelope and errors."""

@@ -1,0 +1,15 @@
+"""The PowerAuth Push Server dialect: /push, /admin, /inbox."""
+
+from fastapi import APIRouter
+
+from clarion.api.powerauth import admin, devices, status
+from clarion.api.powerauth.envelope import ERROR_RESPONSES, PowerAuthRoute
+
+
+def router() -> APIRouter:
+    """All PowerAuth routes; every one answers errors in the PowerAuth format."""
+    root = APIRouter(route_class=PowerAuthRoute, responses=ERROR_RESPONSES)
+    root.include_router(status.router)
+    root.include_router(devices.router)
+    root.include_router(admin.router)
+    return root

@@ -1,0 +1,235 @@
+"""The PowerAuth envelope and error mapping, in one place for the whole dialect.
+
+Requests are ``{"requestObject": {...}}``; answers are ``{"status": "OK", "responseObject": ...}``
+or ``{"status": "ERROR", "responseObject": {"code": ..., "message": ...}}``. Every route of the
+dialect uses ``PowerAuthRoute``, which turns validation failures and ``ClarionError``s into that
+error body, and anything unexpected into a 500 with a generic message (detail only in the log).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Annotated, Any, Generic, Literal, TypeVar
+
+from fastapi import Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from starlette.exceptions import HTTPException
+
+from clarion.errors import (
+    ClarionError,
+    Conflict,
+    DirectoryError,
+    InvalidRequest,
+    NotFound,
+    Refused,
+    Unauthorized,
+)
+
+log = logging.getLogger("clarion.api.powerauth")
+
+T = TypeVar("T")
+
+
+def _reject_nul(value: Any) -> Any:
+    """PostgreSQL text cannot hold NUL characters; refuse them in any string, at any depth."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError(InvalidRequest("Text fields must not contain NUL characters."))
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _reject_nul(key)
+            _reject_nul(item)
+    elif isinstance(value, list):
+        for item in value:
+            _reject_nul(item)
+    return value
+
+
+NoNul = BeforeValidator(_reject_nul)
+
+
+class ObjectRequest(BaseModel, Generic[T]):
+    """The PowerAuth request envelope."""
+
+    requestObject: Annotated[T, NoNul]
+
+
+class OkResponse(BaseModel):
+    status: Literal["OK"] = "OK"
+
+
+class ObjectResponse(BaseModel, Generic[T]):
+    status: Literal["OK"] = "OK"
+    responseObject: T
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(examples=["ERROR_REQUEST"])
+    message: str = Field(examples=["App ID must not be null."])
+
+
+class ErrorResponse(BaseModel):
+    model_config = ConfigDict(title="PowerAuthError")
+    status: Literal["ERROR"] = "ERROR"
+    responseObject: ErrorDetail
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorResponse, "description": "Invalid request or business rule"},
+    401: {"model": ErrorResponse, "description": "Admin credentials missing or wrong"},
+}
+
+
+def ok(response_object: Any = None) -> dict[str, Any]:
+    if response_object is None:
+        return {"status": "OK"}
+    return {"status": "OK", "responseObject": response_object}
+
+
+def error(status: int, code: str, message: str) -> JSONResponse:
+    body = {"status": "ERROR", "responseObject": {"code": code, "message": message}}
+    headers = {"WWW-Authenticate": 'Basic realm="clarion"'} if status == 401 else None
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+# Field labels and the messages upstream uses, so clients see familiar sentences.
+_LABELS = {
+    "appId": "App ID",
+    "activationId": "Activation ID",
+    "activationIds": "Activation IDs",
+    "platform": "Platform",
+    "environment": "Environment",
+    "token": "Push token",
+    "userId": "User ID",
+    "activationStatus": "Activation status",
+    "bundle": "Bundle",
+    "keyId": "Key ID",
+    "teamId": "Team ID",
+    "privateKeyBase64": "Private key",
+    "projectId": "Project ID",
+    "clientId": "Client ID",
+    "clientSecret": "Client secret",
+    "message": "Push message",
+    "body": "Push message payload (body)",
+    "includeIos": "includeIos",
+}
+_TYPE_NAMES = {
+    "string_type": "string",
+    "bool_type": "boolean",
+    "bool_parsing": "boolean",
+    "list_type": "list",
+    "int_type": "integer",
+    "int_parsing": "integer",
+    "dict_type": "JSON object",
+    "model_type": "JSON object",
+    "model_attributes_type": "JSON object",
+}
+_EXACT = {
+    ("token", "null"): "Push token must not be null or empty.",
+    ("token", "empty"): "Push token must not be null or empty.",
+}
+
+
+def validation_message(errors: Sequence[Any]) -> str:
+    """One clear sentence for the first validation error, naming the field."""
+    if not errors:
+        return "Invalid request."
+    err = errors[0]
+    kind = str(err.get("type", ""))
+    loc = [part for part in err.get("loc", ()) if part != "body"]
+    if kind in ("json_invalid", "json_type"):
+        return "Request body is not valid JSON."
+    if not loc:
+        if kind == "missing":
+            return "Request body must not be empty."
+        return "Request body must be a JSON object with a requestObject."
+    if loc == ["requestObject"] and kind in ("missing", "model_type", "model_attributes_type"):
+        if kind == "missing" or err.get("input") is None:
+            return "Request object must not be null."
+        return "Request object must be a JSON object."
+    field = str(next((p for p in reversed(loc) if isinstance(p, str)), loc[-1]))
+    label = _LABELS.get(field, field)
+    if kind == "missing" or (err.get("input") is None and kind.endswith("_type")):
+        return _EXACT.get((field, "null"), f"{label} must not be null.")
+    if kind == "string_too_short":
+        return _EXACT.get((field, "empty"), f"{label} must not be empty.")
+    if kind == "too_short":
+        return f"{label} must not be empty."
+    if kind == "string_too_long":
+        return f"{label} is too long."
+    if kind in _TYPE_NAMES:
+        what = (
+            "contain only " + _TYPE_NAMES[kind] + "s"
+            if isinstance(loc[-1], int)
+            else ("be a " + _TYPE_NAMES[kind])
+        )
+        return f"{label} must {what}."
+    if kind == "extra_forbidden":
+        return f"Unknown field: {str(field)[:40]}."
+    if kind == "value_error":
+        ctx = err.get("ctx") or {}
+        reason = ctx.get("error")
+        if isinstance(reason, ValueError) and reason.args:
+            reason = reason.args[0]
+        if isinstance(reason, ClarionError):
+            return reason.message
+    path = ".".join(str(p) for p in loc)
+    return f"Invalid value of {path}: {err.get('msg', 'invalid')}."
+
+
+def map_error(exc: Exception) -> JSONResponse:
+    """The single mapping from clarion's errors to the dialect's error bodies."""
+    if isinstance(exc, RequestValidationError):
+        return error(400, "ERROR_REQUEST", validation_message(exc.errors()))
+    if isinstance(exc, InvalidRequest):
+        return error(400, "ERROR_REQUEST", exc.message)
+    if isinstance(exc, NotFound | Conflict | Refused):
+        return error(400, "ERROR_GENERIC", exc.message)
+    if isinstance(exc, DirectoryError):
+        return error(400, "ERROR_PA_SERVER_COMM", exc.message)
+    if isinstance(exc, Unauthorized):
+        return error(401, "ERROR_UNAUTHORIZED", exc.message)
+    if isinstance(exc, ClarionError):
+        log.error("request failed: %s", exc.message)
+        return error(500, "ERROR_GENERIC", "The request could not be processed.")
+    log.exception("unexpected error while handling a PowerAuth request")
+    return error(500, "ERROR_GENERIC", "Internal server error. The detail is in the server log.")
+
+
+class PowerAuthRoute(APIRoute):
+    """A route whose every failure is answered in the PowerAuth error format."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def guarded(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except HTTPException:
+                raise
+            except Exception as exc:  # every other failure gets the dialect's error body
+                return map_error(exc)
+
+        return guarded
+
+
+def add_routes(
+    router: Any,
+    endpoint: Callable[..., Any],
+    forms: Sequence[tuple[str, str]],
+    **options: Any,
+) -> None:
+    """One handler under several (method, path) forms; the first (the seed's) is documented
+    first, the official Java client's aliases after it."""
+    for index, (method, path) in enumerate(forms):
+        router.add_api_route(
+            path,
+            endpoint,
+            methods=[method],
+            operation_id=f"{endpoint.__name__}_{index}" if index else endpoint.__name__,
+            **options,
+        )

@@ -1,0 +1,66 @@
+"""create_app(settings): both dialects, /metrics and /docs on one FastAPI application."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from clarion import __version__
+from clarion.api import powerauth
+from clarion.config import Settings
+from clarion.core.services import Services, open_services
+from clarion.metrics import MetricsMiddleware, metrics_endpoint
+
+log = logging.getLogger("clarion")
+
+
+def create_app(settings: Settings, *, services: Services | None = None) -> FastAPI:
+    """The ASGI application. It opens its services on start-up unless they are given."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        owned = services is None
+        app.state.services = services or await open_services(settings)
+        log.info("clarion %s ready", __version__, extra={"database": app.state.services.db.dialect})
+        try:
+            yield
+        finally:
+            if owned:
+                await app.state.services.close()
+
+    app = FastAPI(
+        title="clarion",
+        version=__version__,
+        summary="A self-hosted push server: the PowerAuth Push Server and WalletConnect push APIs.",
+        lifespan=lifespan,
+    )
+    if services is not None:
+        app.state.services = services
+    app.add_middleware(MetricsMiddleware)
+    app.include_router(powerauth.router())
+    app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    return app
+
+
+def _error_body(code: str, message: str) -> dict[str, Any]:
+    return {"status": "ERROR", "responseObject": {"code": code, "message": message}}
+
+
+async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
+    """Unknown paths and wrong methods, outside any dialect route."""
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    detail = exc.detail if isinstance(exc, HTTPException) else "Internal server error."
+    return JSONResponse(_error_body("ERROR_GENERIC", str(detail)), status_code=status)
+
+
+async def _validation_error(_request: Request, _exc: Exception) -> JSONResponse:
+    return JSONResponse(_error_body("ERROR_REQUEST", "Invalid request."), status_code=400)

@@ -1,0 +1,155 @@
+"""The ``clarion`` command: serve, migrate, version, and operator commands."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from clarion import __version__
+from clarion.config import Settings, load_settings
+from clarion.core.secretbox import SecretKeyError
+from clarion.core.services import Services, open_services
+from clarion.errors import ClarionError
+from clarion.logs import configure_logging
+from clarion.store.db import Database, SchemaOutOfDate, head_revision
+
+T = TypeVar("T")
+
+cli = typer.Typer(
+    help="clarion: a self-hosted push-notification server (PowerAuth and WalletConnect APIs).",
+    no_args_is_help=True,
+    add_completion=False,
+)
+app_cli = typer.Typer(help="Manage applications (PowerAuth appId).", no_args_is_help=True)
+cli.add_typer(app_cli, name="app")
+
+err = Console(stderr=True)
+out = Console()
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        help="TOML file with settings (keys as in docs/configuration.md, lower case). "
+        "CLARION_* environment variables win over it.",
+        exists=True,
+        dir_okay=False,
+    ),
+]
+
+
+def _settings(config: Path | None, **overrides: object) -> Settings:
+    try:
+        return load_settings(config, **{k: v for k, v in overrides.items() if v is not None})
+    except ValueError as exc:
+        err.print(f"[red]invalid settings:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+def _run(coro: Awaitable[T]) -> T:
+    """Run a coroutine, turning clarion's expected failures into a message and exit code 1."""
+    try:
+        return asyncio.run(coro)  # type: ignore[arg-type]
+    except (SchemaOutOfDate, SecretKeyError, ClarionError) as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    except OSError as exc:
+        err.print(f"[red]cannot reach the database:[/red] {exc}")
+        raise typer.Exit(1) from None
+
+
+async def _with_services(settings: Settings, action: Callable[[Services], Awaitable[T]]) -> T:
+    services = await open_services(settings)
+    try:
+        return await action(services)
+    finally:
+        await services.close()
+
+
+@cli.command()
+def serve(
+    config: ConfigOption = None,
+    host: Annotated[str | None, typer.Option(help="Address to listen on [127.0.0.1].")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on [8080].")] = None,
+) -> None:
+    """Run the HTTP API. Applies migrations first on the embedded SQLite default; on PostgreSQL
+    it refuses to start until `clarion migrate` has brought the schema up to date."""
+    import uvicorn
+
+    from clarion.app import create_app
+
+    settings = _settings(config, host=host, port=port)
+    configure_logging(settings.log_level, json_lines=settings.log_json)
+    services = _run(open_services(settings))
+    _run(services.close())
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=True,
+        server_header=False,
+    )
+
+
+@cli.command()
+def migrate(
+    config: ConfigOption = None,
+    revision: Annotated[str, typer.Option(help="Target revision.")] = "head",
+) -> None:
+    """Apply database migrations (up to the latest revision by default)."""
+    settings = _settings(config)
+
+    async def run() -> tuple[str | None, str | None]:
+        db = Database(settings.database_url)
+        try:
+            before = await db.current_revision()
+            await db.upgrade(revision)
+            return before, await db.current_revision()
+        finally:
+            await db.dispose()
+
+    before, after = _run(run())
+    out.print(f"database migrated: {before or 'empty'} -> {after} (head {head_revision()})")
+
+
+@cli.command()
+def version() -> None:
+    """Print clarion's version and the schema revision it needs."""
+    out.print(f"clarion {__version__} (schema {head_revision()}, Python {sys.version.split()[0]})")
+
+
+@app_cli.command("create")
+def app_create(
+    app_id: Annotated[str, typer.Argument(help="Application id, e.g. mobile-app.")],
+    config: ConfigOption = None,
+) -> None:
+    """Create an application."""
+    settings = _settings(config)
+    created = _run(_with_services(settings, lambda s: s.apps.create(app_id)))
+    out.print(f"application created: {created}")
+
+
+@app_cli.command("list")
+def app_list(config: ConfigOption = None) -> None:
+    """List applications and which platforms each has credentials for."""
+    settings = _settings(config)
+    apps = _run(_with_services(settings, lambda s: s.apps.summaries()))
+    table = Table("appId", "ios", "android", "huawei")
+    for app in apps:
+        table.add_row(
+            *(app.app_id, *("yes" if f else "-" for f in (app.ios, app.android, app.huawei)))
+        )
+    out.print(table)
+
+
+def main() -> None:
+    cli()

@@ -1,0 +1,130 @@
+"""One Settings object, from ``CLARION_*`` environment variables and an optional TOML file.
+
+Precedence, highest first: explicit arguments, environment variables, the TOML file, defaults.
+Every setting is documented in ``docs/configuration.md``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./clarion.db"
+
+
+def normalise_database_url(url: str) -> str:
+    """Map plain ``sqlite://`` and ``postgresql://`` URLs to the async drivers clarion uses."""
+    for plain, driver in (
+        ("sqlite://", "sqlite+aiosqlite://"),
+        ("postgresql://", "postgresql+asyncpg://"),
+        ("postgres://", "postgresql+asyncpg://"),
+    ):
+        if url.startswith(plain):
+            return driver + url[len(plain) :]
+    return url
+
+
+class Settings(BaseSettings):
+    """Everything an operator can set. Built once at start and passed down."""
+
+    model_config = SettingsConfigDict(env_prefix="CLARION_", extra="ignore")
+
+    # Storage
+    database_url: str = DEFAULT_DATABASE_URL
+    auto_migrate: bool | None = Field(
+        default=None,
+        description="Apply migrations on start. Default: yes for SQLite, no for PostgreSQL.",
+    )
+    secret_key: SecretStr | None = Field(
+        default=None, description="Key that encrypts provider secrets at rest."
+    )
+    secret_key_file: Path | None = Field(
+        default=None, description="Where the generated key lives (SQLite default only)."
+    )
+
+    # HTTP
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    environment: str = Field(default="", description="Shown as applicationEnvironment.")
+    display_name: str = "clarion push server"
+    admin_username: str | None = None
+    admin_password: SecretStr | None = None
+    admin_token: SecretStr | None = None
+
+    # Logging
+    log_level: str = "INFO"
+    log_json: bool = False
+
+    # PowerAuth behaviour
+    apns_use_development: bool = True
+    multiple_activations: bool = False
+    store_messages: bool = False
+    campaign_batch_size: int = Field(default=10_000, ge=1)
+    activation_directory: Literal["local", "powerauth"] = "local"
+    powerauth_url: str | None = None
+    powerauth_username: str | None = None
+    powerauth_password: SecretStr | None = None
+    powerauth_timeout: float = Field(default=5.0, gt=0)
+    powerauth_cache_seconds: float = Field(default=5.0, ge=0)
+
+    @field_validator("database_url")
+    @classmethod
+    def _async_driver(cls, value: str) -> str:
+        return normalise_database_url(value)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def should_auto_migrate(self) -> bool:
+        return self.is_sqlite if self.auto_migrate is None else self.auto_migrate
+
+    @property
+    def sqlite_path(self) -> Path | None:
+        """The database file of a SQLite URL, or None for in-memory and other databases."""
+        if not self.is_sqlite:
+            return None
+        path = self.database_url.split(":///", 1)[1] if ":///" in self.database_url else ""
+        path = path.split("?", 1)[0]
+        if not path or path == ":memory:":
+            return None
+        return Path(path)
+
+    def resolved_key_file(self) -> Path | None:
+        """The generated key file: set explicitly, or beside the SQLite database."""
+        if self.secret_key_file is not None:
+            return self.secret_key_file
+        db = self.sqlite_path
+        return None if db is None else db.with_name(db.name + ".key")
+
+
+def load_settings(config_file: Path | None = None, **overrides: object) -> Settings:
+    """Build the Settings, reading ``config_file`` (TOML, keys as the field names) when given."""
+
+    class _FromFile(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+            if config_file is not None:
+                sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
+            return tuple(sources)
+
+    if config_file is not None and not config_file.is_file():
+        raise FileNotFoundError(f"config file not found: {config_file}")
+    return _FromFile(**overrides)  # type: ignore[arg-type]

@@ -1,0 +1,1 @@
+"""Domain services. They know nothing of HTTP or of a dialect's JSON."""

@@ -1,0 +1,85 @@
+"""Validation of uploaded provider credentials, before anything is stored.
+
+Each function returns the normalised secret to encrypt, or raises InvalidRequest naming the
+problem. Messages never quote the secret itself.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from clarion.errors import InvalidRequest
+
+SERVICE_ACCOUNT_FIELDS = ("type", "project_id", "client_email", "private_key", "token_uri")
+_B64_ALPHABET = re.compile(rb"^[A-Za-z0-9+/=_\-\s]+$")
+
+
+def decode_base64(value: str, field: str) -> bytes:
+    """Standard or URL-safe base64, with or without padding and line breaks."""
+    raw = value.encode()
+    if not _B64_ALPHABET.match(raw):
+        raise InvalidRequest(f"{field} is not valid base64.")
+    compact = b"".join(raw.split())
+    compact += b"=" * (-len(compact) % 4)
+    try:
+        return base64.b64decode(compact.replace(b"-", b"+").replace(b"_", b"/"), validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidRequest(f"{field} is not valid base64.") from None
+
+
+def apns_private_key(pem: bytes) -> bytes:
+    """An APNs ``.p8`` key: a PEM PKCS#8 EC private key on the P-256 curve."""
+    try:
+        key = serialization.load_pem_private_key(pem, password=None)
+    except (ValueError, TypeError):
+        raise InvalidRequest(
+            "Private key is not a valid PEM private key (expected the .p8 file from Apple)."
+        ) from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
+        raise InvalidRequest("Private key must be an EC P-256 key (an APNs .p8 key).")
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def fcm_service_account(document: bytes) -> dict[str, Any]:
+    """A Google service account JSON with its required fields and a parseable RSA key.
+
+    Its ``project_id`` may differ from the FCM project: a service account of one Google Cloud
+    project can be granted FCM rights in another, so the uploaded ``projectId`` decides.
+    """
+    try:
+        account = json.loads(document)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise InvalidRequest("Private key is not a valid service account JSON document.") from None
+    if not isinstance(account, dict):
+        raise InvalidRequest("Private key must be a service account JSON object.")
+    missing = [name for name in SERVICE_ACCOUNT_FIELDS if not account.get(name)]
+    if missing:
+        raise InvalidRequest(
+            "Service account JSON is missing required fields: " + ", ".join(missing) + "."
+        )
+    if any(not isinstance(account[name], str) for name in SERVICE_ACCOUNT_FIELDS):
+        raise InvalidRequest("Service account JSON fields must be strings.")
+    if account["type"] != "service_account":
+        raise InvalidRequest("Service account JSON must have type service_account.")
+    if not account["token_uri"].startswith(("https://", "http://")):
+        raise InvalidRequest("Service account token_uri must be an http(s) URL.")
+    try:
+        key = serialization.load_pem_private_key(account["private_key"].encode(), password=None)
+    except (ValueError, TypeError):
+        raise InvalidRequest(
+            "Service account private_key is not a valid PEM private key."
+        ) from None
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise InvalidRequest("Service account private_key must be an RSA key.")
+    return account

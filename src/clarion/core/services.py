@@ -1,0 +1,68 @@
+"""The domain services of one running clarion, built once from the Settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from clarion.config import Settings
+from clarion.core.apps import Applications
+from clarion.core.devices import Devices
+from clarion.core.directory import ActivationDirectory, LocalDirectory, PowerAuthDirectory
+from clarion.core.secretbox import SecretBox, secret_box_for
+from clarion.errors import ClarionError
+from clarion.store.db import Database
+
+
+@dataclass
+class Services:
+    settings: Settings
+    db: Database
+    box: SecretBox
+    directory: ActivationDirectory
+    apps: Applications
+    devices: Devices
+
+    async def close(self) -> None:
+        await self.directory.close()
+        await self.db.dispose()
+
+
+def directory_for(settings: Settings, db: Database) -> ActivationDirectory:
+    if settings.activation_directory == "local":
+        return LocalDirectory(db)
+    if not settings.powerauth_url:
+        raise ClarionError(
+            "CLARION_ACTIVATION_DIRECTORY=powerauth needs CLARION_POWERAUTH_URL to be set"
+        )
+    password = settings.powerauth_password
+    return PowerAuthDirectory(
+        settings.powerauth_url,
+        username=settings.powerauth_username,
+        password=password.get_secret_value() if password else None,
+        timeout=settings.powerauth_timeout,
+        cache_seconds=settings.powerauth_cache_seconds,
+    )
+
+
+async def open_services(settings: Settings, *, migrate: bool | None = None) -> Services:
+    """Connect to the database (migrating or checking its schema) and build the services."""
+    key = settings.secret_key.get_secret_value() if settings.secret_key else None
+    box = secret_box_for(key, settings.resolved_key_file())
+    db = Database(settings.database_url)
+    try:
+        if settings.should_auto_migrate if migrate is None else migrate:
+            await db.upgrade()
+        else:
+            await db.check_schema()
+        directory = directory_for(settings, db)
+    except BaseException:
+        await db.dispose()
+        raise
+    return Services(
+        settings=settings,
+        db=db,
+        box=box,
+        directory=directory,
+        apps=Applications(db, box, apns_use_development=settings.apns_use_development),
+        devices=Devices(db, directory, multiple_activations=settings.multiple_activations),
+    )

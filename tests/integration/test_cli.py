@@ -1,0 +1,67 @@
+"""The operator CLI, run as a real command."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from clarion.store.db import head_revision
+
+CLARION = [sys.executable, "-m", "clarion"]
+
+
+def run(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("CLARION_")}
+    return subprocess.run(
+        [*CLARION, *args],
+        cwd=tmp_path,
+        env={**base, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_version_names_package_and_schema(tmp_path: Path) -> None:
+    result = run(tmp_path, "version")
+    assert result.returncode == 0
+    assert result.stdout.startswith("clarion ") and f"schema {head_revision()}" in result.stdout
+
+
+def test_migrate_then_app_create_and_list(tmp_path: Path) -> None:
+    migrated = run(tmp_path, "migrate")
+    assert migrated.returncode == 0, migrated.stderr
+    assert f"empty -> {head_revision()}" in migrated.stdout
+    assert run(tmp_path, "app", "create", "mobile-app").returncode == 0
+    duplicate = run(tmp_path, "app", "create", "mobile-app")
+    assert duplicate.returncode == 1 and "already exists" in duplicate.stderr
+    listed = run(tmp_path, "app", "list")
+    assert listed.returncode == 0 and "mobile-app" in listed.stdout
+
+
+def test_config_file_is_read(tmp_path: Path) -> None:
+    db = tmp_path / "elsewhere.db"
+    config = tmp_path / "clarion.toml"
+    config.write_text(f'database_url = "sqlite:///{db}"\n')
+    assert run(tmp_path, "app", "create", "from-toml", "--config", str(config)).returncode == 0
+    assert db.is_file() and not (tmp_path / "clarion.db").exists()
+    # The environment wins over the file.
+    other = tmp_path / "env.db"
+    result = run(
+        tmp_path, "app", "list", "--config", str(config), CLARION_DATABASE_URL=f"sqlite:///{other}"
+    )
+    assert result.returncode == 0 and "from-toml" not in result.stdout and other.is_file()
+
+
+def test_every_command_has_useful_help(tmp_path: Path) -> None:
+    for args in (
+        ["--help"],
+        ["serve", "--help"],
+        ["migrate", "--help"],
+        ["app", "create", "--help"],
+    ):
+        result = run(tmp_path, *args)
+        assert result.returncode == 0 and "Usage" in result.stdout
+    assert "--port" in run(tmp_path, "serve", "--help").stdout

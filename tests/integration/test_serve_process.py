@@ -1,0 +1,176 @@
+"""`clarion serve` as a real process: zero-config SQLite start, JSON logs, no secret in any log."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.fake_powerauth import free_port
+from tests.support import apns_p8, b64, key_fragments, service_account
+
+CLARION = [sys.executable, "-m", "clarion"]
+
+
+def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"clarion exited early with {proc.returncode}")
+        try:
+            if httpx.get(url + "/push/service/status", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise AssertionError("clarion did not become ready")
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[str, Path, subprocess.Popen[bytes]]]:
+    """clarion serve in an empty folder with no settings but JSON logs."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLARION_")}
+    env["CLARION_LOG_JSON"] = "1"
+    log = tmp_path / "clarion.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [*CLARION, "serve", "--port", str(port)], cwd=tmp_path, env=env, stdout=out, stderr=out
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, proc)
+        yield url, log, proc
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=10)
+
+
+def test_zero_config_serve_creates_database_and_key_file(
+    server: tuple[str, Path, subprocess.Popen[bytes]], tmp_path: Path
+) -> None:
+    url, _log, _ = server
+    status = httpx.get(url + "/push/service/status").json()
+    assert status["status"] == "OK" and status["responseObject"]["applicationName"] == "clarion"
+    assert (tmp_path / "clarion.db").is_file()
+    key_file = tmp_path / "clarion.db.key"
+    assert key_file.is_file() and (key_file.stat().st_mode & 0o777) == 0o600
+    metrics = httpx.get(url + "/metrics").text
+    assert (
+        'clarion_http_requests_total{method="GET",route="/push/service/status",status="200"}'
+        in metrics
+    )
+    docs = httpx.get(url + "/openapi.json").json()
+    create = docs["paths"]["/push/device/create"]["post"]["requestBody"]["content"]
+    schema_ref = create["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
+    assert "requestObject" in docs["components"]["schemas"][schema_ref]["properties"]
+
+
+def test_logs_are_json_lines_and_never_contain_a_private_key(
+    server: tuple[str, Path, subprocess.Popen[bytes]],
+) -> None:
+    url, log, _ = server
+    key, account = apns_p8(), service_account()
+    client = httpx.Client(base_url=url)
+    assert (
+        client.post(
+            "/admin/app/create", json={"requestObject": {"appId": "mobile-app"}}
+        ).status_code
+        == 200
+    )
+    ios = {
+        "appId": "mobile-app",
+        "bundle": "com.example",
+        "keyId": "K",
+        "teamId": "T",
+        "privateKeyBase64": b64(key),
+    }
+    responses = [
+        client.put("/admin/app/ios/update", json={"requestObject": ios}),
+        client.put(
+            "/admin/app/android/update",
+            json={
+                "requestObject": {
+                    "appId": "mobile-app",
+                    "projectId": "p",
+                    "privateKeyBase64": b64(account),
+                }
+            },
+        ),
+        # Failures must not echo the secret either.
+        client.put(
+            "/admin/app/ios/update", json={"requestObject": {**ios, "appId": "missing-app"}}
+        ),
+        client.put("/admin/app/ios/update", json={"requestObject": {**ios, "keyId": 7}}),
+        client.put(
+            "/admin/app/android/update",
+            json={
+                "requestObject": {
+                    "appId": "mobile-app",
+                    "projectId": "p",
+                    "privateKeyBase64": b64({**account, "type": "x"}),
+                }
+            },
+        ),
+        client.post("/admin/app/detail", json={"requestObject": {"appId": "mobile-app"}}),
+        client.get("/admin/app/list"),
+    ]
+    assert [r.status_code for r in responses] == [200, 200, 400, 400, 400, 200, 200]
+    time.sleep(0.2)
+    lines = log.read_text().splitlines()
+    assert lines, "the server logged nothing"
+    for line in lines:
+        json.loads(line)  # every line is one JSON object
+    everything = log.read_text() + "".join(r.text for r in responses)
+    fragments = key_fragments(key) + key_fragments(account["private_key"].encode())
+    for fragment in fragments:
+        assert fragment not in everything
+    assert any('"ERROR_REQUEST"' in r.text for r in responses)
+
+
+def test_serve_refuses_an_out_of_date_postgresql_schema(postgres_url: str, tmp_path: Path) -> None:
+    from tests.conftest import _pg_admin, run_blocking
+
+    name = f"clarion_empty_{os.getpid()}"
+    run_blocking(_pg_admin(f'CREATE DATABASE "{name}"'))
+    try:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CLARION_")}
+        env["CLARION_DATABASE_URL"] = postgres_url.rsplit("/", 1)[0] + "/" + name
+        env["CLARION_SECRET_KEY"] = "a-long-enough-secret-key-for-tests"
+        result = subprocess.run(
+            [*CLARION, "serve", "--port", str(free_port())],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            timeout=30,
+        )
+        assert result.returncode == 1
+        assert b"clarion migrate" in result.stderr
+        migrated = subprocess.run(
+            [*CLARION, "migrate"], cwd=tmp_path, env=env, capture_output=True, timeout=30
+        )
+        assert migrated.returncode == 0, migrated.stderr
+        assert b"-> 0001" in migrated.stdout or b"->" in migrated.stdout
+    finally:
+        run_blocking(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def test_postgresql_without_a_secret_key_is_refused(postgres_url: str, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLARION_")}
+    env["CLARION_DATABASE_URL"] = postgres_url
+    result = subprocess.run(
+        [*CLARION, "serve", "--port", str(free_port())],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        timeout=30,
+    )
+    assert result.returncode == 1
+    assert b"CLARION_SECRET_KEY" in result.stderr

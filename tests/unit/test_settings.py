@@ -1,0 +1,56 @@
+"""Settings: environment variables, URL normalisation, key file placement."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from clarion.config import DEFAULT_DATABASE_URL, Settings, load_settings, normalise_database_url
+
+
+def test_default_is_a_sqlite_file_in_the_working_directory(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CLARION_DATABASE_URL", raising=False)
+    settings = Settings()
+    assert settings.database_url == DEFAULT_DATABASE_URL
+    assert settings.is_sqlite and settings.should_auto_migrate
+    assert settings.sqlite_path == Path("./clarion.db")
+    assert settings.resolved_key_file() == Path("./clarion.db.key")
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("postgresql://u@h/db", "postgresql+asyncpg://u@h/db"),
+        ("postgres://u@h/db", "postgresql+asyncpg://u@h/db"),
+        ("sqlite:///x.db", "sqlite+aiosqlite:///x.db"),
+        ("postgresql+asyncpg://u@h/db", "postgresql+asyncpg://u@h/db"),
+    ],
+)
+def test_plain_urls_get_the_async_drivers(given: str, expected: str) -> None:
+    assert normalise_database_url(given) == expected
+
+
+def test_postgresql_url_switches_off_auto_migration(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CLARION_DATABASE_URL", "postgresql://root@127.0.0.1/test")
+    settings = Settings()
+    assert not settings.is_sqlite and not settings.should_auto_migrate
+    assert settings.resolved_key_file() is None
+
+
+def test_toml_file_below_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text('port = 9999\nenvironment = "staging"\n')
+    monkeypatch.setenv("CLARION_ENVIRONMENT", "from-env")
+    settings = load_settings(config)
+    assert settings.port == 9999 and settings.environment == "from-env"
+
+
+def test_missing_config_file_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        load_settings(tmp_path / "absent.toml")
+
+
+def test_secret_key_is_hidden_in_repr(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CLARION_SECRET_KEY", "super-secret-value-123")
+    assert "super-secret-value-123" not in repr(Settings())
