@@ -45,7 +45,7 @@ class Notification:
 
 class OutcomeKind(enum.StrEnum):
     DELIVERED = "delivered"
-    TOKEN_DEAD = "token_dead"  # forget this token
+    TOKEN_DEAD = "token_dead"  # noqa: S105 - forget this token
     RETRY = "retry"  # try again after ``retry_after`` seconds (None: the caller's backoff)
     CREDENTIALS_REJECTED = "credentials_rejected"  # stop sending for this app, tell the operator
     FAILED = "failed"  # permanent for this message; ``reason`` says why
