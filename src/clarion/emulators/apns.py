@@ -391,7 +391,8 @@ class _ApnsServerProtocol(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         ssl_object = transport.get_extra_info("ssl_object")
-        if ssl_object is None or ssl_object.selected_alpn_protocol() != "h2":
+        # aioapns offers no ALPN at all and Apple still talks HTTP/2 to it: so does the emulator.
+        if ssl_object is None or ssl_object.selected_alpn_protocol() not in ("h2", None):
             transport.abort()
             return
         self.emu._protocols.add(self)
