@@ -105,6 +105,7 @@ class ApnsFaults:
     by_token: dict[str, tuple[int, str]] = field(default_factory=dict)  # token -> (status, reason)
     too_many_requests_rate: float = 0.0  # share of requests answered 429 TooManyRequests
     retry_after: int | None = 1  # Retry-After seconds on injected 429s
+    server_error_rate: float = 0.0  # share of requests answered error_status / error_reason
     error_burst: int = 0  # the next N requests answer error_status / error_reason
     error_status: int = 503
     error_reason: str = "ServiceUnavailable"
@@ -327,6 +328,8 @@ class ApnsEmulator:
             return _Reject(faults.error_status, faults.error_reason)
         if faults.too_many_requests_rate and self._random.random() < faults.too_many_requests_rate:
             return _Reject(429, "TooManyRequests", retry_after=faults.retry_after)
+        if faults.server_error_rate and self._random.random() < faults.server_error_rate:
+            return _Reject(faults.error_status, faults.error_reason)
         return None
 
     def token_state(self, token: str, topic: str) -> _Reject | None:

@@ -286,3 +286,52 @@ def test_environment_picks_apples_host(team_key: TeamKey) -> None:
     assert create_apns_provider(sandbox).base_url == "https://api.sandbox.push.apple.com"
     production = token_credentials(team_key)
     assert create_apns_provider(production).base_url == "https://api.push.apple.com"
+
+
+async def test_expired_provider_token_is_renewed_and_the_push_delivered(
+    provider: ApnsProvider, emulator: ApnsEmulator
+) -> None:
+    skews = [2 * 3600.0]  # the first check sees the token two hours old, later ones do not
+
+    def clock() -> float:
+        return time.time() + (skews.pop() if skews else 0.0)
+
+    emulator.clock = clock
+    [outcome] = await provider.send(Notification(body="b"), [device(1)])
+    assert outcome.kind is OutcomeKind.DELIVERED
+    assert [r.reason for r in emulator.received] == ["ExpiredProviderToken", None]
+
+
+async def test_token_update_throttling_is_retried_later_without_a_new_token(
+    provider: ApnsProvider, emulator: ApnsEmulator
+) -> None:
+    emulator.faults.by_token[device(1)] = (429, "TooManyProviderTokenUpdates")
+    outcomes = await provider.send(Notification(body="b"), [device(1), device(2)])
+    assert outcomes[0].kind is OutcomeKind.RETRY
+    assert outcomes[0].retry_after is not None and outcomes[0].retry_after >= 60
+    assert outcomes[1].kind is OutcomeKind.DELIVERED
+    assert len({r.headers["authorization"] for r in emulator.received}) == 1
+
+
+async def test_every_push_is_classified_under_random_faults(
+    provider: ApnsProvider, emulator: ApnsEmulator
+) -> None:
+    tokens = [device(i) for i in range(2000)]
+    for token in tokens[:50]:
+        emulator.unregister_device(token)
+    emulator.faults.too_many_requests_rate = 0.05
+    emulator.faults.server_error_rate = 0.05
+    outcomes = await provider.send(Notification(body="b"), tokens)
+    assert [o.token for o in outcomes] == tokens
+    kinds = {o.token: o.kind for o in outcomes}
+    # A dead token may meet an injected 429 or 5xx first, as it could at Apple.
+    assert {kinds[t] for t in tokens[:50]} <= {OutcomeKind.TOKEN_DEAD, OutcomeKind.RETRY}
+    retries = [t for t in tokens if kinds[t] is OutcomeKind.RETRY]
+    assert 100 < len(retries) < 400
+    assert set(kinds.values()) == {
+        OutcomeKind.DELIVERED,
+        OutcomeKind.RETRY,
+        OutcomeKind.TOKEN_DEAD,
+    }
+    answered = {r.token for r in emulator.received}
+    assert answered == set(tokens)
