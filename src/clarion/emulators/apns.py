@@ -149,6 +149,7 @@ class ApnsEmulator:
         seed: int | None = None,
         clock: Callable[[], float] = time.time,
         token_update_min_interval: float = 20 * 60,
+        strict_http2: bool = True,
     ) -> None:
         self.host = host
         self.port = port
@@ -157,6 +158,8 @@ class ApnsEmulator:
         self.record = record
         self.clock = clock
         self.token_update_min_interval = token_update_min_interval
+        # False skips h2's validation of request header fields (faster, less faithful).
+        self.strict_http2 = strict_http2
         self.faults = ApnsFaults()
         self.received: list[ReceivedPush] = []
         self.request_count = 0
@@ -380,7 +383,15 @@ class _ConnectionAuth:
 class _ApnsServerProtocol(asyncio.Protocol):
     def __init__(self, emulator: ApnsEmulator) -> None:
         self.emu = emulator
-        config = h2.config.H2Configuration(client_side=False, header_encoding="utf-8")
+        config = h2.config.H2Configuration(
+            client_side=False,
+            header_encoding="utf-8",
+            validate_inbound_headers=emulator.strict_http2,
+            normalize_inbound_headers=emulator.strict_http2,
+            # Our own answers are well-formed: checking them again only costs time.
+            validate_outbound_headers=False,
+            normalize_outbound_headers=False,
+        )
         self.conn = h2.connection.H2Connection(config=config)
         self.transport: asyncio.Transport | None = None
         self.streams: dict[int, tuple[list[tuple[str, str]], bytearray]] = {}

@@ -15,8 +15,10 @@ from pyreqwest.client import Client, ClientBuilder
 
 from clarion.providers.transport import HttpResponse, TransportError
 
-# Errors raised before any byte of the request can have reached the server.
-_NOT_SENT = (rq.ConnectError, rq.ConnectTimeoutError, rq.PoolTimeoutError, rq.BuilderError)
+# Errors raised before any byte of the request can have reached the server (ConnectError also
+# covers streams refused by a GOAWAY). Not ConnectTimeoutError: reqwest reports a request that
+# timed out on an established connection as one, so it may have been sent.
+_NOT_SENT = (rq.ConnectError, rq.PoolTimeoutError, rq.BuilderError)
 
 
 class ReqwestTransport:
