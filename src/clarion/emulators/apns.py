@@ -162,6 +162,8 @@ class ApnsEmulator:
         self.strict_http2 = strict_http2
         self.faults = ApnsFaults()
         self.received: list[ReceivedPush] = []
+        # Called with every request as it is answered (``clarion emulate`` shows pushes with it).
+        self.on_receive: Callable[[ReceivedPush], None] | None = None
         self.request_count = 0
         self.connection_count = 0
         self.ca = CertificateAuthority("clarion APNs emulator CA")
@@ -197,6 +199,16 @@ class ApnsEmulator:
     def register_bundle(self, bundle: str, team_id: str | None = None) -> None:
         """Accept pushes for ``bundle`` (and its suffixed topics) from ``team_id`` (or any team)."""
         self._bundles[bundle] = team_id
+
+    def create_team_key(self, team_id: str, key_id: str) -> bytes:
+        """Make and register a team key; returns the private ``.p8`` PEM for clarion's settings."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        self.register_key(team_id, key_id, key.public_key())
+        return key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
 
     def issue_client_certificate(self, bundle: str) -> CertKey:
         """A client certificate for certificate auth, its subject UID the bundle (as Apple's)."""
@@ -477,10 +489,14 @@ class _ApnsServerProtocol(asyncio.Protocol):
             return
         token, headers, status, reason, extra = self.handle(header_list, bytes(body))
         apns_id = headers.get("apns-id") or str(uuid.uuid4())
-        if self.emu.record:
-            self.emu.received.append(
-                ReceivedPush(token, headers, bytes(body), _json(body), status, reason, self.number)
+        if self.emu.record or self.emu.on_receive is not None:
+            push = ReceivedPush(
+                token, headers, bytes(body), _json(body), status, reason, self.number
             )
+            if self.emu.record:
+                self.emu.received.append(push)
+            if self.emu.on_receive is not None:
+                self.emu.on_receive(push)
         goaway = self.emu.take_goaway(self.served)
         if goaway:
             self.closing = True

@@ -182,3 +182,29 @@ async def test_sandbox_answers_carry_a_unique_id(team_key: TeamKey) -> None:
             await t.close()
     assert response.status == 200
     assert "apns-unique-id" in response.headers
+
+
+async def test_created_team_key_signs_accepted_tokens_and_pushes_are_reported(
+    emulator: ApnsEmulator,
+) -> None:
+    from clarion.providers.apns import create_apns_provider
+    from clarion.providers.base import ApnsCredentials, Notification, OutcomeKind
+
+    private_pem = emulator.create_team_key("DEVTEAM001", "DEVKEY0001")
+    emulator.register_bundle("com.example.dev")
+    shown: list[str] = []
+    emulator.on_receive = lambda push: shown.append(f"{push.token} {push.status}")
+    credentials = ApnsCredentials(
+        bundle="com.example.dev",
+        sandbox=True,
+        key_id="DEVKEY0001",
+        team_id="DEVTEAM001",
+        private_key_pem=private_pem,
+    )
+    provider = create_apns_provider(credentials, base_url=emulator.url, ca_file=emulator.ca_file)
+    try:
+        [outcome] = await provider.send(Notification(body="hello"), [device(1)])
+    finally:
+        await provider.close()
+    assert outcome.kind is OutcomeKind.DELIVERED
+    assert shown == [f"{device(1)} 200"]
