@@ -17,48 +17,29 @@ import asyncio
 import base64
 import json
 import random
-import re
 import ssl
 import tempfile
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Self
 
-import h2.config
-import h2.connection
-import h2.errors
-import h2.events
-import h2.exceptions
-import h2.settings
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
+from clarion.emulators.apns_connection import (
+    ApnsServerProtocol,
+    ReceivedPush,
+    Rejection,
+)
 from clarion.emulators.tls import CertificateAuthority, CertKey
 
-MAX_PAYLOAD_BYTES = 4096
-MAX_VOIP_PAYLOAD_BYTES = 5120
-MAX_TOKEN_AGE = 3600
-PUSH_TYPES = frozenset(
-    {
-        "alert",
-        "background",
-        "location",
-        "voip",
-        "complication",
-        "fileprovider",
-        "mdm",
-        "liveactivity",
-        "pushtotalk",
-        "widgets",
-        "controls",
-    }
-)
+__all__ = ["ApnsEmulator", "ApnsFaults", "ReceivedPush"]
+
 TOPIC_SUFFIXES = (
     ".voip",
     ".complication",
@@ -69,33 +50,6 @@ TOPIC_SUFFIXES = (
     ".push-type.widgets",
     ".push-type.controls",
 )
-_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-_HEX = re.compile(r"[0-9a-fA-F]+")
-_DEVICE_PATH = "/3/device/"
-_CHECKED_HEADERS = frozenset(
-    {
-        "authorization",
-        "apns-id",
-        "apns-topic",
-        "apns-push-type",
-        "apns-priority",
-        "apns-expiration",
-        "apns-collapse-id",
-    }
-)
-
-
-@dataclass(frozen=True, slots=True)
-class ReceivedPush:
-    """One request as the emulator saw it, and what it answered."""
-
-    token: str
-    headers: dict[str, str]
-    body: bytes
-    payload: Any  # the decoded JSON, None if the body was not JSON
-    status: int
-    reason: str | None
-    connection: int  # which connection it came on (1, 2, ...)
 
 
 @dataclass(slots=True)
@@ -121,14 +75,6 @@ class _Verdict:
     team_id: str | None
     issued_at: int
     reason: str | None  # why the token is invalid, None if valid
-
-
-class _Reject(Exception):
-    def __init__(self, status: int, reason: str, **extra: Any) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
-        self.extra = extra
 
 
 def _b64url_decode(part: str) -> bytes:
@@ -179,7 +125,7 @@ class ApnsEmulator:
         self._goaways = 0
         self._drops = 0
         self._server: asyncio.Server | None = None
-        self._protocols: set[_ApnsServerProtocol] = set()
+        self._protocols: set[ApnsServerProtocol] = set()
         self._tmpdir: tempfile.TemporaryDirectory[str] | None = None
         self.ca_file = ""
 
@@ -252,7 +198,7 @@ class ApnsEmulator:
         context.load_verify_locations(cadata=self.ca_pem.decode())
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            lambda: _ApnsServerProtocol(self), self.host, self.port, ssl=context, backlog=1024
+            lambda: ApnsServerProtocol(self), self.host, self.port, ssl=context, backlog=1024
         )
         self.port = self._server.sockets[0].getsockname()[1]
 
@@ -279,6 +225,12 @@ class ApnsEmulator:
         tb: TracebackType | None,
     ) -> None:
         await self.stop()
+
+    def connection_opened(self, connection: ApnsServerProtocol) -> None:
+        self._protocols.add(connection)
+
+    def connection_closed(self, connection: ApnsServerProtocol) -> None:
+        self._protocols.discard(connection)
 
     # --- checks -------------------------------------------------------------------------------
     def verify_provider_token(self, jwt: str) -> _Verdict:
@@ -329,34 +281,34 @@ class ApnsEmulator:
         owner = self._bundles[bundle]
         return owner is None or team_id is None or owner == team_id
 
-    def injected_fault(self, token: str) -> _Reject | None:
+    def injected_fault(self, token: str) -> Rejection | None:
         """The fault to answer this request with, if any."""
         faults = self.faults
         chosen = faults.by_token.get(token)
         if chosen is not None:
             status, reason = chosen
             if reason == "Unregistered":
-                return _Reject(status, reason, timestamp=int(self.clock() * 1000))
-            return _Reject(status, reason)
+                return Rejection(status, reason, timestamp=int(self.clock() * 1000))
+            return Rejection(status, reason)
         if faults.error_burst > 0:
             faults.error_burst -= 1
-            return _Reject(faults.error_status, faults.error_reason)
+            return Rejection(faults.error_status, faults.error_reason)
         if faults.too_many_requests_rate and self._random.random() < faults.too_many_requests_rate:
-            return _Reject(429, "TooManyRequests", retry_after=faults.retry_after)
+            return Rejection(429, "TooManyRequests", retry_after=faults.retry_after)
         if faults.server_error_rate and self._random.random() < faults.server_error_rate:
-            return _Reject(faults.error_status, faults.error_reason)
+            return Rejection(faults.error_status, faults.error_reason)
         return None
 
-    def token_state(self, token: str, topic: str) -> _Reject | None:
+    def token_state(self, token: str, topic: str) -> Rejection | None:
         """Apple's answer for a token it knows to be dead or to belong elsewhere."""
         lowered = token.lower()
         if lowered in self._unregistered:
-            return _Reject(410, "Unregistered", timestamp=self._unregistered[lowered])
+            return Rejection(410, "Unregistered", timestamp=self._unregistered[lowered])
         if lowered in self._expired:
-            return _Reject(410, "ExpiredToken")
+            return Rejection(410, "ExpiredToken")
         bound = self._token_topics.get(lowered)
         if bound is not None and bound != topic:
-            return _Reject(400, "DeviceTokenNotForTopic")
+            return Rejection(400, "DeviceTokenNotForTopic")
         return None
 
     def take_goaway(self, served: int) -> bool:
@@ -378,283 +330,3 @@ class ApnsEmulator:
             return False
         self._drops += 1
         return True
-
-
-class _ConnectionAuth:
-    """What APNs binds to a connection: its team and its current provider token."""
-
-    __slots__ = ("certificate_topic", "issued_at", "team_id", "token")
-
-    def __init__(self, certificate_topic: str | None) -> None:
-        self.certificate_topic = certificate_topic
-        self.team_id: str | None = None
-        self.token: str | None = None
-        self.issued_at = 0
-
-
-class _ApnsServerProtocol(asyncio.Protocol):
-    def __init__(self, emulator: ApnsEmulator) -> None:
-        self.emu = emulator
-        config = h2.config.H2Configuration(
-            client_side=False,
-            header_encoding="utf-8",
-            validate_inbound_headers=emulator.strict_http2,
-            normalize_inbound_headers=emulator.strict_http2,
-            # Our own answers are well-formed: checking them again only costs time.
-            validate_outbound_headers=False,
-            normalize_outbound_headers=False,
-        )
-        self.conn = h2.connection.H2Connection(config=config)
-        self.transport: asyncio.Transport | None = None
-        self.streams: dict[int, tuple[list[tuple[str, str]], bytearray]] = {}
-        self.served = 0
-        self.closing = False
-        self.number = 0
-        self.auth = _ConnectionAuth(None)
-
-    # --- asyncio.Protocol ---------------------------------------------------------------------
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        ssl_object = transport.get_extra_info("ssl_object")
-        # aioapns offers no ALPN at all and Apple still talks HTTP/2 to it: so does the emulator.
-        if ssl_object is None or ssl_object.selected_alpn_protocol() not in ("h2", None):
-            transport.abort()
-            return
-        self.emu._protocols.add(self)
-        self.emu.connection_count += 1
-        self.number = self.emu.connection_count
-        self.auth = _ConnectionAuth(_certificate_uid(ssl_object.getpeercert()))
-        self.conn.local_settings = h2.settings.Settings(
-            client=False,
-            initial_values={
-                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: self.emu.max_concurrent_streams
-            },
-        )
-        self.conn.initiate_connection()
-        transport.write(self.conn.data_to_send())
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.emu._protocols.discard(self)
-
-    def abort(self) -> None:
-        if self.transport is not None:
-            self.transport.abort()
-
-    def data_received(self, data: bytes) -> None:
-        try:
-            events = self.conn.receive_data(data)
-        except h2.exceptions.ProtocolError:
-            self.flush()
-            self.abort()
-            return
-        for event in events:
-            if isinstance(event, h2.events.RequestReceived):
-                # header_encoding="utf-8" makes every name and value a str.
-                pairs = [(str(k), str(v)) for k, v in event.headers or ()]
-                self.streams[event.stream_id] = (pairs, bytearray())
-                if event.stream_ended is not None:
-                    self.request_complete(event.stream_id)
-            elif isinstance(event, h2.events.DataReceived):
-                stream = self.streams.get(event.stream_id)
-                if stream is not None and event.data:
-                    stream[1].extend(event.data)
-                self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
-            elif isinstance(event, h2.events.StreamEnded):
-                if event.stream_id in self.streams:
-                    self.request_complete(event.stream_id)
-            elif isinstance(event, h2.events.StreamReset):
-                self.streams.pop(event.stream_id, None)
-            elif isinstance(event, h2.events.ConnectionTerminated):
-                self.flush()
-                self.abort()
-                return
-        self.flush()
-
-    def flush(self) -> None:
-        data = self.conn.data_to_send()
-        if data and self.transport is not None and not self.transport.is_closing():
-            self.transport.write(data)
-
-    # --- requests -----------------------------------------------------------------------------
-    def request_complete(self, stream_id: int) -> None:
-        header_list, body = self.streams.pop(stream_id)
-        if self.closing:
-            return  # after GOAWAY: not processed, the client must send it again elsewhere
-        self.served += 1
-        self.emu.request_count += 1
-        if self.emu.take_drop(self.served):
-            self.closing = True
-            self.abort()
-            return
-        token, headers, status, reason, extra = self.handle(header_list, bytes(body))
-        apns_id = headers.get("apns-id") or str(uuid.uuid4())
-        if self.emu.record or self.emu.on_receive is not None:
-            push = ReceivedPush(
-                token, headers, bytes(body), _json(body), status, reason, self.number
-            )
-            if self.emu.record:
-                self.emu.received.append(push)
-            if self.emu.on_receive is not None:
-                self.emu.on_receive(push)
-        goaway = self.emu.take_goaway(self.served)
-        if goaway:
-            self.closing = True
-        delay = self.emu.faults.delay
-        if delay > 0:
-            loop = asyncio.get_running_loop()
-            loop.call_later(delay, self.respond, stream_id, apns_id, status, reason, extra, goaway)
-        else:
-            self.respond(stream_id, apns_id, status, reason, extra, goaway)
-
-    def respond(
-        self,
-        stream_id: int,
-        apns_id: str,
-        status: int,
-        reason: str | None,
-        extra: dict[str, Any],
-        goaway: bool,
-    ) -> None:
-        if self.transport is None or self.transport.is_closing():
-            return
-        response_headers = [(":status", str(status)), ("apns-id", apns_id)]
-        if self.emu.sandbox:
-            response_headers.append(("apns-unique-id", str(uuid.uuid4())))
-        retry_after = extra.pop("retry_after", None)
-        if retry_after is not None:
-            response_headers.append(("retry-after", str(retry_after)))
-        try:
-            if reason is None:
-                self.conn.send_headers(stream_id, response_headers, end_stream=True)
-            else:
-                payload = json.dumps({"reason": reason, **extra}).encode()
-                response_headers.append(("content-type", "application/json"))
-                response_headers.append(("content-length", str(len(payload))))
-                self.conn.send_headers(stream_id, response_headers)
-                self.conn.send_data(stream_id, payload, end_stream=True)
-            if goaway:
-                self.conn.close_connection(
-                    additional_data=b'{"reason":"Shutdown"}', last_stream_id=stream_id
-                )
-        except h2.exceptions.H2Error:
-            return  # the client reset the stream meanwhile
-        self.flush()
-        if goaway and self.transport is not None:
-            self.transport.close()
-
-    def handle(
-        self, header_list: list[tuple[str, str]], body: bytes
-    ) -> tuple[str, dict[str, str], int, str | None, dict[str, Any]]:
-        """Apple's checks, in Apple's order; returns (token, headers, status, reason, extra)."""
-        headers: dict[str, str] = {}
-        duplicate = False
-        for name, value in header_list:
-            if name in headers and name in _CHECKED_HEADERS:
-                duplicate = True
-            headers[name] = value
-        path = headers.get(":path", "")
-        token = path[len(_DEVICE_PATH) :] if path.startswith(_DEVICE_PATH) else ""
-        try:
-            self.check(headers, path, token, body, duplicate)
-        except _Reject as rejected:
-            return token, headers, rejected.status, rejected.reason, rejected.extra
-        return token, headers, 200, None, {}
-
-    def check(
-        self, headers: dict[str, str], path: str, token: str, body: bytes, duplicate: bool
-    ) -> None:
-        emu = self.emu
-        if headers.get(":method") != "POST":
-            raise _Reject(405, "MethodNotAllowed")
-        if not path.startswith(_DEVICE_PATH):
-            raise _Reject(404, "BadPath")
-        if not token:
-            raise _Reject(400, "MissingDeviceToken")
-        if duplicate:
-            raise _Reject(400, "DuplicateHeaders")
-        team_id = self.authenticate(headers.get("authorization"))
-        topic = headers.get("apns-topic") or self.auth.certificate_topic
-        if not topic:
-            raise _Reject(400, "MissingTopic")
-        if not emu.topic_allowed(topic, team_id):
-            raise _Reject(400, "TopicDisallowed")
-        cert_topic = self.auth.certificate_topic
-        if team_id is None and cert_topic is not None and not topic.startswith(cert_topic):
-            raise _Reject(400, "TopicDisallowed")
-        push_type = headers.get("apns-push-type")
-        if push_type is not None and push_type not in PUSH_TYPES:
-            raise _Reject(400, "InvalidPushType")
-        priority = headers.get("apns-priority")
-        if priority is not None and (
-            priority not in ("1", "5", "10") or (push_type == "background" and priority == "10")
-        ):
-            raise _Reject(400, "BadPriority")
-        apns_id = headers.get("apns-id")
-        if apns_id is not None and not _UUID.fullmatch(apns_id):
-            raise _Reject(400, "BadMessageId")
-        expiration = headers.get("apns-expiration")
-        if expiration is not None and not expiration.isdigit():
-            raise _Reject(400, "BadExpirationDate")
-        collapse_id = headers.get("apns-collapse-id")
-        if collapse_id is not None and len(collapse_id.encode()) > 64:
-            raise _Reject(400, "BadCollapseId")
-        if not _HEX.fullmatch(token):
-            raise _Reject(400, "BadDeviceToken")
-        if not body:
-            raise _Reject(400, "PayloadEmpty")
-        limit = MAX_VOIP_PAYLOAD_BYTES if push_type == "voip" else MAX_PAYLOAD_BYTES
-        if len(body) > limit:
-            raise _Reject(413, "PayloadTooLarge")
-        fault = emu.injected_fault(token) or emu.token_state(token, topic)
-        if fault is not None:
-            raise fault
-
-    def authenticate(self, authorization: str | None) -> str | None:
-        """The team a provider token vouches for (None under certificate auth)."""
-        auth = self.auth
-        if not authorization:
-            if auth.certificate_topic is not None:
-                return None
-            raise _Reject(403, "MissingProviderToken")
-        scheme, _, jwt = authorization.partition(" ")
-        if scheme.lower() != "bearer" or not jwt:
-            raise _Reject(403, "InvalidProviderToken")
-        if jwt == auth.token:
-            issued_at, team_id = auth.issued_at, auth.team_id
-        else:
-            verdict = self.emu.verify_provider_token(jwt)
-            if verdict.reason is not None:
-                raise _Reject(403, verdict.reason)
-            issued_at, team_id = verdict.issued_at, verdict.team_id
-        now = self.emu.clock()
-        if now - issued_at > MAX_TOKEN_AGE:
-            raise _Reject(403, "ExpiredProviderToken")
-        if issued_at > now + 60:
-            raise _Reject(403, "InvalidProviderToken")
-        if jwt != auth.token:
-            if auth.team_id is not None and team_id != auth.team_id:
-                raise _Reject(403, "InvalidProviderToken")  # one team per connection
-            if auth.token is not None and (
-                issued_at - auth.issued_at < self.emu.token_update_min_interval
-            ):
-                raise _Reject(429, "TooManyProviderTokenUpdates")
-            auth.token, auth.issued_at, auth.team_id = jwt, issued_at, team_id
-        return team_id
-
-
-def _certificate_uid(peer: Any) -> str | None:
-    if not peer:
-        return None
-    for rdn in peer.get("subject", ()):
-        for name, value in rdn:
-            if name == "userId":
-                return str(value)
-    return None
-
-
-def _json(body: bytes | bytearray) -> Any:
-    try:
-        return json.loads(body)
-    except ValueError:
-        return None
