@@ -208,3 +208,18 @@ async def test_created_team_key_signs_accepted_tokens_and_pushes_are_reported(
         await provider.close()
     assert outcome.kind is OutcomeKind.DELIVERED
     assert shown == [f"{device(1)} 200"]
+
+
+async def test_default_transport_negotiates_http2_and_shares_one_connection(
+    emulator: ApnsEmulator, team_key: TeamKey
+) -> None:
+    import asyncio
+
+    t = create_transport(ca_file=emulator.ca_file)  # ALPN, not prior knowledge
+    client = Client(t, emulator, team_key)
+    try:
+        responses = await asyncio.gather(*(client.post(token=device(i)) for i in range(50)))
+    finally:
+        await t.close()
+    assert {r.status for r in responses} == {200}
+    assert emulator.connection_count == 1
