@@ -279,15 +279,6 @@ async def test_certificate_cannot_push_to_another_bundle(emulator: ApnsEmulator)
     assert (outcome.kind, outcome.reason) == (OutcomeKind.CREDENTIALS_REJECTED, "TopicDisallowed")
 
 
-def test_environment_picks_apples_host(team_key: TeamKey) -> None:
-    sandbox = ApnsCredentials(
-        bundle=BUNDLE, sandbox=True, key_id="K", team_id="T", private_key_pem=team_key.private_pem
-    )
-    assert create_apns_provider(sandbox).base_url == "https://api.sandbox.push.apple.com"
-    production = token_credentials(team_key)
-    assert create_apns_provider(production).base_url == "https://api.push.apple.com"
-
-
 async def test_expired_provider_token_is_renewed_and_the_push_delivered(
     provider: ApnsProvider, emulator: ApnsEmulator
 ) -> None:
