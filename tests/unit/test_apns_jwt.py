@@ -72,9 +72,23 @@ def test_expired_token_is_renewed_once_for_all_requests_that_saw_it(
     signer = ProviderTokenSigner(key_id="K", team_id="T", private_key_pem=_pem(key))
     stale = signer.token()
     fresh = signer.renew_expired(stale)
-    assert fresh != stale
+    assert fresh is not None and fresh != stale
     assert signer.renew_expired(stale) == fresh
     assert signer.token() == fresh
+
+
+def test_a_fresh_token_called_expired_is_not_renewed_again_within_20_minutes(
+    key: ec.EllipticCurvePrivateKey,
+) -> None:
+    clock = FakeClock()
+    signer = ProviderTokenSigner(key_id="K", team_id="T", private_key_pem=_pem(key), clock=clock)
+    fresh = signer.renew_expired(signer.token())
+    assert fresh is not None
+    clock.now += 19 * 60
+    assert signer.renew_expired(fresh) is None
+    assert signer.token() == fresh
+    clock.now += 60
+    assert signer.renew_expired(fresh) not in (None, fresh)
 
 
 @pytest.mark.parametrize("renew_after", [19 * 60, 60 * 60, 61 * 60])

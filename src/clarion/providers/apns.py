@@ -196,9 +196,13 @@ class ApnsProvider(Provider):
             if response.status == 200:
                 return Outcome(token, OutcomeKind.DELIVERED, status=200)
             reason = _reason(response.body)
+            renewed = None
             if reason == "ExpiredProviderToken" and signer is not None:
-                # Renew once (shared by every request that saw the same stale token) and resend.
-                headers["authorization"] = "bearer " + signer.renew_expired(jwt)
+                renewed = signer.renew_expired(jwt)
+            if renewed is not None:
+                # The one resend this provider makes: with the renewed token, shared by every
+                # request that saw the stale one.
+                headers["authorization"] = "bearer " + renewed
                 response = await self._transport.post(url, headers, body)
                 if response.status == 200:
                     return Outcome(token, OutcomeKind.DELIVERED, status=200)

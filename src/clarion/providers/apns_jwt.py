@@ -77,6 +77,7 @@ class ProviderTokenSigner:
         self._clock = clock
         self._token = ""
         self._issued_at = 0
+        self._forced_at: float | None = None
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -96,15 +97,21 @@ class ProviderTokenSigner:
                 self._sign()
             return self._token
 
-    def renew_expired(self, rejected: str) -> str:
-        """A new token after APNs answered ``ExpiredProviderToken`` to ``rejected``.
+    def renew_expired(self, rejected: str) -> str | None:
+        """The token to retry with after APNs answered ``ExpiredProviderToken`` to ``rejected``.
 
-        Renews at most once per token: concurrent requests that were rejected with the same
-        token all get the one replacement.
+        Concurrent requests rejected with the same token share one replacement. A token is
+        forced out at most once per 20 minutes: if a fresh one is called expired too, the clock
+        is wrong and renewing again would only earn ``TooManyProviderTokenUpdates``; then None.
         """
         with self._lock:
-            if rejected == self._token:
-                self._sign()
+            if rejected != self._token:
+                return self._token
+            now = self._clock()
+            if self._forced_at is not None and now - self._forced_at < MIN_TOKEN_AGE:
+                return None
+            self._forced_at = now
+            self._sign()
             return self._token
 
     def _sign(self) -> None:
