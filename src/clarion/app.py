@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -27,13 +28,23 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = services is None
-        app.state.services = services or await open_services(settings)
-        log.info("clarion %s ready", __version__, extra={"database": app.state.services.db.dialect})
+        svc: Services = services or await open_services(settings)
+        app.state.services = svc
+        worker = svc.worker() if owned and settings.run_worker else None
+        worker_task = asyncio.create_task(worker.run()) if worker else None
+        log.info(
+            "clarion %s ready",
+            __version__,
+            extra={"database": svc.db.dialect, "worker": worker is not None},
+        )
         try:
             yield
         finally:
+            if worker is not None and worker_task is not None:
+                worker.stop()
+                await worker_task
             if owned:
-                await app.state.services.close()
+                await svc.close()
 
     app = FastAPI(
         title="clarion",

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import signal
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -21,6 +23,7 @@ from clarion.logs import configure_logging
 from clarion.store.db import Database, SchemaOutOfDate, head_revision
 
 T = TypeVar("T")
+log = logging.getLogger("clarion.cli")
 
 cli = typer.Typer(
     help="clarion: a self-hosted push-notification server (PowerAuth and WalletConnect APIs).",
@@ -79,14 +82,18 @@ def serve(
     config: ConfigOption = None,
     host: Annotated[str | None, typer.Option(help="Address to listen on [127.0.0.1].")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on [8080].")] = None,
+    worker: Annotated[
+        bool, typer.Option("--worker/--no-worker", help="Also run a job worker [yes].")
+    ] = True,
 ) -> None:
-    """Run the HTTP API. Applies migrations first on the embedded SQLite default; on PostgreSQL
-    it refuses to start until `clarion migrate` has brought the schema up to date."""
+    """Run the HTTP API (and a job worker). Applies migrations first on the embedded SQLite
+    default; on PostgreSQL it refuses to start until `clarion migrate` has brought the schema up
+    to date. SIGTERM is graceful."""
     import uvicorn
 
     from clarion.app import create_app
 
-    settings = _settings(config, host=host, port=port)
+    settings = _settings(config, host=host, port=port, run_worker=None if worker else False)
     configure_logging(settings.log_level, json_lines=settings.log_json)
     services = _run(open_services(settings))
     _run(services.close())
@@ -98,6 +105,74 @@ def serve(
         access_log=True,
         server_header=False,
     )
+
+
+@cli.command("worker")
+def worker_command(
+    config: ConfigOption = None,
+    concurrency: Annotated[
+        int | None, typer.Option(help="Jobs run at once [CLARION_WORKER_CONCURRENCY, 4].")
+    ] = None,
+    grace: Annotated[
+        float, typer.Option(help="Seconds jobs in hand get to finish on SIGTERM.")
+    ] = 10.0,
+) -> None:
+    """Run a job worker alone. Start any number, on any number of machines sharing one
+    PostgreSQL. SIGTERM or Ctrl-C: stop claiming, finish or hand back the jobs in hand, exit."""
+    settings = _settings(config, worker_concurrency=concurrency)
+    configure_logging(settings.log_level, json_lines=settings.log_json)
+
+    async def run() -> None:
+        services = await open_services(settings)
+        worker = services.worker()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, worker.stop)
+        log.info("worker started", extra={"concurrency": settings.worker_concurrency})
+        try:
+            await worker.run(grace=grace)
+        finally:
+            await services.close()
+        log.info("worker stopped", extra={"jobs_completed": worker.completed})
+
+    _run(run())
+
+
+@cli.command()
+def send(
+    app: Annotated[str, typer.Option("--app", help="Application id.")],
+    user: Annotated[str, typer.Option("--user", help="User id.")],
+    title: Annotated[str | None, typer.Option(help="Notification title.")] = None,
+    body: Annotated[str | None, typer.Option(help="Notification body.")] = None,
+    activation: Annotated[
+        str | None, typer.Option(help="Only this activation of the user.")
+    ] = None,
+    silent: Annotated[bool, typer.Option(help="A background (data-only) push.")] = False,
+    queue: Annotated[
+        bool, typer.Option("--async", help="Enqueue for the workers instead of sending now.")
+    ] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Send a push to a user's devices now and print the outcome per platform."""
+    from clarion.core.messages import MessageSpec, Mode
+    from clarion.providers.base import Notification
+
+    settings = _settings(config)
+    spec = MessageSpec(
+        user_id=user,
+        activation_id=activation,
+        notification=Notification(title=title, body=body, silent=silent),
+    )
+    mode = Mode.ASYNCHRONOUS if queue else Mode.SYNCHRONOUS
+    result = _run(_with_services(settings, lambda s: s.messages.send(app, [spec], mode)))
+    if result is None:
+        out.print("queued: a worker will deliver it")
+        return
+    table = Table("platform", "sent", "pending", "failed", "total")
+    for platform, counts in result.by_platform.items():
+        row = (counts.sent, counts.pending, counts.failed, counts.total)
+        table.add_row(platform.seed_name, *(str(n) for n in row))
+    out.print(table)
 
 
 @cli.command()

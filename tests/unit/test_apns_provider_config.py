@@ -16,7 +16,7 @@ class UnusedTransport:
         headers: Mapping[str, str],
         body: bytes,
         *,
-        timeout: float | None = None,  # noqa: ASYNC109
+        timeout: float | None = None,
     ) -> HttpResponse:
         raise AssertionError("not expected to send")
 

@@ -8,9 +8,13 @@ from clarion.config import Settings
 from clarion.core.apps import Applications
 from clarion.core.devices import Devices
 from clarion.core.directory import ActivationDirectory, LocalDirectory, PowerAuthDirectory
+from clarion.core.messages import JOB_KIND, Messages
 from clarion.core.secretbox import SecretBox, secret_box_for
+from clarion.core.sender import Sender
+from clarion.core.worker import Worker, worker_identity
 from clarion.errors import ClarionError
 from clarion.store.db import Database
+from clarion.store.jobs import JobQueue
 
 
 @dataclass
@@ -21,8 +25,24 @@ class Services:
     directory: ActivationDirectory
     apps: Applications
     devices: Devices
+    sender: Sender
+    messages: Messages
+
+    def worker(self, *, identity: str | None = None) -> Worker:
+        """A job worker over this process's services."""
+        queue = JobQueue(
+            self.db, identity or worker_identity(), lease_seconds=self.settings.worker_lease_seconds
+        )
+        return Worker(
+            queue,
+            {JOB_KIND: self.messages.run_job},
+            concurrency=self.settings.worker_concurrency,
+            poll_interval=self.settings.worker_poll_interval,
+            wake=self.messages.wake,
+        )
 
     async def close(self) -> None:
+        await self.sender.close()
         await self.directory.close()
         await self.db.dispose()
 
@@ -58,11 +78,15 @@ async def open_services(settings: Settings, *, migrate: bool | None = None) -> S
     except BaseException:
         await db.dispose()
         raise
+    apps = Applications(db, box, apns_use_development=settings.apns_use_development)
+    sender = Sender(db, apps, settings)
     return Services(
         settings=settings,
         db=db,
         box=box,
         directory=directory,
-        apps=Applications(db, box, apns_use_development=settings.apns_use_development),
+        apps=apps,
         devices=Devices(db, directory, multiple_activations=settings.multiple_activations),
+        sender=sender,
+        messages=Messages(db, sender, store_messages=settings.store_messages),
     )

@@ -35,7 +35,7 @@ class Transport(Protocol):
         headers: Mapping[str, str],
         body: bytes,
         *,
-        timeout: float | None = None,  # noqa: ASYNC109 - a per-request deadline, by design
+        timeout: float | None = None,
     ) -> HttpResponse: ...
 
     async def close(self) -> None: ...

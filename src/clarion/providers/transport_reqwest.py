@@ -72,7 +72,7 @@ class ReqwestTransport:
         headers: Mapping[str, str],
         body: bytes,
         *,
-        timeout: float | None = None,  # noqa: ASYNC109 - a per-request deadline, by design
+        timeout: float | None = None,
     ) -> HttpResponse:
         """POST ``body``; an answer of any status is a response, no answer is a TransportError."""
         origin = _origin(url)
