@@ -8,18 +8,6 @@ import time
 from dataclasses import replace
 from datetime import timedelta
 
-from delivery_fixtures import (
-    KEY,
-    NOTE,
-    OTHER_KEY,
-    FakeClock,
-    ScriptedProvider,
-    dead,
-    delivered,
-    pool_of,
-    rejected,
-    retry,
-)
 from prometheus_client import REGISTRY
 
 from clarion.delivery import (
@@ -31,6 +19,18 @@ from clarion.delivery import (
     RetryPolicy,
 )
 from clarion.providers.base import Notification, Outcome, OutcomeKind, Provider
+from tests.unit.delivery_fixtures import (
+    KEY,
+    NOTE,
+    OTHER_KEY,
+    FakeClock,
+    ScriptedProvider,
+    dead,
+    delivered,
+    pool_of,
+    rejected,
+    retry,
+)
 
 FAST = RetryPolicy(max_attempts=5, backoff_base=0.1, backoff_cap=1.0, max_wait=None)
 

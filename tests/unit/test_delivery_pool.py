@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from delivery_fixtures import KEY, NOTE, OTHER_KEY, ScriptedProvider, pool_of
 
 from clarion.delivery import PoolClosed
 from clarion.delivery.pool import TokenLimiter
+from tests.unit.delivery_fixtures import KEY, NOTE, OTHER_KEY, ScriptedProvider, pool_of
 
 
 async def test_concurrent_first_sends_to_one_key_build_one_provider() -> None:
