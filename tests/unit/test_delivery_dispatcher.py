@@ -397,3 +397,23 @@ async def test_after_close_sends_come_back_unsent_as_retry_without_waiting() -> 
     assert provider.closed
     assert len(provider.calls) == 1
     assert clock.sleeps == []
+
+
+async def test_send_gives_up_with_the_last_reason_when_its_wait_budget_runs_out() -> None:
+    clock = FakeClock()
+    provider = ScriptedProvider(otherwise=retry(3.0, 429, "TooManyRequests"), clock=clock)
+    policy = replace(FAST, max_attempts=10, max_wait=5.0)
+    outcomes = await dispatcher_for(provider, clock=clock, policy=policy).send(KEY, 1, NOTE, ["a"])
+    assert outcomes == [Outcome("a", OutcomeKind.FAILED, "TooManyRequests", status=429)]
+    assert [t for t, _ in provider.calls] == [0.0, 3.0]
+
+
+async def test_a_key_held_back_past_the_callers_deadline_fails_as_backing_off() -> None:
+    clock = FakeClock()
+    provider = ScriptedProvider({"a": [retry(60.0, 429, "QUOTA_EXCEEDED")]}, clock=clock)
+    dispatcher = dispatcher_for(provider, clock=clock)
+    await dispatcher.send_once(KEY, 1, NOTE, ["a"])
+    outcomes = await dispatcher.send_once(KEY, 1, NOTE, ["b"], deadline=clock.monotonic() + 10)
+    assert [(o.kind, o.reason) for o in outcomes] == [(OutcomeKind.FAILED, "BackingOff")]
+    assert len(provider.calls) == 1
+    assert clock.sleeps == []
