@@ -65,3 +65,14 @@ def test_provider_repr_holds_no_secret() -> None:
     text = repr(ApnsProvider(credentials, UnusedTransport()))
     assert "PRIVATE" not in text
     assert "com.example" in text
+
+
+def test_apns_ids_are_distinct_canonical_lowercase_uuids() -> None:
+    import re
+
+    from clarion.providers.apns import _next_apns_id
+
+    ids = [_next_apns_id() for _ in range(1000)]
+    canonical = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
+    assert all(canonical.fullmatch(i) for i in ids)
+    assert len(set(ids)) == 1000

@@ -96,6 +96,7 @@ class ApnsEmulator:
         clock: Callable[[], float] = time.time,
         token_update_min_interval: float = 20 * 60,
         strict_http2: bool = True,
+        single_stream_until_authenticated: bool = False,
     ) -> None:
         self.host = host
         self.port = port
@@ -106,6 +107,10 @@ class ApnsEmulator:
         self.token_update_min_interval = token_update_min_interval
         # False skips h2's validation of request header fields (faster, less faithful).
         self.strict_http2 = strict_http2
+        # As APNs: SETTINGS_MAX_CONCURRENT_STREAMS is 1 on a token-auth connection until its
+        # first valid provider token, then max_concurrent_streams. A client that opens more
+        # streams before it has seen the SETTINGS loses the connection.
+        self.single_stream_until_authenticated = single_stream_until_authenticated
         self.faults = ApnsFaults()
         self.received: list[ReceivedPush] = []
         # Called with every request as it is answered (``clarion emulate`` shows pushes with it).

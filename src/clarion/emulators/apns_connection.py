@@ -39,6 +39,7 @@ PUSH_TYPES = frozenset(
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _HEX = re.compile(r"[0-9a-fA-F]+")
 _DEVICE_PATH = "/3/device/"
+_MAX_STREAMS = h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS
 _CHECKED_HEADERS = frozenset(
     {
         "authorization",
@@ -104,6 +105,7 @@ class ApnsServerProtocol(asyncio.Protocol):
         self.closing = False
         self.number = 0
         self.auth = ConnectionAuth(None)
+        self.limited = False
 
     # --- asyncio.Protocol ---------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -118,10 +120,15 @@ class ApnsServerProtocol(asyncio.Protocol):
         self.emu.connection_count += 1
         self.number = self.emu.connection_count
         self.auth = ConnectionAuth(_certificate_uid(ssl_object.getpeercert()))
+        streams = self.emu.max_concurrent_streams
+        # APNs allows one stream on a token-auth connection until a request with a valid token.
+        self.limited = (
+            self.emu.single_stream_until_authenticated and self.auth.certificate_topic is None
+        )
         self.conn.local_settings = h2.settings.Settings(
             client=False,
             initial_values={
-                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: self.emu.max_concurrent_streams
+                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 1 if self.limited else streams
             },
         )
         self.conn.initiate_connection()
@@ -333,6 +340,9 @@ class ApnsServerProtocol(asyncio.Protocol):
             ):
                 raise Rejection(429, "TooManyProviderTokenUpdates")
             auth.token, auth.issued_at, auth.team_id = jwt, issued_at, team_id
+            if self.limited:
+                self.limited = False
+                self.conn.update_settings({_MAX_STREAMS: self.emu.max_concurrent_streams})
         return team_id
 
 

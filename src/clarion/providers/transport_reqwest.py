@@ -76,19 +76,38 @@ class ReqwestTransport:
     ) -> HttpResponse:
         """POST ``body``; an answer of any status is a response, no answer is a TransportError."""
         origin = _origin(url)
-        if origin not in self._open:
+        while origin not in self._open:
             gate = self._gates.get(origin)
             if gate is None:
-                # The pool learns an origin speaks HTTP/2 only once ALPN is done; until then every
-                # request would dial its own connection. The first one goes alone.
-                self._gates[origin] = gate = asyncio.Event()
-                try:
-                    return await self._post(url, headers, body, timeout)
-                finally:
-                    self._open.add(origin)
-                    gate.set()
+                return await self._post_alone(origin, url, headers, body, timeout)
             await gate.wait()
-        return await self._post(url, headers, body, timeout)
+        try:
+            return await self._post(url, headers, body, timeout)
+        except TransportError:
+            # The connection may be gone. Its successor gets one request first, as the first did.
+            self._open.discard(origin)
+            raise
+
+    async def _post_alone(
+        self,
+        origin: str,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        seconds: float | None,
+    ) -> HttpResponse:
+        # Until a connection is up, the pool cannot know the origin speaks HTTP/2 (ALPN), and the
+        # server's SETTINGS (APNs: one stream until a valid token) have not arrived: a burst would
+        # dial a connection per request or overrun the stream limit. So one request goes first
+        # and the others wait for its outcome (if it failed, they fail fast together rather
+        # than one connect timeout after another).
+        self._gates[origin] = gate = asyncio.Event()
+        try:
+            return await self._post(url, headers, body, seconds)
+        finally:
+            self._open.add(origin)
+            del self._gates[origin]
+            gate.set()
 
     async def _post(
         self, url: str, headers: Mapping[str, str], body: bytes, seconds: float | None
