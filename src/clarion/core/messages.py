@@ -208,19 +208,43 @@ class Messages:
         """Deliver a job's messages; return when to run it again, or None when it is done."""
         message_ids = [int(i) for i in payload["messages"]]
         messages = await self._resolve(message_ids)
-        now = utcnow()
-        rows = await self._due_rows(message_ids, now)
-        by_message: dict[int, list[_Row]] = defaultdict(list)
+        rows = await self._due_rows(message_ids, utcnow())
+        groups: dict[tuple[int, int], list[_Row]] = defaultdict(list)
         for row in rows:
-            by_message[row.message_id].append(row)
-        await asyncio.gather(
-            *(
-                self._deliver(messages[mid], group)
-                for mid, group in by_message.items()
-                if mid in messages
+            if row.message_id in messages:
+                groups[(row.message_id, row.attempts + 1)].append(row)
+        versions = {app_id: await self._sender.versions(app_id) for app_id, _ in messages.values()}
+        results: list[tuple[_Row, Outcome, int]] = []
+
+        async def deliver(message_id: int, attempt: int, group: list[_Row]) -> None:
+            app_id, notification = messages[message_id]
+            outcomes = await self._sender.send_once(
+                app_id,
+                notification,
+                [r.target for r in group],
+                attempt=attempt,
+                versions=versions[app_id],
             )
-        )
+            results.extend((r, o, attempt) for r, o in zip(group, outcomes, strict=True))
+
+        await asyncio.gather(*(deliver(mid, n, group) for (mid, n), group in groups.items()))
+        await self._save(results)
         return await self._next_run(message_ids)
+
+    async def _save(self, results: list[tuple[_Row, Outcome, int]]) -> None:
+        """Record a job's outcomes in one unit of work and forget dead tokens."""
+        if not results:
+            return
+        now = utcnow()
+        updates = [
+            {"id": row.id, **_outcome_update(outcome, now, attempts=attempt)}
+            for row, outcome, attempt in results
+        ]
+        dead = [r.target.device_id for r, o, _ in results if o.kind is OutcomeKind.TOKEN_DEAD]
+        async with self._db.transaction() as session:
+            await session.execute(update(Delivery), updates)
+            if dead:
+                await session.execute(delete(Device).where(Device.id.in_(dead)))
 
     async def _resolve(self, message_ids: list[int]) -> dict[int, tuple[str, Notification]]:
         """Create the ledger rows of messages not resolved yet; return (app id, notification)."""
@@ -274,27 +298,6 @@ class Messages:
                 )
                 for d in result.scalars()
             ]
-
-    async def _deliver(self, message: tuple[str, Notification], rows: list[_Row]) -> None:
-        app_id, notification = message
-        by_attempt: dict[int, list[_Row]] = defaultdict(list)
-        for row in rows:
-            by_attempt[row.attempts + 1].append(row)
-        now = utcnow()
-        updates: list[dict[str, Any]] = []
-        dead: list[int] = []
-        for attempt, group in by_attempt.items():
-            outcomes = await self._sender.send_once(
-                app_id, notification, [r.target for r in group], attempt=attempt
-            )
-            for row, outcome in zip(group, outcomes, strict=True):
-                updates.append({"id": row.id, **_outcome_update(outcome, now, attempts=attempt)})
-                if outcome.kind is OutcomeKind.TOKEN_DEAD:
-                    dead.append(row.target.device_id)
-        async with self._db.transaction() as session:
-            await session.execute(update(Delivery), updates)
-            if dead:
-                await session.execute(delete(Device).where(Device.id.in_(dead)))
 
     async def _next_run(self, message_ids: list[int]) -> datetime | None:
         async with self._db.transaction() as session:

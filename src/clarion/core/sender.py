@@ -120,18 +120,22 @@ class Sender:
         targets: Sequence[Target],
         *,
         attempt: int = 1,
+        versions: dict[str, tuple[int, str | None]] | None = None,
     ) -> list[Outcome]:
-        """One attempt to every target; one outcome per target, in order."""
+        """One attempt to every target; one outcome per target, in order.
+
+        ``versions`` (from ``versions()``) saves a query when the caller sends many at once.
+        """
         if not targets:
             return []
-        versions = await self._versions(app_id)
+        known = versions if versions is not None else await self.versions(app_id)
         groups: dict[PoolKey, list[int]] = defaultdict(list)
         outcomes: list[Outcome | None] = [None] * len(targets)
         for index, target in enumerate(targets):
-            if target.platform not in versions:
+            if target.platform not in known:
                 outcomes[index] = Outcome(target.token, OutcomeKind.FAILED, NO_CREDENTIALS)
                 continue
-            app_env = versions[target.platform][1]
+            app_env = known[target.platform][1]
             env = "production"
             if target.platform == Platform.APNS:
                 env = target.environment or app_env or self._default_env
@@ -139,7 +143,7 @@ class Sender:
 
         async def send(key: PoolKey, indices: list[int]) -> None:
             tokens = [targets[i].token for i in indices]
-            version = versions[key.platform][0]
+            version = known[key.platform][0]
             results = await self.dispatcher.send_once(
                 key, version, notification, tokens, attempt=attempt
             )
@@ -154,7 +158,8 @@ class Sender:
         async with self._db.transaction() as session:
             await session.execute(delete(Device).where(Device.id.in_(device_ids)))
 
-    async def _versions(self, app_id: str) -> dict[str, tuple[int, str | None]]:
+    async def versions(self, app_id: str) -> dict[str, tuple[int, str | None]]:
+        """Credentials version and APNs environment of each configured platform of the app."""
         async with self._db.reader() as session:
             rows = await session.execute(
                 select(Credential.platform, Credential.version, Credential.environment)
