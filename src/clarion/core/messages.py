@@ -32,6 +32,7 @@ from clarion.store.models import Application, Delivery, Device, PushMessage, utc
 log = logging.getLogger(__name__)
 
 MESSAGES_PER_JOB = 500
+LEDGER_WAVE = 100  # devices sent between two ledger commits of a job
 JOB_KIND = "messages"
 
 
@@ -227,8 +228,11 @@ class Messages:
             )
             results.extend((r, o, attempt) for r, o in zip(group, outcomes, strict=True))
 
-        await asyncio.gather(*(deliver(mid, n, group) for (mid, n), group in groups.items()))
-        await self._save(results)
+        # Waves bound what a crash can leave accepted by a provider but not yet recorded.
+        for wave in _waves(list(groups.items()), LEDGER_WAVE):
+            await asyncio.gather(*(deliver(mid, n, group) for (mid, n), group in wave))
+            await self._save(results)
+            results.clear()
         return await self._next_run(message_ids)
 
     async def _save(self, results: list[tuple[_Row, Outcome, int]]) -> None:
@@ -322,6 +326,22 @@ class Messages:
 
 
 # --- ledger helpers ------------------------------------------------------------------------
+
+
+def _waves(
+    items: list[tuple[tuple[int, int], list[_Row]]], size: int
+) -> Iterable[list[tuple[tuple[int, int], list[_Row]]]]:
+    """Split (message, attempt) groups into waves of about ``size`` devices."""
+    wave: list[tuple[tuple[int, int], list[_Row]]] = []
+    count = 0
+    for item in items:
+        wave.append(item)
+        count += len(item[1])
+        if count >= size:
+            yield wave
+            wave, count = [], 0
+    if wave:
+        yield wave
 
 
 async def _insert_messages(

@@ -76,7 +76,7 @@ class Worker:
 
     async def _claim(self, limit: int) -> list[ClaimedJob]:
         try:
-            return await self._queue.claim(limit)
+            return await self._queue.claim(limit, exclude=list(self._running))
         except Exception:  # the database went away for a moment: try again next round
             log.exception("claiming jobs failed")
             return []

@@ -58,8 +58,11 @@ class JobQueue:
         self.owner = owner
         self.lease = timedelta(seconds=lease_seconds)
 
-    async def claim(self, limit: int) -> list[ClaimedJob]:
-        """Take up to ``limit`` due jobs (queued and due, or running with an ended lease)."""
+    async def claim(self, limit: int, *, exclude: Sequence[int] = ()) -> list[ClaimedJob]:
+        """Take up to ``limit`` due jobs (queued and due, or running with an ended lease).
+
+        ``exclude``: jobs this worker is running, never taken twice even if their lease lapsed.
+        """
         now = utcnow()
         async with self._db.transaction() as session:
             due = (
@@ -70,6 +73,7 @@ class JobQueue:
                         (Job.state == "running") & (Job.lease_until < now),
                     )
                 )
+                .where(Job.id.not_in(exclude))
                 .order_by(Job.run_after, Job.id)
                 .limit(limit)
                 .with_for_update(skip_locked=True)
