@@ -15,9 +15,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import Table, bindparam, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.core import notification as notification_json
@@ -77,13 +77,13 @@ class SendResult:
 
 
 @dataclass(frozen=True, slots=True)
-class _Row:
-    """A ledger row with what is needed to send it."""
+class _Work:
+    """One device to send a message to now; ``ledger_id`` when it is a retry."""
 
-    id: int
     message_id: int
+    attempt: int
     target: Target
-    attempts: int
+    ledger_id: int | None
 
 
 def _matches(spec_activation: str | None, personal: bool, device: Target) -> bool:
@@ -206,133 +206,160 @@ class Messages:
     # --- the job ---------------------------------------------------------------------------
 
     async def run_job(self, payload: dict[str, Any]) -> datetime | None:
-        """Deliver a job's messages; return when to run it again, or None when it is done."""
-        message_ids = [int(i) for i in payload["messages"]]
-        messages = await self._resolve(message_ids)
-        rows = await self._due_rows(message_ids, utcnow())
-        groups: dict[tuple[int, int], list[_Row]] = defaultdict(list)
-        for row in rows:
-            if row.message_id in messages:
-                groups[(row.message_id, row.attempts + 1)].append(row)
-        versions = {app_id: await self._sender.versions(app_id) for app_id, _ in messages.values()}
-        results: list[tuple[_Row, Outcome, int]] = []
+        """Deliver a job's messages; return when to run it again, or None when it is done.
 
-        async def deliver(message_id: int, attempt: int, group: list[_Row]) -> None:
+        What the ledger holds is settled (or waits for its retry time); every other target of
+        a message is still to be sent. So a job that runs again after a crash sends only what
+        its previous run had not recorded.
+        """
+        message_ids = [int(i) for i in payload["messages"]]
+        now = utcnow()
+        messages, work, later = await self._plan(message_ids, now)
+        outcomes: list[tuple[_Work, Outcome]] = []
+        groups: dict[tuple[int, int], list[_Work]] = defaultdict(list)
+        for item in work:
+            groups[(item.message_id, item.attempt)].append(item)
+        apps = {app_id for app_id, _ in messages.values()}
+        versions = {app_id: await self._sender.versions(app_id) for app_id in apps}
+
+        async def deliver(message_id: int, attempt: int, group: list[_Work]) -> None:
             app_id, notification = messages[message_id]
-            outcomes = await self._sender.send_once(
+            results = await self._sender.send_once(
                 app_id,
                 notification,
-                [r.target for r in group],
+                [w.target for w in group],
                 attempt=attempt,
                 versions=versions[app_id],
             )
-            results.extend((r, o, attempt) for r, o in zip(group, outcomes, strict=True))
+            outcomes.extend(zip(group, results, strict=True))
 
         # Waves bound what a crash can leave accepted by a provider but not yet recorded.
         for wave in _waves(list(groups.items()), LEDGER_WAVE):
             await asyncio.gather(*(deliver(mid, n, group) for (mid, n), group in wave))
-            await self._save(results)
-            results.clear()
-        return await self._next_run(message_ids)
-
-    async def _save(self, results: list[tuple[_Row, Outcome, int]]) -> None:
-        """Record a job's outcomes in one unit of work and forget dead tokens."""
-        if not results:
-            return
-        now = utcnow()
-        updates = [
-            {"id": row.id, **_outcome_update(outcome, now, attempts=attempt)}
-            for row, outcome, attempt in results
-        ]
-        dead = [r.target.device_id for r, o, _ in results if o.kind is OutcomeKind.TOKEN_DEAD]
+            later.extend(await self._save(outcomes))
+            outcomes.clear()
+        if later:
+            return min(later)
         async with self._db.transaction() as session:
-            await session.execute(update(Delivery), updates)
-            if dead:
-                await session.execute(delete(Device).where(Device.id.in_(dead)))
+            await session.execute(
+                update(PushMessage)
+                .where(PushMessage.id.in_(message_ids), PushMessage.completed_at.is_(None))
+                .values(completed_at=utcnow(), resolved=True)
+            )
+        return None
 
-    async def _resolve(self, message_ids: list[int]) -> dict[int, tuple[str, Notification]]:
-        """Create the ledger rows of messages not resolved yet; return (app id, notification)."""
-        async with self._db.transaction() as session:
+    async def _plan(
+        self, message_ids: list[int], now: datetime
+    ) -> tuple[dict[int, tuple[str, Notification]], list[_Work], list[datetime]]:
+        """The messages, what to send now, and when the retries not yet due are."""
+        async with self._db.reader() as session:
             found = (
                 await session.execute(
-                    select(PushMessage, Application.app_id)
-                    .join(Application, Application.id == PushMessage.application_id)
-                    .where(PushMessage.id.in_(message_ids))
-                )
-            ).all()
-            unresolved = [m for m, _ in found if not m.resolved]
-            if unresolved:
-                now = utcnow()
-                by_app: dict[int, list[PushMessage]] = defaultdict(list)
-                for message in unresolved:
-                    by_app[message.application_id].append(message)
-                rows: list[dict[str, Any]] = []
-                for app_pk, group in by_app.items():
-                    devices = await self._sender.devices_of(
-                        session, app_pk, {m.user_id for m in group}
+                    select(
+                        PushMessage.id,
+                        PushMessage.application_id,
+                        PushMessage.user_id,
+                        PushMessage.activation_id,
+                        PushMessage.personal,
+                        PushMessage.notification,
+                        Application.app_id,
                     )
-                    for message in group:
-                        for target in devices.get(message.user_id, []):
-                            if _matches(message.activation_id, message.personal, target):
-                                rows.append(_ledger_row(message.id, target, now))
-                if rows:
-                    await _insert_ignoring_duplicates(session, rows)
-                await session.execute(
-                    update(PushMessage)
-                    .where(PushMessage.id.in_([m.id for m in unresolved]))
-                    .values(resolved=True)
-                )
-        return {m.id: (app_id, notification_json.from_json(m.notification)) for m, app_id in found}
-
-    async def _due_rows(self, message_ids: list[int], now: datetime) -> list[_Row]:
-        async with self._db.reader() as session:
-            result = await session.execute(
-                select(Delivery).where(
-                    Delivery.message_id.in_(message_ids),
-                    Delivery.status == "pending",
-                    (Delivery.next_attempt_at.is_(None)) | (Delivery.next_attempt_at <= now),
-                )
-            )
-            return [
-                _Row(
-                    d.id,
-                    d.message_id,
-                    Target(d.device_id, d.platform, d.environment, d.token, None, True),
-                    d.attempts,
-                )
-                for d in result.scalars()
-            ]
-
-    async def _next_run(self, message_ids: list[int]) -> datetime | None:
-        async with self._db.transaction() as session:
-            pending = (
-                await session.execute(
-                    select(Delivery.message_id, func.min(Delivery.next_attempt_at))
-                    .where(Delivery.message_id.in_(message_ids), Delivery.status == "pending")
-                    .group_by(Delivery.message_id)
+                    .join(Application, Application.id == PushMessage.application_id)
+                    .where(PushMessage.id.in_(message_ids), PushMessage.completed_at.is_(None))
                 )
             ).all()
-            done = set(message_ids) - {mid for mid, _ in pending}
-            if done:
+            ledger = (
                 await session.execute(
-                    update(PushMessage)
-                    .where(PushMessage.id.in_(done), PushMessage.completed_at.is_(None))
-                    .values(completed_at=utcnow())
+                    select(
+                        Delivery.id,
+                        Delivery.message_id,
+                        Delivery.device_id,
+                        Delivery.platform,
+                        Delivery.environment,
+                        Delivery.token,
+                        Delivery.status,
+                        Delivery.attempts,
+                        Delivery.next_attempt_at,
+                    ).where(Delivery.message_id.in_([m.id for m in found]))
                 )
-        if not pending:
-            return None
-        times = [when or utcnow() for _, when in pending]
-        return min(times)
+            ).all()
+            by_app: dict[int, list[Any]] = defaultdict(list)
+            for message in found:
+                by_app[message.application_id].append(message)
+            devices: dict[int, dict[str, list[Target]]] = {}
+            for app_pk, group in by_app.items():
+                devices[app_pk] = await self._sender.devices_of(
+                    session, app_pk, {m.user_id for m in group}
+                )
+        recorded = {(row.message_id, row.device_id) for row in ledger}
+        work: list[_Work] = []
+        later: list[datetime] = []
+        for m in found:
+            for target in devices[m.application_id].get(m.user_id, []):
+                if (m.id, target.device_id) not in recorded and _matches(
+                    m.activation_id, m.personal, target
+                ):
+                    work.append(_Work(m.id, 1, target, None))
+        for row in ledger:
+            if row.status != "pending":
+                continue
+            if row.next_attempt_at is not None and row.next_attempt_at > now:
+                later.append(row.next_attempt_at)
+                continue
+            target = Target(row.device_id, row.platform, row.environment, row.token, None, True)
+            work.append(_Work(row.message_id, row.attempts + 1, target, row.id))
+        messages = {m.id: (m.app_id, notification_json.from_json(m.notification)) for m in found}
+        return messages, work, later
+
+    async def _save(self, outcomes: list[tuple[_Work, Outcome]]) -> list[datetime]:
+        """Record outcomes in one unit of work, forget dead tokens; return the retry times."""
+        if not outcomes:
+            return []
+        now = utcnow()
+        inserts: list[dict[str, Any]] = []
+        updates: list[dict[str, Any]] = []
+        retries: list[datetime] = []
+        for item, outcome in outcomes:
+            values = _outcome_update(outcome, now, attempts=item.attempt)
+            if values["next_attempt_at"] is not None:
+                retries.append(values["next_attempt_at"])
+            if item.ledger_id is None:
+                inserts.append({**_ledger_row(item.message_id, item.target, now), **values})
+            else:
+                updates.append({"row_id": item.ledger_id, **values})
+        dead = [w.target.device_id for w, o in outcomes if o.kind is OutcomeKind.TOKEN_DEAD]
+        async with self._db.transaction() as session:
+            if inserts:
+                await _insert_ignoring_duplicates(session, inserts)
+            if updates:
+                await session.execute(_SAVE_OUTCOME, updates)
+            if dead:
+                await session.execute(delete(Device).where(Device.id.in_(dead)))
+        return retries
 
 
 # --- ledger helpers ------------------------------------------------------------------------
 
+_deliveries = cast(Table, Delivery.__table__)
+# A Core executemany: the ORM's bulk update by primary key costs several times more per row.
+_SAVE_OUTCOME = (
+    update(_deliveries)
+    .where(_deliveries.c.id == bindparam("row_id"))
+    .values(
+        status=bindparam("status"),
+        reason=bindparam("reason"),
+        next_attempt_at=bindparam("next_attempt_at"),
+        attempts=bindparam("attempts"),
+        updated_at=bindparam("updated_at"),
+    )
+)
+
 
 def _waves(
-    items: list[tuple[tuple[int, int], list[_Row]]], size: int
-) -> Iterable[list[tuple[tuple[int, int], list[_Row]]]]:
+    items: list[tuple[tuple[int, int], list[_Work]]], size: int
+) -> Iterable[list[tuple[tuple[int, int], list[_Work]]]]:
     """Split (message, attempt) groups into waves of about ``size`` devices."""
-    wave: list[tuple[tuple[int, int], list[_Row]]] = []
+    wave: list[tuple[tuple[int, int], list[_Work]]] = []
     count = 0
     for item in items:
         wave.append(item)
