@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -85,6 +86,9 @@ def serve(
     worker: Annotated[
         bool, typer.Option("--worker/--no-worker", help="Also run a job worker [yes].")
     ] = True,
+    processes: Annotated[
+        int, typer.Option(min=1, help="API processes sharing the port (each with a worker).")
+    ] = 1,
 ) -> None:
     """Run the HTTP API (and a job worker). Applies migrations first on the embedded SQLite
     default; on PostgreSQL it refuses to start until `clarion migrate` has brought the schema up
@@ -97,6 +101,22 @@ def serve(
     configure_logging(settings.log_level, json_lines=settings.log_json)
     services = _run(open_services(settings))
     _run(services.close())
+    if processes > 1:
+        # Each process builds its own app from the environment (and the same config file).
+        if config is not None:
+            os.environ["CLARION_CONFIG_FILE"] = str(config.resolve())
+        if not worker:
+            os.environ["CLARION_RUN_WORKER"] = "false"
+        uvicorn.run(
+            "clarion.app:app_from_environment",
+            factory=True,
+            workers=processes,
+            host=settings.host,
+            port=settings.port,
+            log_config=None,
+            server_header=False,
+        )
+        return
     uvicorn.run(
         create_app(settings),
         host=settings.host,

@@ -78,12 +78,11 @@ class JobQueue:
                 .limit(limit)
                 .with_for_update(skip_locked=True)
             )
-            ids = list((await session.scalars(due)).all())
-            if not ids:
-                return []
+            # One statement: atomic on SQLite even with several processes on one file, and
+            # FOR UPDATE SKIP LOCKED lets PostgreSQL workers pass each other's claims by.
             rows = await session.execute(
                 update(Job)
-                .where(Job.id.in_(ids))
+                .where(Job.id.in_(due))
                 .values(
                     state="running",
                     lease_owner=self.owner,
