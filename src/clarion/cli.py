@@ -196,6 +196,62 @@ def send(
 
 
 @cli.command()
+def emulate(
+    folder: Annotated[
+        Path, typer.Option(help="Where the generated credentials and settings are written.")
+    ] = Path("clarion-emulator"),
+    host: Annotated[str, typer.Option(help="Address the emulators listen on.")] = "127.0.0.1",
+    apns_port: Annotated[int, typer.Option(help="APNs emulator port (0: any free one).")] = 8443,
+    fcm_port: Annotated[int, typer.Option(help="FCM emulator port.")] = 8444,
+    hms_port: Annotated[int, typer.Option(help="HMS emulator port.")] = 8445,
+    bundle: Annotated[str, typer.Option(help="iOS bundle id the APNs emulator accepts.")] = (
+        "com.example.app"
+    ),
+    app_id: Annotated[
+        str, typer.Option("--app", help="Application id in the printed commands.")
+    ] = ("mobile-app"),
+    api: Annotated[str, typer.Option(help="clarion's URL in the printed commands.")] = (
+        "http://127.0.0.1:8080"
+    ),
+) -> None:
+    """Run APNs, FCM and HMS emulators on loopback and print how to point clarion at them, so
+    pushes can be seen arriving without an Apple, Google or Huawei account."""
+    from clarion.emulators.runner import Emulation, run
+
+    def ready(emulation: Emulation) -> None:
+        out.print("[bold]Emulators running.[/bold] Start clarion with these settings:\n")
+        for name, value in emulation.settings.items():
+            out.print(f"export {name}={value}", soft_wrap=True)
+        out.print(f"\n(also in {folder / 'clarion-emulated.env'})")
+        out.print(
+            "\nThen upload the emulated credentials (also in "
+            f"{folder / 'upload-credentials.sh'}):\n"
+        )
+        for command in emulation.commands:
+            out.print(command, soft_wrap=True, highlight=False, markup=False)
+        out.print("\nPushes appear below as they arrive. Ctrl-C stops.\n")
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await run(
+            folder,
+            host=host,
+            ports=(apns_port, fcm_port, hms_port),
+            bundle=bundle,
+            api=api,
+            app_id=app_id,
+            show=lambda line: out.print(line, soft_wrap=True, highlight=False, markup=False),
+            ready=ready,
+            stop=stop,
+        )
+
+    _run(main())
+
+
+@cli.command()
 def migrate(
     config: ConfigOption = None,
     revision: Annotated[str, typer.Option(help="Target revision.")] = "head",
