@@ -372,3 +372,46 @@ async def ledger(services: Services) -> dict[str, int]:
             select(Delivery.status, func.count()).group_by(Delivery.status)
         )
         return {status: int(n) for status, n in rows}
+
+
+async def test_delivery_metrics_count_outcomes_by_provider(
+    client: httpx.AsyncClient, app_ready: Emulators
+) -> None:
+    def delivered(text: str) -> float:
+        for line in text.splitlines():
+            if line.startswith('clarion_push_outcomes_total{outcome="delivered",provider="apns"}'):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    before = delivered((await client.get("/metrics")).text)
+    assert_ok(
+        await client.post(
+            "/push/message/send", json=envelope(appId="mobile-app", message=message())
+        )
+    )
+    metrics = (await client.get("/metrics")).text
+    assert delivered(metrics) == before + 1
+    assert "clarion_provider_latency_seconds_bucket" in metrics
+
+
+class TestStoredMessages:
+    @pytest.fixture
+    def settings_overrides(self, emulators: Emulators) -> dict[str, Any]:
+        return {
+            "apns_production_url": emulators.apns.url,
+            "apns_sandbox_url": emulators.apns.url,
+            "provider_ca_file": emulators.apns.ca_file,
+            "fcm_base_url": emulators.fcm.url,
+            "store_messages": True,
+        }
+
+    async def test_sync_sends_are_recorded_per_device(
+        self, client: httpx.AsyncClient, services: Services, app_ready: Emulators
+    ) -> None:
+        app_ready.apns.unregister_device(IOS_TOKEN)
+        body = envelope(appId="mobile-app", message=message())
+        assert_ok(await client.post("/push/message/send", json=body))
+        async with services.db.reader() as session:
+            rows = {(d.token, d.status) for d in (await session.scalars(select(Delivery))).all()}
+        assert rows == {(IOS_TOKEN, "failed"), (ANDROID_TOKEN, "sent")}
+        assert (await queue_depth(services.db)) == {}  # nothing to retry, no job
