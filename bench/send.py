@@ -119,7 +119,9 @@ async def count_sent(db: Database) -> tuple[int, int]:
     return int(rows.get("sent", 0)), int(rows.get("failed", 0))
 
 
-def start_clarion(url: str, sink: Sink, folder: Path, port: int) -> subprocess.Popen[bytes]:
+def start_clarion(
+    url: str, sink: Sink, folder: Path, port: int, processes: int
+) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLARION_")}
     env.update(
         CLARION_DATABASE_URL=url,
@@ -132,7 +134,16 @@ def start_clarion(url: str, sink: Sink, folder: Path, port: int) -> subprocess.P
     )
     log = (folder / "clarion.log").open("ab")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "clarion", "serve", "--port", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "clarion",
+            "serve",
+            "--port",
+            str(port),
+            "--processes",
+            str(processes),
+        ],
         env=env,
         cwd=folder,
         stdout=log,
@@ -226,7 +237,7 @@ def run(kind: str, args: argparse.Namespace) -> None:
         with database(kind, folder) as url:
             asyncio.run(load_devices(url, args.messages))
             port = spare_port()
-            proc = start_clarion(url, sink, folder, port)
+            proc = start_clarion(url, sink, folder, port, args.processes)
             api = f"http://127.0.0.1:{port}"
             try:
                 upload_credentials(api)
@@ -236,7 +247,7 @@ def run(kind: str, args: argparse.Namespace) -> None:
                 )
                 if args.seconds > 0:
                     print(
-                        f"send ({kind}) b: "
+                        f"send ({label}) b: "
                         + bench_sync(api, args.messages, args.seconds, args.concurrency, folder),
                         flush=True,
                     )
@@ -255,6 +266,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=30)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--keep-log", type=Path, default=None)
+    parser.add_argument(
+        "--processes", type=int, default=1, help="clarion serve --processes (API + worker each)"
+    )
     args = parser.parse_args()
     for kind in ("sqlite", "postgresql") if args.db == "both" else (args.db,):
         run(kind, args)

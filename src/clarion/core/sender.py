@@ -150,7 +150,11 @@ class Sender:
             for i, outcome in zip(indices, results, strict=True):
                 outcomes[i] = outcome
 
-        await asyncio.gather(*(send(key, indices) for key, indices in groups.items()))
+        if len(groups) == 1:
+            [(key, indices)] = groups.items()
+            await send(key, indices)
+        else:
+            await asyncio.gather(*(send(key, indices) for key, indices in groups.items()))
         return [o for o in outcomes if o is not None]
 
     async def forget_devices(self, device_ids: Sequence[int]) -> None:

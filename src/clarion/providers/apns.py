@@ -180,6 +180,8 @@ class ApnsProvider(Provider):
         if expires_at is not None and expires_at.timestamp() < time.time():
             return [Outcome(t, OutcomeKind.FAILED, reason="MessageExpired") for t in tokens]
         headers = build_headers(notification, topic=self.topic)
+        if len(tokens) == 1:  # the common case of distinct messages: no task to schedule
+            return [await self._send_one(tokens[0], headers, body)]
         if len(tokens) <= _MAX_TASKS_PER_SEND:
             return list(await asyncio.gather(*(self._send_one(t, headers, body) for t in tokens)))
         outcomes: list[Outcome | None] = [None] * len(tokens)
