@@ -241,8 +241,9 @@ def run(kind: str, args: argparse.Namespace) -> None:
             api = f"http://127.0.0.1:{port}"
             try:
                 upload_credentials(api)
+                label = f"{kind}, {args.processes} process{'es' if args.processes > 1 else ''}"
                 print(
-                    f"send ({kind}) a: " + bench_async(api, url, args.messages, args.per_request),
+                    f"send ({label}) a: " + bench_async(api, url, args.messages, args.per_request),
                     flush=True,
                 )
                 if args.seconds > 0:
