@@ -134,6 +134,7 @@ class Messages:
         async with self._db.reader() as session:
             app_pk = await application_pk(session, app_id)
             devices = await self._sender.devices_of(session, app_pk, {s.user_id for s in specs})
+            versions = await self._sender.versions_in(session, app_pk) if devices else {}
         plans = [
             (
                 spec,
@@ -145,9 +146,11 @@ class Messages:
             )
             for spec in specs
         ]
-        outcomes = await asyncio.gather(
-            *(self._sender.send_once(app_id, spec.notification, targets) for spec, targets in plans)
-        )
+        sends = [
+            self._sender.send_once(app_id, spec.notification, targets, versions=versions)
+            for spec, targets in plans
+        ]
+        outcomes = [await sends[0]] if len(sends) == 1 else await asyncio.gather(*sends)
         retry: list[tuple[MessageSpec, list[tuple[Target, Outcome]]]] = []
         dead: list[int] = []
         for (spec, targets), results in zip(plans, outcomes, strict=True):

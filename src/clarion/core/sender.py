@@ -172,6 +172,16 @@ class Sender:
             )
             return {r.platform: (r.version, r.environment) for r in rows}
 
+    @staticmethod
+    async def versions_in(session: AsyncSession, app_pk: int) -> dict[str, tuple[int, str | None]]:
+        """``versions`` in the caller's session, by the application's row id."""
+        rows = await session.execute(
+            select(Credential.platform, Credential.version, Credential.environment).where(
+                Credential.application_id == app_pk
+            )
+        )
+        return {r.platform: (r.version, r.environment) for r in rows}
+
     async def _build(self, key: PoolKey) -> Provider:
         """The provider factory of the pool: stored credentials to a live provider."""
         found = await self._apps.credentials(key.application, Platform(key.platform))
