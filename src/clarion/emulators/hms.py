@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Self
 
-from clarion.emulators.fcm import (
+from clarion.emulators.http import (
     BAD_GATEWAY_HTML,
     Faults,
     HttpAnswer,
