@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -14,8 +17,9 @@ from starlette.exceptions import HTTPException
 
 from clarion import __version__
 from clarion.api import powerauth, walletconnect
-from clarion.config import Settings
+from clarion.config import Settings, load_settings
 from clarion.core.services import Services, open_services
+from clarion.logs import configure_logging
 from clarion.metrics import MetricsMiddleware, metrics_endpoint
 
 log = logging.getLogger("clarion")
@@ -27,13 +31,23 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = services is None
-        app.state.services = services or await open_services(settings)
-        log.info("clarion %s ready", __version__, extra={"database": app.state.services.db.dialect})
+        svc: Services = services or await open_services(settings)
+        app.state.services = svc
+        worker = svc.worker() if owned and settings.run_worker else None
+        worker_task = asyncio.create_task(worker.run()) if worker else None
+        log.info(
+            "clarion %s ready",
+            __version__,
+            extra={"database": svc.db.dialect, "worker": worker is not None},
+        )
         try:
             yield
         finally:
+            if worker is not None and worker_task is not None:
+                worker.stop()
+                await worker_task
             if owned:
-                await app.state.services.close()
+                await svc.close()
 
     app = FastAPI(
         title="clarion",
@@ -52,6 +66,14 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     return app
+
+
+def app_from_environment() -> FastAPI:
+    """The application of one of several `clarion serve --processes N` processes."""
+    config = os.environ.get("CLARION_CONFIG_FILE")
+    settings = load_settings(Path(config) if config else None)
+    configure_logging(settings.log_level, json_lines=settings.log_json)
+    return create_app(settings)
 
 
 def _error_body(code: str, message: str) -> dict[str, Any]:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
+import signal
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -21,6 +24,7 @@ from clarion.logs import configure_logging
 from clarion.store.db import Database, SchemaOutOfDate, head_revision
 
 T = TypeVar("T")
+log = logging.getLogger("clarion.cli")
 
 cli = typer.Typer(
     help="clarion: a self-hosted push-notification server (PowerAuth and WalletConnect APIs).",
@@ -79,17 +83,40 @@ def serve(
     config: ConfigOption = None,
     host: Annotated[str | None, typer.Option(help="Address to listen on [127.0.0.1].")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on [8080].")] = None,
+    worker: Annotated[
+        bool, typer.Option("--worker/--no-worker", help="Also run a job worker [yes].")
+    ] = True,
+    processes: Annotated[
+        int, typer.Option(min=1, help="API processes sharing the port (each with a worker).")
+    ] = 1,
 ) -> None:
-    """Run the HTTP API. Applies migrations first on the embedded SQLite default; on PostgreSQL
-    it refuses to start until `clarion migrate` has brought the schema up to date."""
+    """Run the HTTP API (and a job worker). Applies migrations first on the embedded SQLite
+    default; on PostgreSQL it refuses to start until `clarion migrate` has brought the schema up
+    to date. SIGTERM is graceful."""
     import uvicorn
 
     from clarion.app import create_app
 
-    settings = _settings(config, host=host, port=port)
+    settings = _settings(config, host=host, port=port, run_worker=None if worker else False)
     configure_logging(settings.log_level, json_lines=settings.log_json)
     services = _run(open_services(settings))
     _run(services.close())
+    if processes > 1:
+        # Each process builds its own app from the environment (and the same config file).
+        if config is not None:
+            os.environ["CLARION_CONFIG_FILE"] = str(config.resolve())
+        if not worker:
+            os.environ["CLARION_RUN_WORKER"] = "false"
+        uvicorn.run(
+            "clarion.app:app_from_environment",
+            factory=True,
+            workers=processes,
+            host=settings.host,
+            port=settings.port,
+            log_config=None,
+            server_header=False,
+        )
+        return
     uvicorn.run(
         create_app(settings),
         host=settings.host,
@@ -98,6 +125,130 @@ def serve(
         access_log=True,
         server_header=False,
     )
+
+
+@cli.command("worker")
+def worker_command(
+    config: ConfigOption = None,
+    concurrency: Annotated[
+        int | None, typer.Option(help="Jobs run at once [CLARION_WORKER_CONCURRENCY, 4].")
+    ] = None,
+    grace: Annotated[
+        float, typer.Option(help="Seconds jobs in hand get to finish on SIGTERM.")
+    ] = 10.0,
+) -> None:
+    """Run a job worker alone. Start any number, on any number of machines sharing one
+    PostgreSQL. SIGTERM or Ctrl-C: stop claiming, finish or hand back the jobs in hand, exit."""
+    settings = _settings(config, worker_concurrency=concurrency)
+    configure_logging(settings.log_level, json_lines=settings.log_json)
+
+    async def run() -> None:
+        services = await open_services(settings)
+        worker = services.worker()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, worker.stop)
+        log.info("worker started", extra={"concurrency": settings.worker_concurrency})
+        try:
+            await worker.run(grace=grace)
+        finally:
+            await services.close()
+        log.info("worker stopped", extra={"jobs_completed": worker.completed})
+
+    _run(run())
+
+
+@cli.command()
+def send(
+    app: Annotated[str, typer.Option("--app", help="Application id.")],
+    user: Annotated[str, typer.Option("--user", help="User id.")],
+    title: Annotated[str | None, typer.Option(help="Notification title.")] = None,
+    body: Annotated[str | None, typer.Option(help="Notification body.")] = None,
+    activation: Annotated[
+        str | None, typer.Option(help="Only this activation of the user.")
+    ] = None,
+    silent: Annotated[bool, typer.Option(help="A background (data-only) push.")] = False,
+    queue: Annotated[
+        bool, typer.Option("--async", help="Enqueue for the workers instead of sending now.")
+    ] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Send a push to a user's devices now and print the outcome per platform."""
+    from clarion.core.messages import MessageSpec, Mode
+    from clarion.providers.base import Notification
+
+    settings = _settings(config)
+    spec = MessageSpec(
+        user_id=user,
+        activation_id=activation,
+        notification=Notification(title=title, body=body, silent=silent),
+    )
+    mode = Mode.ASYNCHRONOUS if queue else Mode.SYNCHRONOUS
+    result = _run(_with_services(settings, lambda s: s.messages.send(app, [spec], mode)))
+    if result is None:
+        out.print("queued: a worker will deliver it")
+        return
+    table = Table("platform", "sent", "pending", "failed", "total")
+    for platform, counts in result.by_platform.items():
+        row = (counts.sent, counts.pending, counts.failed, counts.total)
+        table.add_row(platform.seed_name, *(str(n) for n in row))
+    out.print(table)
+
+
+@cli.command()
+def emulate(
+    folder: Annotated[
+        Path, typer.Option(help="Where the generated credentials and settings are written.")
+    ] = Path("clarion-emulator"),
+    host: Annotated[str, typer.Option(help="Address the emulators listen on.")] = "127.0.0.1",
+    apns_port: Annotated[int, typer.Option(help="APNs emulator port (0: any free one).")] = 8443,
+    fcm_port: Annotated[int, typer.Option(help="FCM emulator port.")] = 8444,
+    hms_port: Annotated[int, typer.Option(help="HMS emulator port.")] = 8445,
+    bundle: Annotated[str, typer.Option(help="iOS bundle id the APNs emulator accepts.")] = (
+        "com.example.app"
+    ),
+    app_id: Annotated[
+        str, typer.Option("--app", help="Application id in the printed commands.")
+    ] = ("mobile-app"),
+    api: Annotated[str, typer.Option(help="clarion's URL in the printed commands.")] = (
+        "http://127.0.0.1:8080"
+    ),
+) -> None:
+    """Run APNs, FCM and HMS emulators on loopback and print how to point clarion at them, so
+    pushes can be seen arriving without an Apple, Google or Huawei account."""
+    from clarion.emulators.runner import Emulation, run
+
+    def ready(emulation: Emulation) -> None:
+        out.print("[bold]Emulators running.[/bold] Start clarion with these settings:\n")
+        for name, value in emulation.settings.items():
+            out.print(f"export {name}={value}", soft_wrap=True)
+        out.print(f"\n(also in {folder / 'clarion-emulated.env'})")
+        out.print(
+            "\nThen upload the emulated credentials (also in "
+            f"{folder / 'upload-credentials.sh'}):\n"
+        )
+        for command in emulation.commands:
+            out.print(command, soft_wrap=True, highlight=False, markup=False)
+        out.print("\nPushes appear below as they arrive. Ctrl-C stops.\n")
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await run(
+            folder,
+            host=host,
+            ports=(apns_port, fcm_port, hms_port),
+            bundle=bundle,
+            api=api,
+            app_id=app_id,
+            show=lambda line: out.print(line, soft_wrap=True, highlight=False, markup=False),
+            ready=ready,
+            stop=stop,
+        )
+
+    _run(main())
 
 
 @cli.command()

@@ -75,6 +75,32 @@ class Settings(BaseSettings):
     powerauth_timeout: float = Field(default=5.0, gt=0)
     powerauth_cache_seconds: float = Field(default=5.0, ge=0)
 
+    # Providers (base URLs are overridable for the emulators)
+    apns_production_url: str = "https://api.push.apple.com"
+    apns_sandbox_url: str = "https://api.sandbox.push.apple.com"
+    fcm_base_url: str = "https://fcm.googleapis.com"
+    fcm_token_url: str | None = Field(
+        default=None, description="OAuth token endpoint; default: the service account's token_uri"
+    )
+    hms_push_url: str = "https://push-api.cloud.huawei.com"
+    hms_token_url: str = "https://oauth-login.cloud.huawei.com/oauth2/v3/token"  # noqa: S105
+    provider_ca_file: str | None = Field(
+        default=None, description="Extra trusted CA (PEM) for provider TLS, e.g. the emulators'"
+    )
+    provider_timeout: float = Field(default=10.0, gt=0)
+    provider_max_in_flight: int = Field(default=1000, ge=1)
+    fcm_concurrency: int = Field(default=500, ge=1)
+    hms_concurrency: int = Field(default=16, ge=1)
+
+    # Delivery and workers
+    delivery_max_attempts: int = Field(default=5, ge=1)
+    delivery_backoff_base: float = Field(default=1.0, ge=0)
+    delivery_backoff_cap: float = Field(default=60.0, ge=0)
+    run_worker: bool = Field(default=True, description="serve runs a job worker too")
+    worker_concurrency: int = Field(default=4, ge=1, description="Jobs a worker runs at once")
+    worker_lease_seconds: float = Field(default=30.0, gt=0)
+    worker_poll_interval: float = Field(default=0.5, gt=0)
+
     # --- WalletConnect (issue 8) ---------------------------------------------------------
     public_url: str | None = Field(
         default=None,

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from clarion.store.db import head_revision
+
 CLARION = [sys.executable, "-m", "clarion"]
 
 
@@ -25,13 +27,13 @@ def run(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[s
 def test_version_names_package_and_schema(tmp_path: Path) -> None:
     result = run(tmp_path, "version")
     assert result.returncode == 0
-    assert result.stdout.startswith("clarion ") and "schema 0003" in result.stdout
+    assert result.stdout.startswith("clarion ") and f"schema {head_revision()}" in result.stdout
 
 
 def test_migrate_then_app_create_and_list(tmp_path: Path) -> None:
     migrated = run(tmp_path, "migrate")
     assert migrated.returncode == 0, migrated.stderr
-    assert "empty -> 0003" in migrated.stdout
+    assert f"empty -> {head_revision()}" in migrated.stdout
     assert run(tmp_path, "app", "create", "mobile-app").returncode == 0
     duplicate = run(tmp_path, "app", "create", "mobile-app")
     assert duplicate.returncode == 1 and "already exists" in duplicate.stderr

@@ -10,12 +10,17 @@ from clarion.config import Settings
 from clarion.core.apps import Applications
 from clarion.core.devices import Devices
 from clarion.core.directory import ActivationDirectory, LocalDirectory, PowerAuthDirectory
+from clarion.core.messages import JOB_KIND, Messages
 from clarion.core.secretbox import SecretBox, secret_box_for
+from clarion.core.sender import Sender
 from clarion.core.tenants import Tenants
-from clarion.core.walletconnect import NoopOnlySender, WalletConnect
+from clarion.core.walletconnect import DeliverySender, WalletConnect
 from clarion.core.wcauth import relay_public_key
+from clarion.core.worker import Worker, worker_identity
 from clarion.errors import ClarionError, InvalidRequest
+from clarion.providers.noop import NoopProvider
 from clarion.store.db import Database
+from clarion.store.jobs import JobQueue
 
 
 @dataclass
@@ -28,8 +33,24 @@ class Services:
     devices: Devices
     tenants: Tenants
     walletconnect: WalletConnect
+    sender: Sender
+    messages: Messages
+
+    def worker(self, *, identity: str | None = None) -> Worker:
+        """A job worker over this process's services."""
+        queue = JobQueue(
+            self.db, identity or worker_identity(), lease_seconds=self.settings.worker_lease_seconds
+        )
+        return Worker(
+            queue,
+            {JOB_KIND: self.messages.run_job},
+            concurrency=self.settings.worker_concurrency,
+            poll_interval=self.settings.worker_poll_interval,
+            wake=self.messages.wake,
+        )
 
     async def close(self) -> None:
+        await self.sender.close()
         await self.directory.close()
         await self.db.dispose()
 
@@ -119,6 +140,7 @@ async def open_services(settings: Settings, *, migrate: bool | None = None) -> S
     except BaseException:
         await db.dispose()
         raise
+    sender = Sender(db, apps, settings)
     return Services(
         settings=settings,
         db=db,
@@ -128,6 +150,8 @@ async def open_services(settings: Settings, *, migrate: bool | None = None) -> S
         devices=Devices(db, directory, multiple_activations=settings.multiple_activations),
         tenants=tenants,
         walletconnect=WalletConnect(
-            db, tenants, NoopOnlySender(), relay_key=relay_key_for(settings)
+            db, tenants, DeliverySender(sender, NoopProvider()), relay_key=relay_key_for(settings)
         ),
+        sender=sender,
+        messages=Messages(db, sender, store_messages=settings.store_messages),
     )

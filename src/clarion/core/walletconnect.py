@@ -27,10 +27,12 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from clarion.core.sender import Sender, Target
 from clarion.core.tenants import InvalidField, Tenants
 from clarion.core.wcclaims import Claims
 from clarion.errors import ClarionError
 from clarion.providers.base import Notification, Outcome, OutcomeKind
+from clarion.providers.noop import NoopProvider
 from clarion.store.db import Database
 from clarion.store.models import (
     Device,
@@ -105,6 +107,8 @@ class Client:
     push_type: PushType
     token: str
     always_raw: bool
+    device_id: int = 0
+    credentials: tuple[int, str | None] | None = None  # (version, APNs environment) if any
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,6 +340,8 @@ class WalletConnect:
             push_type=_push_type(row.platform, row.environment),
             token=row.token,
             always_raw=row.always_raw,
+            device_id=row.device_id,
+            credentials=row.credentials,
         )
         notification = build_notification(push.payload, always_raw=row.always_raw, shown=shown)
         outcome = await self.sender.send(push.tenant_id, client, notification)
@@ -428,17 +434,30 @@ def _push_type(platform: str, environment: str | None) -> PushType:
     return PushType.FCM_V1 if platform == "fcm" else PushType.NOOP
 
 
-class NoopOnlySender:
-    """A sender for ``noop`` clients only: each is delivered and nothing leaves the process.
+class DeliverySender:
+    """The real sender: ``noop`` clients through the noop provider, the others through the
+    shared delivery core (pooled providers, back-pressure gates, metrics), one attempt each:
+    a retry-later goes back to the relay as a 503 rather than holding its request."""
 
-    Stands in until the shared delivery core is wired; other types fail with a clear reason.
-    """
+    def __init__(self, sender: Sender, noop: NoopProvider) -> None:
+        self._sender = sender
+        self.noop = noop
 
     async def send(self, tenant_id: str, client: Client, notification: Notification) -> Outcome:
         if client.push_type is PushType.NOOP:
-            return Outcome(token=client.token, kind=OutcomeKind.DELIVERED)
-        return Outcome(
+            [outcome] = await self.noop.send(notification, [client.token])
+            return outcome
+        platform = client.push_type.platform
+        target = Target(
+            device_id=client.device_id,
+            platform=platform,
+            environment=client.push_type.environment,
             token=client.token,
-            kind=OutcomeKind.FAILED,
-            reason=f"no {client.push_type.platform} provider in this build",
+            activation_id=None,
+            active=True,
         )
+        versions = {platform: client.credentials} if client.credentials else {}
+        [outcome] = await self._sender.send_once(
+            tenant_id, notification, [target], versions=versions
+        )
+        return outcome

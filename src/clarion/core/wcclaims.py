@@ -36,11 +36,13 @@ PG_WRITERS = 8
 class ClaimRow:
     """What the push needs of the client, and whether this call claimed the message id."""
 
+    device_id: int
     token: str
     platform: str
     environment: str | None
     always_raw: bool
     rejected_reason: str | None
+    credentials: tuple[int, str | None] | None  # (version, APNs environment) when configured
     claimed: bool
 
 
@@ -60,8 +62,9 @@ class _Request:
 
 
 _CLIENT_COLUMNS = """
-    d.application_id, d.client_id, d.token, d.platform, d.environment, d.always_raw,
-    c.rejected_reason
+    d.application_id, d.client_id, d.id AS device_id, d.token, d.platform, d.environment,
+    d.always_raw, c.rejected_reason, c.version AS credentials_version,
+    c.environment AS credentials_environment
 """
 _CLIENT_JOINS = """
     JOIN devices AS d ON d.application_id = a.id AND d.client_id = r.client
@@ -85,7 +88,8 @@ _PG_BATCH = text(
         ON CONFLICT DO NOTHING
         RETURNING application_id, client_id, message_id
     )
-    SELECT f.ord, f.token, f.platform, f.environment, f.always_raw, f.rejected_reason,
+    SELECT f.ord, f.device_id, f.token, f.platform, f.environment, f.always_raw,
+           f.rejected_reason, f.credentials_version, f.credentials_environment,
            EXISTS (SELECT 1 FROM claimed AS k WHERE k.application_id = f.application_id
                    AND k.client_id = f.client_id AND k.message_id = f.message) AS claimed
     FROM found AS f
@@ -204,10 +208,8 @@ class Claims:
         }
         rows: list[ClaimRow | None] = [None] * len(batch)
         for ord_, *values in (await conn.execute(_PG_BATCH, params)).all():
-            token, platform, environment, always_raw, rejected, claimed = values
-            rows[ord_] = ClaimRow(
-                token, platform, environment, bool(always_raw), rejected, bool(claimed)
-            )
+            *client, claimed = values
+            rows[ord_] = _row(client, bool(claimed))
         return rows
 
     @staticmethod
@@ -221,7 +223,7 @@ class Claims:
         wanted: list[tuple[int, int, str]] = []  # (batch index, tenant pk, stored client id)
         for i, request in enumerate(batch):
             if i in found:
-                app_pk, stored_id, _token, _platform, _env, always_raw, rejected = found[i]
+                app_pk, stored_id, *_, always_raw, rejected, _version, _env = found[i]
                 if rejected is None and (always_raw or request.blob_ok):
                     wanted.append((i, app_pk, stored_id))
         claimed: set[tuple[int, str, str]] = set()
@@ -237,7 +239,16 @@ class Claims:
             if i not in found:
                 rows.append(None)
                 continue
-            app_pk, stored_id, token, platform, environment, always_raw, rejected = found[i]
-            mine = (app_pk, stored_id, request.message_id) in claimed
-            rows.append(ClaimRow(token, platform, environment, bool(always_raw), rejected, mine))
+            app_pk, stored_id, *client = found[i]
+            rows.append(_row(client, (app_pk, stored_id, request.message_id) in claimed))
         return rows
+
+
+def _row(client: Sequence[Any], claimed: bool) -> ClaimRow:
+    """A ClaimRow from (device id, token, platform, environment, always_raw, rejected reason,
+    credentials version, credentials environment)."""
+    device_id, token, platform, environment, always_raw, rejected, version, cred_env = client
+    credentials = None if version is None else (int(version), cred_env)
+    return ClaimRow(
+        device_id, token, platform, environment, bool(always_raw), rejected, credentials, claimed
+    )

@@ -30,7 +30,40 @@ class Transport(Protocol):
     """A pooled, keep-alive HTTP client for one origin (HTTP/2 where the origin speaks it)."""
 
     async def post(
-        self, url: str, headers: Mapping[str, str], body: bytes, *, timeout: float | None = None
+        self,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        *,
+        timeout: float | None = None,
     ) -> HttpResponse: ...
 
     async def close(self) -> None: ...
+
+
+def create_transport(
+    *,
+    ca_file: str | None = None,
+    client_cert_pem: bytes | None = None,
+    timeout: float = 10.0,
+    max_connections: int = 1000,
+    http2_only: bool = False,
+) -> Transport:
+    """The transport every provider should use: HTTP/2 over TLS (ALPN), HTTP/1.1 on plain http.
+
+    ``ca_file`` adds a trusted root (an emulator's CA); ``client_cert_pem`` (certificate and key)
+    enables TLS client authentication; ``max_connections`` caps requests in flight.
+    ``http2_only`` (for origins known to speak HTTP/2, such as APNs) lets the pool share one
+    connection even while it is being (re)built, instead of dialling one per waiting request;
+    with it, plain ``http://`` URLs speak h2c.
+    """
+    # Imported here because that module imports this one.
+    from clarion.providers.transport_reqwest import ReqwestTransport
+
+    return ReqwestTransport(
+        ca_file=ca_file,
+        client_cert_pem=client_cert_pem,
+        timeout=timeout,
+        max_connections=max_connections,
+        http2_prior_knowledge=http2_only,
+    )

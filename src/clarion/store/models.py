@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import (
+    JSON,
+    BigInteger,
     Boolean,
     DateTime,
     ForeignKey,
@@ -135,6 +138,73 @@ class Activation(Base):
     user_id: Mapped[str | None] = mapped_column(String(255))
     status: Mapped[str] = mapped_column(String(32))
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+
+# --- messaging: messages, durable jobs, the delivery ledger -------------------------------
+
+BigId = BigInteger().with_variant(Integer, "sqlite")  # SQLite rowids are INTEGER PRIMARY KEY
+
+
+class PushMessage(Base):
+    """One accepted message to one user (or one activation) of an application."""
+
+    __tablename__ = "push_messages"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    application_id: Mapped[int] = mapped_column(
+        ForeignKey("applications.id", ondelete="CASCADE"), index=True
+    )
+    user_id: Mapped[str] = mapped_column(String(255))
+    activation_id: Mapped[str | None] = mapped_column(String(64))
+    personal: Mapped[bool] = mapped_column(Boolean, default=False)
+    notification: Mapped[dict[str, Any]] = mapped_column(JSON)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    resolved: Mapped[bool] = mapped_column(Boolean, default=False)  # ledger rows created
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class Job(Base):
+    """A durable unit of work (a batch of messages), claimed by workers under a lease."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (Index("ix_jobs_state_run_after", "state", "run_after"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    state: Mapped[str] = mapped_column(String(16), default="queued")  # queued | running | done
+    run_after: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class Delivery(Base):
+    """The ledger: one row per (message, device), so a retry or restart never sends twice."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        UniqueConstraint("message_id", "device_id"),
+        Index("ix_deliveries_message_id_status", "message_id", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    message_id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"),
+        ForeignKey("push_messages.id", ondelete="CASCADE"),
+    )
+    device_id: Mapped[int] = mapped_column(Integer)  # no FK: the device may be removed later
+    platform: Mapped[str] = mapped_column(String(16))
+    environment: Mapped[str | None] = mapped_column(String(16))
+    token: Mapped[str] = mapped_column(String(512))
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending|sent|failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    reason: Mapped[str | None] = mapped_column(String(255))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
 # --- WalletConnect (revision 0003) ---------------------------------------------------------

@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter
 
-from clarion.api.powerauth import admin, devices, status
+from clarion.api.powerauth import admin, devices, messages, status
 from clarion.api.powerauth.envelope import ERROR_RESPONSES, PowerAuthRoute
 
 
@@ -11,5 +11,6 @@ def router() -> APIRouter:
     root = APIRouter(route_class=PowerAuthRoute, responses=ERROR_RESPONSES)
     root.include_router(status.router)
     root.include_router(devices.router)
+    root.include_router(messages.router)
     root.include_router(admin.router)
     return root

@@ -115,6 +115,7 @@ _LABELS = {
     "clientSecret": "Client secret",
     "message": "Push message",
     "body": "Push message payload (body)",
+    "batch": "Push message batch",
     "includeIos": "includeIos",
 }
 _TYPE_NAMES = {
@@ -129,6 +130,8 @@ _TYPE_NAMES = {
     "model_attributes_type": "JSON object",
 }
 _EXACT = {
+    ("body", "null"): "Push message payload (body) must not be null.",
+    ("message", "null"): "Push message must not be null.",
     ("token", "null"): "Push token must not be null or empty.",
     ("token", "empty"): "Push token must not be null or empty.",
 }
@@ -140,7 +143,9 @@ def validation_message(errors: Sequence[Any]) -> str:
         return "Invalid request."
     err = errors[0]
     kind = str(err.get("type", ""))
-    loc = [part for part in err.get("loc", ()) if part != "body"]
+    loc = list(err.get("loc", ()))
+    if loc and loc[0] in ("body", "query"):  # where FastAPI found it, not a field
+        loc = loc[1:]
     if kind in ("json_invalid", "json_type"):
         return "Request body is not valid JSON."
     if not loc:
@@ -154,6 +159,8 @@ def validation_message(errors: Sequence[Any]) -> str:
     field = str(next((p for p in reversed(loc) if isinstance(p, str)), loc[-1]))
     label = _LABELS.get(field, field)
     if kind == "missing" or (err.get("input") is None and kind.endswith("_type")):
+        if field == "userId" and ("message" in loc or "batch" in loc):
+            return "Push message must contain a user ID."
         return _EXACT.get((field, "null"), f"{label} must not be null.")
     if kind == "string_too_short":
         return _EXACT.get((field, "empty"), f"{label} must not be empty.")

@@ -1,7 +1,7 @@
 """WalletConnect: client ids on devices, one token per client in a tenant, message-id dedup.
 
 Revision ID: 0003
-Revises: 0001
+Revises: 0004 (the lead re-chains revisions at merge time)
 Create Date: 2026-11-24
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 from clarion.store.models import UTCDateTime
 
 revision: str = "0003"
-down_revision: str | None = "0001"
+down_revision: str | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

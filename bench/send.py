@@ -1,0 +1,279 @@
+"""PowerAuth message sending end to end: a real `clarion serve` process, a real database, nginx
+as an APNs sink that is not the bottleneck.
+
+    python bench/send.py [--db sqlite|postgresql|both] [--messages 100000] [--seconds 30]
+
+(a) ASYNCHRONOUS batches of ``--messages`` messages to as many users with one device each: time
+    from the first request to the last delivery recorded in the ledger, pushes/s.
+(b) SYNCHRONOUS single-message requests at ``--concurrency`` for ``--seconds`` (driven by wrk,
+    `apt-get install -y wrk`): requests/s and p50 / p99 latency.
+
+PostgreSQL: a fresh database is created (and dropped) through CLARION_BENCH_POSTGRES_DSN
+(default postgresql://postgres@127.0.0.1:5432/postgres).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from sink import Sink, nginx_sink, spare_port
+from sqlalchemy import func, insert, select
+
+from clarion.store.db import Database
+from clarion.store.models import Application, Delivery, Device, utcnow
+
+ADMIN_DSN = os.environ.get(
+    "CLARION_BENCH_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+BUNDLE = "com.example.bench"
+WRK_SCRIPT = """
+math.randomseed(os.time())
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+request = function()
+  local user = math.random(0, {users} - 1)
+  return wrk.format(nil, "/push/message/send",
+    nil, '{{"requestObject": {{"appId": "bench-app", "message": {{"userId": "u-' .. user ..
+    '", "body": {{"title": "Balance", "body": "Your balance is now $745.00", "badge": 1}}}}}}}}')
+end
+"""
+
+
+@contextmanager
+def database(kind: str, folder: Path) -> Iterator[str]:
+    if kind == "sqlite":
+        yield f"sqlite+aiosqlite:///{folder / 'bench.db'}"
+        return
+    import asyncpg
+
+    name = f"clarion_bench_{secrets.token_hex(4)}"
+
+    async def admin(sql: str) -> None:
+        conn = await asyncpg.connect(ADMIN_DSN)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    try:
+        rest = ADMIN_DSN.split("://", 1)[1].rsplit("/", 1)[0]
+        yield f"postgresql+asyncpg://{rest}/{name}"
+    finally:
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+async def load_devices(url: str, users: int) -> None:
+    db = Database(url)
+    await db.upgrade()
+    async with db.transaction() as session:
+        session.add(Application(app_id="bench-app", created_at=utcnow()))
+    now = utcnow()
+    async with db.transaction() as session:
+        app_pk = await session.scalar(select(Application.id))
+        for start in range(0, users, 20_000):
+            await session.execute(
+                insert(Device),
+                [
+                    {
+                        "application_id": app_pk,
+                        "platform": "apns",
+                        "token": f"{i:064x}",
+                        "environment": "production",
+                        "activation_id": f"act-{i}",
+                        "user_id": f"u-{i}",
+                        "active": True,
+                        "registered_at": now,
+                    }
+                    for i in range(start, min(users, start + 20_000))
+                ],
+            )
+    await db.dispose()
+
+
+async def count_sent(db: Database) -> tuple[int, int]:
+    async with db.reader() as session:
+        rows = dict(
+            (
+                await session.execute(
+                    select(Delivery.status, func.count()).group_by(Delivery.status)
+                )
+            ).all()
+        )
+    return int(rows.get("sent", 0)), int(rows.get("failed", 0))
+
+
+def start_clarion(
+    url: str, sink: Sink, folder: Path, port: int, processes: int
+) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLARION_")}
+    env.update(
+        CLARION_DATABASE_URL=url,
+        CLARION_SECRET_KEY="bench-secret-key-0123456789",
+        CLARION_AUTO_MIGRATE="true",
+        CLARION_APNS_PRODUCTION_URL=sink.url,
+        CLARION_APNS_SANDBOX_URL=sink.url,
+        CLARION_PROVIDER_CA_FILE=sink.ca_file,
+        CLARION_LOG_LEVEL="WARNING",
+    )
+    log = (folder / "clarion.log").open("ab")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "clarion",
+            "serve",
+            "--port",
+            str(port),
+            "--processes",
+            str(processes),
+        ],
+        env=env,
+        cwd=folder,
+        stdout=log,
+        stderr=log,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/push/service/status").status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    proc.kill()
+    sys.exit("clarion did not start; see " + str(folder / "clarion.log"))
+
+
+def upload_credentials(api: str) -> None:
+    key = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    body = {
+        "requestObject": {
+            "appId": "bench-app",
+            "bundle": BUNDLE,
+            "keyId": "BENCHKEY01",
+            "teamId": "BENCHTEAM1",
+            "environment": "production",
+            "privateKeyBase64": base64.b64encode(key).decode(),
+        }
+    }
+    httpx.put(api + "/admin/app/ios/update", json=body).raise_for_status()
+
+
+def bench_async(api: str, url: str, messages: int, per_request: int) -> str:
+    db = Database(url)
+    started = time.perf_counter()
+    with httpx.Client(base_url=api, timeout=120) as client:
+        for start in range(0, messages, per_request):
+            batch = [
+                {"userId": f"u-{i}", "body": {"title": "Balance", "body": f"Message {i}"}}
+                for i in range(start, min(messages, start + per_request))
+            ]
+            body = {"requestObject": {"appId": "bench-app", "mode": "ASYNCHRONOUS", "batch": batch}}
+            client.post("/push/message/batch/send", json=body).raise_for_status()
+    accepted = time.perf_counter() - started
+
+    async def wait() -> tuple[int, int]:
+        while True:
+            sent, failed = await count_sent(db)
+            if sent + failed >= messages:
+                await db.dispose()
+                return sent, failed
+            await asyncio.sleep(0.1)
+
+    sent, failed = asyncio.run(wait())
+    elapsed = time.perf_counter() - started
+    return (
+        f"{messages:,} async messages accepted in {accepted:.1f} s, delivered in {elapsed:.1f} s: "
+        f"{sent / elapsed:,.0f} pushes/s ({sent:,} sent, {failed:,} failed)"
+    )
+
+
+def bench_sync(api: str, users: int, seconds: int, concurrency: int, folder: Path) -> str:
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        return "sync: skipped, wrk is not installed (apt-get install -y wrk)"
+    script = folder / "sync.lua"
+    script.write_text(WRK_SCRIPT.format(users=users))
+    out = subprocess.run(
+        [wrk, "-t2", f"-c{concurrency}", f"-d{seconds}s", "--latency", "-s", str(script), api],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+
+    def pct(p: str) -> str:
+        match = re.search(rf"\s{p}%\s+([\d.]+\w+)", out)
+        return match.group(1) if match else "?"
+
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return (
+        f"{rps:,.0f} sync requests/s at concurrency {concurrency} for {seconds} s: "
+        f"p50 {pct('50')}, p99 {pct('99')}; non-2xx: {errors.group(1) if errors else 0}"
+    )
+
+
+def run(kind: str, args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory(prefix="clarion-bench-") as tmp, nginx_sink(2) as sink:
+        folder = Path(tmp)
+        with database(kind, folder) as url:
+            asyncio.run(load_devices(url, args.messages))
+            port = spare_port()
+            proc = start_clarion(url, sink, folder, port, args.processes)
+            api = f"http://127.0.0.1:{port}"
+            try:
+                upload_credentials(api)
+                label = f"{kind}, {args.processes} process{'es' if args.processes > 1 else ''}"
+                print(
+                    f"send ({label}) a: " + bench_async(api, url, args.messages, args.per_request),
+                    flush=True,
+                )
+                if args.seconds > 0:
+                    print(
+                        f"send ({label}) b: "
+                        + bench_sync(api, args.messages, args.seconds, args.concurrency, folder),
+                        flush=True,
+                    )
+            finally:
+                proc.terminate()
+                proc.wait(30)
+                if args.keep_log:
+                    shutil.copy(folder / "clarion.log", args.keep_log)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--db", choices=["sqlite", "postgresql", "both"], default="both")
+    parser.add_argument("--messages", type=int, default=100_000)
+    parser.add_argument("--per-request", type=int, default=5_000)
+    parser.add_argument("--seconds", type=int, default=30)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--keep-log", type=Path, default=None)
+    parser.add_argument(
+        "--processes", type=int, default=1, help="clarion serve --processes (API + worker each)"
+    )
+    args = parser.parse_args()
+    for kind in ("sqlite", "postgresql") if args.db == "both" else (args.db,):
+        run(kind, args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""Bodies of /push/message/send and /push/message/batch/send."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+Text = Annotated[str, Field(max_length=2048)]
+Args = Annotated[list[Annotated[str, Field(max_length=512)]], Field(max_length=32)]
+MAX_BATCH = 100_000
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class MessageBody(Body):
+    """The abstract push payload; each provider maps it to its own wire format."""
+
+    title: Text | None = None
+    titleLocKey: Text | None = None
+    titleLocArgs: Args | None = None
+    body: Text | None = None
+    bodyLocKey: Text | None = None
+    bodyLocArgs: Args | None = None
+    badge: int | None = Field(default=None, ge=0, le=1_000_000)
+    sound: Annotated[str, Field(max_length=255)] | None = None
+    icon: Annotated[str, Field(max_length=255)] | None = None
+    category: Annotated[str, Field(max_length=255)] | None = None
+    collapseKey: Annotated[str, Field(max_length=64)] | None = None
+    validUntil: datetime | None = Field(
+        default=None, description="After this instant the message is dropped, never sent late"
+    )
+    extras: dict[str, Any] | None = Field(default=None, description="Custom data")
+
+    @field_validator("validUntil")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)  # a time without an offset is taken as UTC
+        return value
+
+
+class Attributes(Body):
+    personal: bool = False
+    silent: bool = False
+
+
+class Message(Body):
+    userId: Annotated[str, Field(min_length=1, max_length=255)]
+    activationId: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    priority: Literal["HIGH", "NORMAL"] = "HIGH"
+    attributes: Attributes | None = None
+    body: MessageBody
+
+
+class SendRequest(Body):
+    appId: Annotated[str, Field(min_length=1, max_length=255)]
+    mode: Literal["SYNCHRONOUS", "ASYNCHRONOUS"] = "SYNCHRONOUS"
+    message: Message
+
+
+class BatchRequest(Body):
+    appId: Annotated[str, Field(min_length=1, max_length=255)]
+    mode: Literal["SYNCHRONOUS", "ASYNCHRONOUS"] = "SYNCHRONOUS"
+    batch: list[Message] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class PlatformResult(BaseModel):
+    sent: int
+    pending: int
+    failed: int
+    total: int
+
+
+class SendResult(BaseModel):
+    ios: PlatformResult
+    android: PlatformResult
+    huawei: PlatformResult
+
+
+class SendResponse(BaseModel):
+    mode: Literal["SYNCHRONOUS", "ASYNCHRONOUS"]
+    result: SendResult | None = None

@@ -1,0 +1,91 @@
+"""Sending: /push/message/send and /push/message/batch/send."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import APIRouter
+
+from clarion.api.powerauth import message_models as m
+from clarion.api.powerauth.deps import ServicesDep
+from clarion.api.powerauth.envelope import ObjectRequest, ObjectResponse, PowerAuthRoute, ok
+from clarion.core.messages import MessageSpec, Mode, SendResult
+from clarion.errors import InvalidRequest
+from clarion.providers.base import Notification, Priority
+
+router = APIRouter(route_class=PowerAuthRoute, tags=["Messages"])
+
+MAX_EXTRAS_BYTES = 4096
+
+
+def to_spec(message: m.Message) -> MessageSpec:
+    body = message.body
+    attributes = message.attributes or m.Attributes()
+    extras = body.extras or {}
+    if len(json.dumps(extras, separators=(",", ":"))) > MAX_EXTRAS_BYTES:
+        raise InvalidRequest(f"Push message extras must not exceed {MAX_EXTRAS_BYTES} bytes.")
+    notification = Notification(
+        title=body.title,
+        title_loc_key=body.titleLocKey,
+        title_loc_args=tuple(body.titleLocArgs or ()),
+        body=body.body,
+        body_loc_key=body.bodyLocKey,
+        body_loc_args=tuple(body.bodyLocArgs or ()),
+        badge=body.badge,
+        sound=body.sound,
+        icon=body.icon,
+        category=body.category,
+        collapse_key=body.collapseKey,
+        expires_at=body.validUntil,
+        priority=Priority(message.priority),
+        silent=attributes.silent,
+        extras=extras,
+    )
+    return MessageSpec(
+        user_id=message.userId,
+        activation_id=message.activationId,
+        personal=attributes.personal,
+        notification=notification,
+    )
+
+
+def render(mode: Mode, result: SendResult | None) -> dict[str, Any]:
+    if result is None:
+        return ok({"mode": mode.value})
+    counts = {
+        platform.seed_name: {
+            "sent": c.sent,
+            "pending": c.pending,
+            "failed": c.failed,
+            "total": c.total,
+        }
+        for platform, c in result.by_platform.items()
+    }
+    return ok({"mode": mode.value, "result": counts})
+
+
+@router.post(
+    "/push/message/send",
+    response_model=ObjectResponse[m.SendResponse],
+    response_model_exclude_none=True,
+    summary="Send a message to a user (or one activation)",
+)
+async def send_message(request: ObjectRequest[m.SendRequest], svc: ServicesDep) -> dict[str, Any]:
+    body = request.requestObject
+    mode = Mode(body.mode)
+    result = await svc.messages.send(body.appId, [to_spec(body.message)], mode)
+    return render(mode, result)
+
+
+@router.post(
+    "/push/message/batch/send",
+    response_model=ObjectResponse[m.SendResponse],
+    response_model_exclude_none=True,
+    summary="Send a batch of messages",
+)
+async def send_batch(request: ObjectRequest[m.BatchRequest], svc: ServicesDep) -> dict[str, Any]:
+    body = request.requestObject
+    mode = Mode(body.mode)
+    result = await svc.messages.send(body.appId, [to_spec(x) for x in body.batch], mode)
+    return render(mode, result)

@@ -1,0 +1,442 @@
+"""Messages: resolve a user's devices, send synchronously or as durable jobs, keep the ledger.
+
+Synchronous sends make one attempt per device at once; what the provider asks to retry becomes
+a durable job and is reported ``pending``. Asynchronous sends commit messages and jobs and
+return; a worker runs the jobs. The ledger (``deliveries``, unique per message and device) makes
+a job that runs twice (a crash, a lease that ended) send each device at most once in effect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any, cast
+
+from sqlalchemy import Table, bindparam, delete, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from clarion.core import notification as notification_json
+from clarion.core.apps import application_pk
+from clarion.core.platforms import Platform
+from clarion.core.sender import Sender, Target
+from clarion.providers.base import Notification, Outcome, OutcomeKind
+from clarion.store import jobs
+from clarion.store.db import Database
+from clarion.store.models import Application, Delivery, Device, PushMessage, utcnow
+
+log = logging.getLogger(__name__)
+
+MESSAGES_PER_JOB = 500
+LEDGER_WAVE = 100  # devices sent between two ledger commits of a job
+JOB_KIND = "messages"
+
+
+class Mode(StrEnum):
+    SYNCHRONOUS = "SYNCHRONOUS"
+    ASYNCHRONOUS = "ASYNCHRONOUS"
+
+
+@dataclass(frozen=True, slots=True)
+class MessageSpec:
+    """One message to one user, or to one of the user's activations."""
+
+    user_id: str
+    notification: Notification
+    activation_id: str | None = None
+    personal: bool = False
+
+
+@dataclass(slots=True)
+class Counts:
+    sent: int = 0
+    pending: int = 0
+    failed: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.sent + self.pending + self.failed
+
+
+@dataclass(slots=True)
+class SendResult:
+    by_platform: dict[Platform, Counts] = field(
+        default_factory=lambda: {p: Counts() for p in Platform}
+    )
+
+    def count(self, platform: str, outcome: str) -> None:
+        setattr(
+            self.by_platform[Platform(platform)],
+            outcome,
+            1 + getattr(self.by_platform[Platform(platform)], outcome),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Work:
+    """One device to send a message to now; ``ledger_id`` when it is a retry."""
+
+    message_id: int
+    attempt: int
+    target: Target
+    ledger_id: int | None
+
+
+def _matches(spec_activation: str | None, personal: bool, device: Target) -> bool:
+    if spec_activation is not None and device.activation_id != spec_activation:
+        return False
+    return device.active or not personal
+
+
+class Messages:
+    """The PowerAuth message service over the delivery core."""
+
+    def __init__(self, db: Database, sender: Sender, *, store_messages: bool) -> None:
+        self._db = db
+        self._sender = sender
+        self._store = store_messages
+        self.wake = asyncio.Event()  # set when jobs were enqueued, so a local worker looks now
+
+    # --- accepting -------------------------------------------------------------------------
+
+    async def send(
+        self, app_id: str, specs: Sequence[MessageSpec], mode: Mode
+    ) -> SendResult | None:
+        """Send synchronously (a result per platform) or enqueue durably (None)."""
+        if mode is Mode.ASYNCHRONOUS:
+            await self.enqueue(app_id, specs)
+            return None
+        return await self.send_now(app_id, specs)
+
+    async def enqueue(self, app_id: str, specs: Sequence[MessageSpec]) -> list[int]:
+        """Commit the messages and their jobs; return the message ids."""
+        async with self._db.transaction() as session:
+            app_pk = await application_pk(session, app_id)
+            ids = await _insert_messages(session, app_pk, specs)
+            jobs.enqueue(
+                session,
+                JOB_KIND,
+                [
+                    {"messages": ids[i : i + MESSAGES_PER_JOB]}
+                    for i in range(0, len(ids), MESSAGES_PER_JOB)
+                ],
+            )
+        self.wake.set()
+        return ids
+
+    async def send_now(self, app_id: str, specs: Sequence[MessageSpec]) -> SendResult:
+        """One attempt per device now; anything the provider asks to retry becomes a job."""
+        result = SendResult()
+        async with self._db.reader() as session:
+            app_pk = await application_pk(session, app_id)
+            devices = await self._sender.devices_of(session, app_pk, {s.user_id for s in specs})
+            versions = await self._sender.versions_in(session, app_pk) if devices else {}
+        plans = [
+            (
+                spec,
+                [
+                    d
+                    for d in devices.get(spec.user_id, [])
+                    if _matches(spec.activation_id, spec.personal, d)
+                ],
+            )
+            for spec in specs
+        ]
+        sends = [
+            self._sender.send_once(app_id, spec.notification, targets, versions=versions)
+            for spec, targets in plans
+        ]
+        outcomes = [await sends[0]] if len(sends) == 1 else await asyncio.gather(*sends)
+        retry: list[tuple[MessageSpec, list[tuple[Target, Outcome]]]] = []
+        dead: list[int] = []
+        for (spec, targets), results in zip(plans, outcomes, strict=True):
+            later = []
+            for target, outcome in zip(targets, results, strict=True):
+                if outcome.kind is OutcomeKind.DELIVERED:
+                    result.count(target.platform, "sent")
+                elif outcome.kind is OutcomeKind.RETRY:
+                    result.count(target.platform, "pending")
+                    later.append((target, outcome))
+                else:
+                    result.count(target.platform, "failed")
+                    if outcome.kind is OutcomeKind.TOKEN_DEAD:
+                        dead.append(target.device_id)
+            if later or self._store:
+                retry.append((spec, [(t, o) for t, o in zip(targets, results, strict=True)]))
+        if dead:
+            await self._sender.forget_devices(dead)
+        if retry:
+            await self._record(app_pk, retry)
+        return result
+
+    async def _record(
+        self, app_pk: int, sent: list[tuple[MessageSpec, list[tuple[Target, Outcome]]]]
+    ) -> None:
+        """Store synchronous sends in the ledger; what needs a retry gets a durable job."""
+        now = utcnow()
+        async with self._db.transaction() as session:
+            ids = await _insert_messages(session, app_pk, [spec for spec, _ in sent], resolved=True)
+            rows: list[dict[str, Any]] = []
+            retry_ids: list[int] = []
+            first_retry: datetime | None = None
+            for message_id, (_spec, results) in zip(ids, sent, strict=True):
+                for target, outcome in results:
+                    row = _ledger_row(message_id, target, now)
+                    row.update(_outcome_update(outcome, now, attempts=1))
+                    rows.append(row)
+                    if outcome.kind is OutcomeKind.RETRY:
+                        retry_ids.append(message_id)
+                        when = row["next_attempt_at"]
+                        first_retry = when if first_retry is None else min(first_retry, when)
+                if not any(o.kind is OutcomeKind.RETRY for _, o in results):
+                    await session.execute(
+                        update(PushMessage)
+                        .where(PushMessage.id == message_id)
+                        .values(completed_at=now)
+                    )
+            if rows:
+                await session.execute(insert(Delivery), rows)
+            if retry_ids:
+                unique = list(dict.fromkeys(retry_ids))
+                jobs.enqueue(session, JOB_KIND, [{"messages": unique}], run_after=first_retry)
+        if retry_ids:
+            self.wake.set()
+
+    # --- the job ---------------------------------------------------------------------------
+
+    async def run_job(self, payload: dict[str, Any]) -> datetime | None:
+        """Deliver a job's messages; return when to run it again, or None when it is done.
+
+        What the ledger holds is settled (or waits for its retry time); every other target of
+        a message is still to be sent. So a job that runs again after a crash sends only what
+        its previous run had not recorded.
+        """
+        message_ids = [int(i) for i in payload["messages"]]
+        now = utcnow()
+        messages, work, later = await self._plan(message_ids, now)
+        outcomes: list[tuple[_Work, Outcome]] = []
+        groups: dict[tuple[int, int], list[_Work]] = defaultdict(list)
+        for item in work:
+            groups[(item.message_id, item.attempt)].append(item)
+        apps = {app_id for app_id, _ in messages.values()}
+        versions = {app_id: await self._sender.versions(app_id) for app_id in apps}
+
+        async def deliver(message_id: int, attempt: int, group: list[_Work]) -> None:
+            app_id, notification = messages[message_id]
+            results = await self._sender.send_once(
+                app_id,
+                notification,
+                [w.target for w in group],
+                attempt=attempt,
+                versions=versions[app_id],
+            )
+            outcomes.extend(zip(group, results, strict=True))
+
+        # Waves bound what a crash can leave accepted by a provider but not yet recorded.
+        for wave in _waves(list(groups.items()), LEDGER_WAVE):
+            await asyncio.gather(*(deliver(mid, n, group) for (mid, n), group in wave))
+            later.extend(await self._save(outcomes))
+            outcomes.clear()
+        if later:
+            return min(later)
+        async with self._db.transaction() as session:
+            await session.execute(
+                update(PushMessage)
+                .where(PushMessage.id.in_(message_ids), PushMessage.completed_at.is_(None))
+                .values(completed_at=utcnow(), resolved=True)
+            )
+        return None
+
+    async def _plan(
+        self, message_ids: list[int], now: datetime
+    ) -> tuple[dict[int, tuple[str, Notification]], list[_Work], list[datetime]]:
+        """The messages, what to send now, and when the retries not yet due are."""
+        async with self._db.reader() as session:
+            found = (
+                await session.execute(
+                    select(
+                        PushMessage.id,
+                        PushMessage.application_id,
+                        PushMessage.user_id,
+                        PushMessage.activation_id,
+                        PushMessage.personal,
+                        PushMessage.notification,
+                        Application.app_id,
+                    )
+                    .join(Application, Application.id == PushMessage.application_id)
+                    .where(PushMessage.id.in_(message_ids), PushMessage.completed_at.is_(None))
+                )
+            ).all()
+            ledger = (
+                await session.execute(
+                    select(
+                        Delivery.id,
+                        Delivery.message_id,
+                        Delivery.device_id,
+                        Delivery.platform,
+                        Delivery.environment,
+                        Delivery.token,
+                        Delivery.status,
+                        Delivery.attempts,
+                        Delivery.next_attempt_at,
+                    ).where(Delivery.message_id.in_([m.id for m in found]))
+                )
+            ).all()
+            by_app: dict[int, list[Any]] = defaultdict(list)
+            for message in found:
+                by_app[message.application_id].append(message)
+            devices: dict[int, dict[str, list[Target]]] = {}
+            for app_pk, group in by_app.items():
+                devices[app_pk] = await self._sender.devices_of(
+                    session, app_pk, {m.user_id for m in group}
+                )
+        recorded = {(row.message_id, row.device_id) for row in ledger}
+        work: list[_Work] = []
+        later: list[datetime] = []
+        for m in found:
+            for target in devices[m.application_id].get(m.user_id, []):
+                if (m.id, target.device_id) not in recorded and _matches(
+                    m.activation_id, m.personal, target
+                ):
+                    work.append(_Work(m.id, 1, target, None))
+        for row in ledger:
+            if row.status != "pending":
+                continue
+            if row.next_attempt_at is not None and row.next_attempt_at > now:
+                later.append(row.next_attempt_at)
+                continue
+            target = Target(row.device_id, row.platform, row.environment, row.token, None, True)
+            work.append(_Work(row.message_id, row.attempts + 1, target, row.id))
+        messages = {m.id: (m.app_id, notification_json.from_json(m.notification)) for m in found}
+        return messages, work, later
+
+    async def _save(self, outcomes: list[tuple[_Work, Outcome]]) -> list[datetime]:
+        """Record outcomes in one unit of work, forget dead tokens; return the retry times."""
+        if not outcomes:
+            return []
+        now = utcnow()
+        inserts: list[dict[str, Any]] = []
+        updates: list[dict[str, Any]] = []
+        retries: list[datetime] = []
+        for item, outcome in outcomes:
+            values = _outcome_update(outcome, now, attempts=item.attempt)
+            if values["next_attempt_at"] is not None:
+                retries.append(values["next_attempt_at"])
+            if item.ledger_id is None:
+                inserts.append({**_ledger_row(item.message_id, item.target, now), **values})
+            else:
+                updates.append({"row_id": item.ledger_id, **values})
+        dead = [w.target.device_id for w, o in outcomes if o.kind is OutcomeKind.TOKEN_DEAD]
+        async with self._db.transaction() as session:
+            if inserts:
+                await _insert_ignoring_duplicates(session, inserts)
+            if updates:
+                await session.execute(_SAVE_OUTCOME, updates)
+            if dead:
+                await session.execute(delete(Device).where(Device.id.in_(dead)))
+        return retries
+
+
+# --- ledger helpers ------------------------------------------------------------------------
+
+_deliveries = cast(Table, Delivery.__table__)
+# A Core executemany: the ORM's bulk update by primary key costs several times more per row.
+_SAVE_OUTCOME = (
+    update(_deliveries)
+    .where(_deliveries.c.id == bindparam("row_id"))
+    .values(
+        status=bindparam("status"),
+        reason=bindparam("reason"),
+        next_attempt_at=bindparam("next_attempt_at"),
+        attempts=bindparam("attempts"),
+        updated_at=bindparam("updated_at"),
+    )
+)
+
+
+def _waves(
+    items: list[tuple[tuple[int, int], list[_Work]]], size: int
+) -> Iterable[list[tuple[tuple[int, int], list[_Work]]]]:
+    """Split (message, attempt) groups into waves of about ``size`` devices."""
+    wave: list[tuple[tuple[int, int], list[_Work]]] = []
+    count = 0
+    for item in items:
+        wave.append(item)
+        count += len(item[1])
+        if count >= size:
+            yield wave
+            wave, count = [], 0
+    if wave:
+        yield wave
+
+
+async def _insert_messages(
+    session: AsyncSession, app_pk: int, specs: Iterable[MessageSpec], *, resolved: bool = False
+) -> list[int]:
+    now = utcnow()
+    rows = [
+        {
+            "application_id": app_pk,
+            "user_id": spec.user_id,
+            "activation_id": spec.activation_id,
+            "personal": spec.personal,
+            "notification": notification_json.to_json(spec.notification),
+            "expires_at": spec.notification.expires_at,
+            "resolved": resolved,
+            "created_at": now,
+        }
+        for spec in specs
+    ]
+    if not rows:
+        return []
+    result = await session.execute(
+        insert(PushMessage).returning(PushMessage.id, sort_by_parameter_order=True), rows
+    )
+    return [int(i) for i in result.scalars()]
+
+
+def _ledger_row(message_id: int, target: Target, now: datetime) -> dict[str, Any]:
+    return {
+        "message_id": message_id,
+        "device_id": target.device_id,
+        "platform": target.platform,
+        "environment": target.environment,
+        "token": target.token,
+        "status": "pending",
+        "attempts": 0,
+        "next_attempt_at": None,
+        "reason": None,
+        "updated_at": now,
+    }
+
+
+def _outcome_update(outcome: Outcome, now: datetime, *, attempts: int) -> dict[str, Any]:
+    if outcome.kind is OutcomeKind.DELIVERED:
+        status, reason, next_at = "sent", None, None
+    elif outcome.kind is OutcomeKind.RETRY:
+        delay = outcome.retry_after if outcome.retry_after is not None else 1.0
+        status, reason, next_at = "pending", outcome.reason, now + timedelta(seconds=delay)
+    else:
+        status, reason, next_at = "failed", outcome.reason or outcome.kind.value, None
+    return {
+        "status": status,
+        "reason": (reason or None) and reason[:255],
+        "next_attempt_at": next_at,
+        "attempts": attempts,
+        "updated_at": now,
+    }
+
+
+async def _insert_ignoring_duplicates(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    from sqlalchemy.dialects.postgresql import insert as pg_insert
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    dialect = session.get_bind().dialect.name
+    statement = (pg_insert if dialect == "postgresql" else sqlite_insert)(Delivery)
+    await session.execute(
+        statement.on_conflict_do_nothing(index_elements=["message_id", "device_id"]), rows
+    )

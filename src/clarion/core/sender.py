@@ -1,0 +1,252 @@
+"""From devices to provider calls: targets, pool keys, credential versions, feedback.
+
+The delivery core (``clarion.delivery``) knows nothing of the database; this module gives it a
+provider factory that reads the stored credentials, the credentials version of every send, and
+applies what comes back (dead tokens, rejected credentials) to the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import and_, delete, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from clarion.config import Settings
+from clarion.core.apps import Applications
+from clarion.core.platforms import Platform
+from clarion.delivery import (
+    CredentialsRejected,
+    CredentialsUnusable,
+    Dispatcher,
+    PoolKey,
+    ProviderPool,
+    RetryPolicy,
+)
+from clarion.providers.apns import ApnsProvider
+from clarion.providers.base import (
+    ApnsCredentials,
+    FcmCredentials,
+    HmsCredentials,
+    Notification,
+    Outcome,
+    OutcomeKind,
+    Provider,
+)
+from clarion.providers.fcm import FcmProvider
+from clarion.providers.hms import HmsProvider
+from clarion.providers.transport import create_transport
+from clarion.store.db import Database
+from clarion.store.models import Application, Credential, Device
+
+log = logging.getLogger(__name__)
+
+NO_CREDENTIALS = "NoCredentials"
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One device a notification goes to."""
+
+    device_id: int
+    platform: str
+    environment: str | None
+    token: str
+    activation_id: str | None
+    active: bool
+
+
+class Sender:
+    """Sends to targets through the dispatcher, one pool key per (app, platform, environment)."""
+
+    def __init__(self, db: Database, apps: Applications, settings: Settings) -> None:
+        self._db = db
+        self._apps = apps
+        self._settings = settings
+        self._default_env = "development" if settings.apns_use_development else "production"
+        self.dispatcher = Dispatcher(
+            ProviderPool(self._build, max_in_flight=settings.provider_max_in_flight),
+            policy=RetryPolicy(
+                max_attempts=settings.delivery_max_attempts,
+                backoff_base=settings.delivery_backoff_base,
+                backoff_cap=settings.delivery_backoff_cap,
+            ),
+            on_credentials_rejected=self._rejected,
+        )
+
+    async def close(self) -> None:
+        await self.dispatcher.close()
+
+    async def devices_of(
+        self, session: AsyncSession, app_pk: int, users: Iterable[str]
+    ) -> dict[str, list[Target]]:
+        """The registrations of these users in the app, by user."""
+        found: dict[str, list[Target]] = defaultdict(list)
+        users = list(users)
+        for i in range(0, len(users), 1000):
+            rows = await session.execute(
+                select(
+                    Device.id,
+                    Device.platform,
+                    Device.environment,
+                    Device.token,
+                    Device.activation_id,
+                    Device.active,
+                    Device.user_id,
+                ).where(Device.application_id == app_pk, Device.user_id.in_(users[i : i + 1000]))
+            )
+            for row in rows:
+                found[row.user_id].append(
+                    Target(
+                        row.id,
+                        row.platform,
+                        row.environment,
+                        row.token,
+                        row.activation_id,
+                        row.active,
+                    )
+                )
+        return found
+
+    async def send_once(
+        self,
+        app_id: str,
+        notification: Notification,
+        targets: Sequence[Target],
+        *,
+        attempt: int = 1,
+        versions: dict[str, tuple[int, str | None]] | None = None,
+    ) -> list[Outcome]:
+        """One attempt to every target; one outcome per target, in order.
+
+        ``versions`` (from ``versions()``) saves a query when the caller sends many at once.
+        """
+        if not targets:
+            return []
+        known = versions if versions is not None else await self.versions(app_id)
+        groups: dict[PoolKey, list[int]] = defaultdict(list)
+        outcomes: list[Outcome | None] = [None] * len(targets)
+        for index, target in enumerate(targets):
+            if target.platform not in known:
+                outcomes[index] = Outcome(target.token, OutcomeKind.FAILED, NO_CREDENTIALS)
+                continue
+            app_env = known[target.platform][1]
+            env = "production"
+            if target.platform == Platform.APNS:
+                env = target.environment or app_env or self._default_env
+            groups[PoolKey(app_id, target.platform, env)].append(index)
+
+        async def send(key: PoolKey, indices: list[int]) -> None:
+            tokens = [targets[i].token for i in indices]
+            version = known[key.platform][0]
+            results = await self.dispatcher.send_once(
+                key, version, notification, tokens, attempt=attempt
+            )
+            for i, outcome in zip(indices, results, strict=True):
+                outcomes[i] = outcome
+
+        if len(groups) == 1:
+            [(key, indices)] = groups.items()
+            await send(key, indices)
+        else:
+            await asyncio.gather(*(send(key, indices) for key, indices in groups.items()))
+        return [o for o in outcomes if o is not None]
+
+    async def forget_devices(self, device_ids: Sequence[int]) -> None:
+        """Remove registrations whose token the provider declared dead."""
+        async with self._db.transaction() as session:
+            await session.execute(delete(Device).where(Device.id.in_(device_ids)))
+
+    async def versions(self, app_id: str) -> dict[str, tuple[int, str | None]]:
+        """Credentials version and APNs environment of each configured platform of the app."""
+        async with self._db.reader() as session:
+            rows = await session.execute(
+                select(Credential.platform, Credential.version, Credential.environment)
+                .join(Application, Application.id == Credential.application_id)
+                .where(Application.app_id == app_id)
+            )
+            return {r.platform: (r.version, r.environment) for r in rows}
+
+    @staticmethod
+    async def versions_in(session: AsyncSession, app_pk: int) -> dict[str, tuple[int, str | None]]:
+        """``versions`` in the caller's session, by the application's row id."""
+        rows = await session.execute(
+            select(Credential.platform, Credential.version, Credential.environment).where(
+                Credential.application_id == app_pk
+            )
+        )
+        return {r.platform: (r.version, r.environment) for r in rows}
+
+    async def _build(self, key: PoolKey) -> Provider:
+        """The provider factory of the pool: stored credentials to a live provider."""
+        found = await self._apps.credentials(key.application, Platform(key.platform))
+        if found is None:
+            raise CredentialsUnusable(f"no {key.platform} credentials for {key.application}")
+        try:
+            return build_provider(found[0], key.environment, self._settings)
+        except ValueError as exc:
+            raise CredentialsUnusable(str(exc)) from None
+
+    async def _rejected(self, event: CredentialsRejected) -> None:
+        reason = (event.reason or "rejected")[:500]
+        log.warning(
+            "credentials rejected: sends to %s stop until they change",
+            event.key,
+            extra={"reason": reason, "status": event.status},
+        )
+        async with self._db.transaction() as session:
+            app = select(Application.id).where(Application.app_id == event.key.application)
+            await session.execute(
+                update(Credential)
+                .where(
+                    and_(
+                        Credential.application_id == app.scalar_subquery(),
+                        Credential.platform == event.key.platform,
+                        Credential.version == event.version,
+                    )
+                )
+                .values(rejected_reason=reason)
+            )
+
+
+def build_provider(
+    creds: ApnsCredentials | FcmCredentials | HmsCredentials, environment: str, settings: Settings
+) -> Provider:
+    """A live provider for one pool key, with its own pooled transport."""
+    ca_file, timeout = settings.provider_ca_file, settings.provider_timeout
+    if isinstance(creds, ApnsCredentials):
+        sandbox = environment == "development"
+        creds = dataclasses.replace(creds, sandbox=sandbox)
+        transport = create_transport(
+            ca_file=ca_file,
+            client_cert_pem=creds.certificate_pem,
+            timeout=timeout,
+            max_connections=settings.provider_max_in_flight,
+            http2_only=True,
+        )
+        base = settings.apns_sandbox_url if sandbox else settings.apns_production_url
+        return ApnsProvider(creds, transport, base_url=base, owns_transport=True)
+    if isinstance(creds, FcmCredentials):
+        return FcmProvider(
+            creds,
+            create_transport(ca_file=ca_file, timeout=timeout),
+            token_transport=create_transport(ca_file=ca_file, timeout=timeout),
+            base_url=settings.fcm_base_url,
+            token_url=settings.fcm_token_url,
+            timeout=timeout,
+            concurrency=settings.fcm_concurrency,
+        )
+    return HmsProvider(
+        creds,
+        create_transport(ca_file=ca_file, timeout=timeout),
+        token_transport=create_transport(ca_file=ca_file, timeout=timeout),
+        base_url=settings.hms_push_url,
+        token_url=settings.hms_token_url,
+        timeout=timeout,
+        concurrency=settings.hms_concurrency,
+    )

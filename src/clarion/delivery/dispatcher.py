@@ -1,0 +1,377 @@
+"""The thin layer around every provider: gates, retries, back-pressure, suspension and metrics.
+
+Two ways in:
+
+* ``Dispatcher.send`` retries in-process until every token has a final outcome (DELIVERED,
+  TOKEN_DEAD, CREDENTIALS_REJECTED or FAILED). Use it where a caller waits for the answer: a
+  synchronous API send, the embedded worker, tools.
+* ``Dispatcher.send_once`` makes one attempt and returns RETRY outcomes with the delay to wait
+  (``retry_after``, always set) instead of sleeping. Use it in durable job workers::
+
+      outcomes = await dispatcher.send_once(key, version, note, tokens, attempt=job.attempt)
+      again = [o for o in outcomes if o.kind is OutcomeKind.RETRY]
+      # record the others; requeue each of ``again`` at now + retry_after, attempt + 1
+
+Both wait at the same gates: a suspended key (credentials rejected) answers at once without a
+provider call; a key backing off makes every send to it wait (other keys are not blocked); a key's
+in-flight token limit is never exceeded; an expired message is never sent.
+
+Provider contract: set ``Outcome.retry_after`` only when the service said how long to wait
+(``Retry-After``, a quota): it holds back the whole key for that long. Leave it ``None`` for a
+plain transient error and the policy's jittered backoff applies to that token alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Hashable, Sequence
+from dataclasses import dataclass
+
+from clarion.delivery import metrics
+from clarion.delivery.clock import Clock, SystemClock
+from clarion.delivery.pool import CredentialsUnusable, PoolClosed, PoolKey, ProviderPool
+from clarion.delivery.retry import (
+    BACKING_OFF,
+    EXPIRED,
+    OutcomeBook,
+    RetryPolicy,
+    backoff_delay,
+    is_expired,
+    plan_retry,
+    same_outcome,
+    seconds_until,
+)
+from clarion.providers.base import Notification, Outcome, OutcomeKind, Provider
+from clarion.providers.transport import TransportError
+
+log = logging.getLogger(__name__)
+
+SHUTTING_DOWN = "ShuttingDown"  # the pool closed under a send; the token was not sent
+PROVIDER_UNAVAILABLE = "ProviderUnavailable"  # the factory failed to build a provider
+INVALID_PROVIDER_ANSWER = "InvalidProviderAnswer"  # a provider broke the one-outcome-per-token rule
+
+
+@dataclass(frozen=True, slots=True)
+class CredentialsRejected:
+    """Reported once when a key's credentials are rejected; sends stay suspended until
+    the credentials version changes."""
+
+    key: PoolKey
+    version: Hashable
+    reason: str | None
+    status: int | None
+
+
+OnCredentialsRejected = Callable[[CredentialsRejected], Awaitable[None]]
+
+
+@dataclass(eq=False)
+class _KeyState:
+    version: Hashable
+    label: str  # metrics label: the provider's name once one was built, else the platform
+    gate_until: float = float("-inf")  # monotonic time until which the service asked us to wait
+    rejected: CredentialsRejected | None = None
+
+    def rejection_for(self, version: Hashable) -> CredentialsRejected | None:
+        if self.rejected is not None and self.rejected.version == version:
+            return self.rejected
+        return None
+
+
+class Dispatcher:
+    """Sends notifications through a ``ProviderPool`` with retries, back-pressure and metrics."""
+
+    def __init__(
+        self,
+        pool: ProviderPool,
+        *,
+        policy: RetryPolicy | None = None,
+        batch_size: int = 500,
+        on_credentials_rejected: OnCredentialsRejected | None = None,
+        clock: Clock | None = None,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        self.pool = pool
+        self.policy = policy or RetryPolicy()
+        self.clock: Clock = clock or SystemClock()
+        self._batch_size = min(batch_size, pool.max_in_flight)
+        self._on_rejected = on_credentials_rejected
+        self._jitter = jitter
+        self._keys: dict[PoolKey, _KeyState] = {}
+
+    def suspended(self, key: PoolKey, version: Hashable) -> bool:
+        """True while ``key``'s credentials at ``version`` stand rejected."""
+        state = self._keys.get(key)
+        return state is not None and state.rejection_for(version) is not None
+
+    async def close(self, grace: float = 10.0) -> None:
+        """Close every provider; sends still in flight get up to ``grace`` seconds."""
+        await self.pool.close_all(grace)
+
+    async def send(
+        self, key: PoolKey, version: Hashable, notification: Notification, tokens: Sequence[str]
+    ) -> list[Outcome]:
+        """Send with in-process retries; return one final outcome per token, in input order.
+
+        Final means DELIVERED, TOKEN_DEAD, CREDENTIALS_REJECTED or FAILED; RETRY only for tokens
+        left unsent because the dispatcher was closed meanwhile.
+        """
+        book = OutcomeBook(tokens)
+        deadline = None
+        if self.policy.max_wait is not None:
+            deadline = self.clock.monotonic() + self.policy.max_wait
+
+        async def attempt(indices: Sequence[int], number: int) -> dict[float, list[int]]:
+            """Send the tokens at ``indices``; settle the final ones, group the rest by wait."""
+            outcomes = await self.send_once(
+                key,
+                version,
+                notification,
+                [tokens[i] for i in indices],
+                attempt=number,
+                deadline=deadline,
+            )
+            later: dict[float, list[int]] = {}
+            for index, outcome in zip(indices, outcomes, strict=True):
+                if outcome.kind is OutcomeKind.RETRY and not self.pool.closed:
+                    later.setdefault(outcome.retry_after or 0.0, []).append(index)
+                else:
+                    book.settle(index, outcome)
+            return later
+
+        async def retry(indices: list[int], number: int, wait: float) -> None:
+            await self.clock.sleep(wait)
+            for next_wait, group in (await attempt(indices, number)).items():
+                tasks.create_task(retry(group, number + 1, next_wait))
+
+        # The first attempt runs inline: most sends never retry, and a task group costs loop turns.
+        later = await attempt(range(len(tokens)), 1) if tokens else {}
+        if later:
+            async with asyncio.TaskGroup() as tasks:
+                for wait, group in later.items():
+                    tasks.create_task(retry(group, 2, wait))
+        return book.results()
+
+    async def send_once(
+        self,
+        key: PoolKey,
+        version: Hashable,
+        notification: Notification,
+        tokens: Sequence[str],
+        *,
+        attempt: int = 1,
+        deadline: float | None = None,
+    ) -> list[Outcome]:
+        """Make attempt number ``attempt``; return one outcome per token, in input order.
+
+        RETRY outcomes carry the seconds to wait before attempt ``attempt + 1``; the last allowed
+        attempt, a retry past the expiry, or one past ``deadline`` (on ``self.clock.monotonic()``)
+        turn into FAILED. Waits at the key's gates but never sleeps for a retry.
+        """
+        if not tokens:
+            return []
+        state = self._state(key, version)
+        size = self._batch_size
+        if len(tokens) <= size:
+            outcomes = await self._send_batch(
+                key, version, state, notification, tokens, attempt, deadline
+            )
+        else:
+            async with asyncio.TaskGroup() as group:
+                batches = [
+                    group.create_task(
+                        self._send_batch(
+                            key,
+                            version,
+                            state,
+                            notification,
+                            tokens[i : i + size],
+                            attempt,
+                            deadline,
+                        )
+                    )
+                    for i in range(0, len(tokens), size)
+                ]
+            outcomes = [outcome for batch in batches for outcome in batch.result()]
+        metrics.meters(state.label).count(outcomes)
+        return outcomes
+
+    def _state(self, key: PoolKey, version: Hashable) -> _KeyState:
+        state = self._keys.get(key)
+        if state is None:
+            state = self._keys[key] = _KeyState(version, key.platform)
+        elif state.version != version:
+            state.version = version
+            if state.rejected is not None and state.rejected.version != version:
+                log.info("credentials of %s changed: sending again", key)
+                state.rejected = None
+        return state
+
+    async def _send_batch(
+        self,
+        key: PoolKey,
+        version: Hashable,
+        state: _KeyState,
+        notification: Notification,
+        tokens: Sequence[str],
+        attempt: int,
+        deadline: float | None,
+    ) -> list[Outcome]:
+        while True:
+            gate = self._gate(state, version, notification, tokens, deadline)
+            if isinstance(gate, list):
+                return gate
+            if gate > 0:
+                await self.clock.sleep(gate)
+                continue
+            async with self.pool.slots(key, len(tokens)):
+                # Waiting for a slot takes time: the gates may have closed meanwhile.
+                gate = self._gate(state, version, notification, tokens, deadline)
+                if isinstance(gate, list):
+                    return gate
+                if gate <= 0:
+                    answers = await self._call(key, version, state, notification, tokens)
+                    break
+        return await self._settle(key, version, state, notification, answers, attempt, deadline)
+
+    def _gate(
+        self,
+        state: _KeyState,
+        version: Hashable,
+        notification: Notification,
+        tokens: Sequence[str],
+        deadline: float | None,
+    ) -> list[Outcome] | float:
+        """Outcomes if the batch must not be sent, else the seconds to wait first (0: go)."""
+        now = self.clock.now()
+        if is_expired(notification.expires_at, now):
+            return same_outcome(tokens, OutcomeKind.FAILED, EXPIRED)
+        rejected = state.rejection_for(version)
+        if rejected is not None:
+            return [
+                Outcome(
+                    token, OutcomeKind.CREDENTIALS_REJECTED, rejected.reason, None, rejected.status
+                )
+                for token in tokens
+            ]
+        monotonic = self.clock.monotonic()
+        wait = state.gate_until - monotonic
+        if wait <= 0:
+            return 0.0
+        expires_in = seconds_until(notification.expires_at, now)
+        if expires_in is not None and wait >= expires_in:
+            return same_outcome(tokens, OutcomeKind.FAILED, EXPIRED)
+        if deadline is not None and monotonic + wait > deadline:
+            return same_outcome(tokens, OutcomeKind.FAILED, BACKING_OFF)
+        return wait
+
+    async def _call(
+        self,
+        key: PoolKey,
+        version: Hashable,
+        state: _KeyState,
+        notification: Notification,
+        tokens: Sequence[str],
+    ) -> list[Outcome]:
+        try:
+            async with self.pool.provider(key, version) as provider:
+                state.label = provider.name
+                return await self._timed_send(key, provider, notification, tokens)
+        except CredentialsUnusable as exc:
+            log.warning("credentials of %s unusable: %s", key, exc.message)
+            return same_outcome(tokens, OutcomeKind.CREDENTIALS_REJECTED, "CredentialsUnusable")
+        except PoolClosed:
+            return same_outcome(tokens, OutcomeKind.RETRY, SHUTTING_DOWN)
+        except Exception:
+            log.exception("building the provider for %s failed", key)
+            return same_outcome(tokens, OutcomeKind.RETRY, PROVIDER_UNAVAILABLE)
+
+    async def _timed_send(
+        self, key: PoolKey, provider: Provider, notification: Notification, tokens: Sequence[str]
+    ) -> list[Outcome]:
+        label = provider.name
+        count = len(tokens)
+        meters = metrics.meters(label)
+        meters.attempts.inc(count)
+        meters.in_flight.inc(count)
+        started = time.perf_counter()
+        try:
+            answers = await provider.send(notification, tokens)
+        except TransportError as exc:
+            log.warning("%s send for %s got no answer: %s", label, key, exc)
+            return same_outcome(tokens, OutcomeKind.RETRY, type(exc).__name__)
+        except Exception as exc:
+            log.exception("%s send for %s raised", label, key)
+            return same_outcome(tokens, OutcomeKind.RETRY, type(exc).__name__)
+        finally:
+            meters.latency.observe(time.perf_counter() - started)
+            meters.in_flight.dec(count)
+        return _checked(label, tokens, answers)
+
+    async def _settle(
+        self,
+        key: PoolKey,
+        version: Hashable,
+        state: _KeyState,
+        notification: Notification,
+        answers: list[Outcome],
+        attempt: int,
+        deadline: float | None,
+    ) -> list[Outcome]:
+        """Apply the provider's answers to the key's state and plan each retry."""
+        monotonic = self.clock.monotonic()
+        waits = [a.retry_after for a in answers if a.kind is OutcomeKind.RETRY and a.retry_after]
+        if waits:
+            state.gate_until = max(state.gate_until, monotonic + max(waits))
+        rejected = next((a for a in answers if a.kind is OutcomeKind.CREDENTIALS_REJECTED), None)
+        if rejected is not None:
+            await self._suspend(key, version, state, rejected)
+        backoff = backoff_delay(
+            attempt, self.policy.backoff_base, self.policy.backoff_cap, self._jitter
+        )
+        expires_in = seconds_until(notification.expires_at, self.clock.now())
+        deadline_in = None if deadline is None else deadline - monotonic
+        return [
+            plan_retry(
+                answer,
+                attempt=attempt,
+                policy=self.policy,
+                backoff=backoff,
+                expires_in=expires_in,
+                deadline_in=deadline_in,
+            )
+            for answer in answers
+        ]
+
+    async def _suspend(
+        self, key: PoolKey, version: Hashable, state: _KeyState, answer: Outcome
+    ) -> None:
+        if state.version != version or state.rejection_for(version) is not None:
+            return  # a stale version's answer, or already reported
+        event = CredentialsRejected(key, version, answer.reason, answer.status)
+        state.rejected = event
+        log.warning("credentials of %s rejected (%s): sends suspended", key, answer.reason)
+        if self._on_rejected is None:
+            return
+        try:
+            await self._on_rejected(event)
+        except Exception:
+            log.exception("the credentials-rejected callback failed for %s", key)
+
+
+def _checked(label: str, tokens: Sequence[str], answers: list[Outcome]) -> list[Outcome]:
+    """The provider's answers, with a RETRY wherever it broke the one-per-token contract."""
+    if len(answers) != len(tokens):
+        log.error("%s answered %d outcomes for %d tokens", label, len(answers), len(tokens))
+        return same_outcome(tokens, OutcomeKind.RETRY, INVALID_PROVIDER_ANSWER)
+    checked = list(answers)
+    for i, (token, answer) in enumerate(zip(tokens, answers, strict=True)):
+        if answer.token != token:
+            log.error("%s answered for another token at position %d", label, i)
+            checked[i] = Outcome(token, OutcomeKind.RETRY, INVALID_PROVIDER_ANSWER)
+    return checked

@@ -1,0 +1,149 @@
+"""`clarion emulate`: APNs, FCM and HMS look-alikes on loopback, with credentials to use them.
+
+It writes the credentials (an APNs team key, an FCM service account, an HMS client) and the CA
+that signs the APNs emulator's certificate into a folder, prints the settings that point clarion
+at the emulators and the commands that upload the credentials, then shows every push it gets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from clarion.emulators.apns import ApnsEmulator
+from clarion.emulators.fcm import FcmEmulator, make_service_account
+from clarion.emulators.hms import HmsEmulator
+
+TEAM_ID, KEY_ID = "EMULATOR01", "EMUKEY0001"
+FCM_PROJECT, HMS_PROJECT, HMS_CLIENT = "emulated-project", "emulated-hms", "10000001"
+
+
+@dataclass(frozen=True)
+class Emulation:
+    settings: dict[str, str]
+    commands: list[str]
+
+
+def _write(folder: Path, name: str, data: bytes) -> Path:
+    path = folder / name
+    path.write_bytes(data)
+    path.chmod(0o600)
+    return path
+
+
+def describe(
+    apns: ApnsEmulator,
+    fcm: FcmEmulator,
+    hms: HmsEmulator,
+    folder: Path,
+    *,
+    bundle: str,
+    api: str,
+    app_id: str,
+) -> Emulation:
+    """Create credentials in ``folder``; return the settings and the upload commands."""
+    folder.mkdir(parents=True, exist_ok=True)
+    key = apns.create_team_key(TEAM_ID, KEY_ID)
+    apns.register_bundle(bundle)
+    account = make_service_account(FCM_PROJECT, token_uri=fcm.token_url)
+    fcm.register_service_account(account)
+    secret = base64.urlsafe_b64encode(KEY_ID.encode() * 2).decode().rstrip("=")
+    hms.register_client(HMS_CLIENT, secret, project_id=HMS_PROJECT)
+    ca = folder / "apns-emulator-ca.pem"
+    shutil.copyfile(apns.ca_file, ca)
+    _write(folder, "AuthKey_emulator.p8", key)
+    _write(folder, "service-account.json", json.dumps(account, indent=2).encode())
+    settings = {
+        "CLARION_APNS_PRODUCTION_URL": apns.url,
+        "CLARION_APNS_SANDBOX_URL": apns.url,
+        "CLARION_PROVIDER_CA_FILE": str(ca.resolve()),
+        "CLARION_FCM_BASE_URL": fcm.url,
+        "CLARION_HMS_PUSH_URL": hms.url,
+        "CLARION_HMS_TOKEN_URL": hms.token_url,
+    }
+    ios = {
+        "appId": app_id,
+        "bundle": bundle,
+        "keyId": KEY_ID,
+        "teamId": TEAM_ID,
+        "environment": "production",
+        "privateKeyBase64": base64.b64encode(key).decode(),
+    }
+    android = {
+        "appId": app_id,
+        "projectId": FCM_PROJECT,
+        "privateKeyBase64": base64.b64encode(json.dumps(account).encode()).decode(),
+    }
+    huawei = {
+        "appId": app_id,
+        "projectId": HMS_PROJECT,
+        "clientId": HMS_CLIENT,
+        "clientSecret": secret,
+    }
+
+    def curl(method: str, path: str, name: str, body: dict[str, str]) -> str:
+        request = _write(folder, f"{name}.json", json.dumps({"requestObject": body}).encode())
+        headers = "-H 'content-type: application/json'"
+        return f"curl -s -X {method} {api}{path} {headers} -d @{request}"
+
+    commands = [
+        curl("POST", "/admin/app/create", "create-app", {"appId": app_id}),
+        curl("PUT", "/admin/app/ios/update", "ios", ios),
+        curl("PUT", "/admin/app/android/update", "android", android),
+        curl("PUT", "/admin/app/huawei/update", "huawei", huawei),
+    ]
+    (folder / "upload-credentials.sh").write_text("#!/bin/sh\n" + "\n".join(commands) + "\n")
+    (folder / "upload-credentials.sh").chmod(0o700)
+    (folder / "clarion-emulated.env").write_text(
+        "".join(f"export {k}={v}\n" for k, v in settings.items())
+    )
+    return Emulation(settings, commands)
+
+
+async def run(
+    folder: Path,
+    *,
+    host: str,
+    ports: tuple[int, int, int],
+    bundle: str,
+    api: str,
+    app_id: str,
+    show: Callable[[str], None],
+    ready: Callable[[Emulation], None],
+    stop: asyncio.Event,
+) -> None:
+    """Run the three emulators until ``stop`` is set, reporting every push through ``show``."""
+    apns = ApnsEmulator(host=host, port=ports[0])
+    async with (
+        apns,
+        FcmEmulator(host=host, port=ports[1]) as fcm,
+        HmsEmulator(host=host, port=ports[2]) as hms,
+    ):
+        apns.on_receive = lambda push: show(
+            f"APNs {push.status} {push.reason or 'delivered'} token={push.token[:16]}... "
+            f"{json.dumps(push.payload)[:160]}"
+        )
+        ready(describe(apns, fcm, hms, folder, bundle=bundle, api=api, app_id=app_id))
+        seen_fcm = seen_hms = 0
+        while not stop.is_set():
+            for received in fcm.received[seen_fcm:]:
+                show(
+                    f"FCM  delivered token={str(received.token)[:16]}... "
+                    f"{json.dumps(received.message)[:160]}"
+                )
+            seen_fcm = len(fcm.received)
+            for request in hms.received[seen_hms:]:
+                show(
+                    f"HMS  delivered to {len(request.delivered)} token(s) "
+                    f"{json.dumps(request.message)[:160]}"
+                )
+            seen_hms = len(hms.received)
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=0.2)
+            except TimeoutError:
+                pass

@@ -1,0 +1,140 @@
+"""Durable jobs in the database: enqueue in the caller's unit of work, claim under a lease.
+
+PostgreSQL: any number of workers on any number of machines claim with
+``SELECT ... FOR UPDATE SKIP LOCKED``. SQLite: one in-process worker (the lock clause is a no-op
+there and SQLite serialises writers). A job whose lease ends without a heartbeat (its worker
+crashed or hung) is claimable again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from clarion.store.db import Database
+from clarion.store.models import Job, utcnow
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedJob:
+    id: int
+    kind: str
+    payload: dict[str, Any]
+    attempts: int
+
+
+def enqueue(
+    session: AsyncSession,
+    kind: str,
+    payloads: Sequence[dict[str, Any]],
+    *,
+    run_after: datetime | None = None,
+) -> None:
+    """Add jobs to the caller's transaction: they exist exactly when it commits."""
+    now = utcnow()
+    session.add_all(
+        Job(
+            kind=kind,
+            payload=payload,
+            state="queued",
+            run_after=run_after or now,
+            attempts=0,
+            created_at=now,
+        )
+        for payload in payloads
+    )
+
+
+class JobQueue:
+    """Claims, heartbeats and finishes jobs for one worker identity."""
+
+    def __init__(self, db: Database, owner: str, *, lease_seconds: float = 30.0) -> None:
+        self._db = db
+        self.owner = owner
+        self.lease = timedelta(seconds=lease_seconds)
+
+    async def claim(self, limit: int, *, exclude: Sequence[int] = ()) -> list[ClaimedJob]:
+        """Take up to ``limit`` due jobs (queued and due, or running with an ended lease).
+
+        ``exclude``: jobs this worker is running, never taken twice even if their lease lapsed.
+        """
+        now = utcnow()
+        async with self._db.transaction() as session:
+            due = (
+                select(Job.id)
+                .where(
+                    or_(
+                        (Job.state == "queued") & (Job.run_after <= now),
+                        (Job.state == "running") & (Job.lease_until < now),
+                    )
+                )
+                .where(Job.id.not_in(exclude))
+                .order_by(Job.run_after, Job.id)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            )
+            # One statement: atomic on SQLite even with several processes on one file, and
+            # FOR UPDATE SKIP LOCKED lets PostgreSQL workers pass each other's claims by.
+            rows = await session.execute(
+                update(Job)
+                .where(Job.id.in_(due))
+                .values(
+                    state="running",
+                    lease_owner=self.owner,
+                    lease_until=now + self.lease,
+                    attempts=Job.attempts + 1,
+                )
+                .returning(Job.id, Job.kind, Job.payload, Job.attempts)
+            )
+            return [ClaimedJob(r.id, r.kind, dict(r.payload), r.attempts) for r in rows]
+
+    async def heartbeat(self, ids: Sequence[int]) -> None:
+        """Extend the lease of jobs this worker still holds."""
+        if not ids:
+            return
+        async with self._db.transaction() as session:
+            await session.execute(
+                update(Job)
+                .where(Job.id.in_(ids), Job.lease_owner == self.owner, Job.state == "running")
+                .values(lease_until=utcnow() + self.lease)
+            )
+
+    async def finish(self, job_id: int) -> None:
+        async with self._db.transaction() as session:
+            await session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.lease_owner == self.owner)
+                .values(state="done", finished_at=utcnow(), lease_owner=None, lease_until=None)
+            )
+
+    async def reschedule(self, job_id: int, run_after: datetime) -> None:
+        """Put a job back in the queue for later (back-pressure, retries)."""
+        async with self._db.transaction() as session:
+            await session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.lease_owner == self.owner)
+                .values(state="queued", run_after=run_after, lease_owner=None, lease_until=None)
+            )
+
+    async def release(self, ids: Sequence[int]) -> None:
+        """Hand unfinished jobs back at once (graceful shutdown)."""
+        if not ids:
+            return
+        async with self._db.transaction() as session:
+            await session.execute(
+                update(Job)
+                .where(Job.id.in_(ids), Job.lease_owner == self.owner, Job.state == "running")
+                .values(state="queued", lease_owner=None, lease_until=None, run_after=utcnow())
+            )
+
+
+async def queue_depth(db: Database) -> dict[str, int]:
+    """Jobs by state, for metrics and tests."""
+    async with db.reader() as session:
+        rows = await session.execute(select(Job.state, func.count()).group_by(Job.state))
+        return {state: int(count) for state, count in rows}

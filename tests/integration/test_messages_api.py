@@ -1,0 +1,417 @@
+"""PowerAuth message sending over HTTP, through the real providers to the emulators."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from clarion.core.services import Services
+from clarion.emulators.apns import ApnsEmulator
+from clarion.emulators.fcm import FcmEmulator, make_service_account
+from clarion.store.jobs import queue_depth
+from clarion.store.models import Credential, Delivery, Device, Job
+from tests.support import assert_error, assert_ok, envelope
+
+BUNDLE = "com.example.app"
+IOS_TOKEN = "a1" * 32
+IOS_TOKEN_2 = "b2" * 32
+ANDROID_TOKEN = "fcm-token-" + "x" * 40
+
+
+@dataclass
+class Emulators:
+    apns: ApnsEmulator
+    fcm: FcmEmulator
+    apns_key: bytes
+    account: dict[str, str]
+
+
+@pytest.fixture
+async def emulators() -> AsyncIterator[Emulators]:
+    async with ApnsEmulator() as apns, FcmEmulator() as fcm:
+        key = apns.create_team_key("TEAM123456", "KEY1234567")
+        apns.register_bundle(BUNDLE)
+        account = make_service_account("demo-project", token_uri=fcm.token_url)
+        fcm.register_service_account(account)
+        yield Emulators(apns, fcm, key, account)
+
+
+@pytest.fixture
+def settings_overrides(emulators: Emulators) -> dict[str, Any]:
+    return {
+        "apns_production_url": emulators.apns.url,
+        "apns_sandbox_url": emulators.apns.url,
+        "provider_ca_file": emulators.apns.ca_file,
+        "fcm_base_url": emulators.fcm.url,
+        "delivery_backoff_base": 0.01,
+        "delivery_backoff_cap": 0.05,
+    }
+
+
+async def setup_app(client: httpx.AsyncClient, emu: Emulators) -> None:
+    assert_ok(await client.post("/admin/app/create", json=envelope(appId="mobile-app")))
+    ios = envelope(
+        appId="mobile-app",
+        bundle=BUNDLE,
+        keyId="KEY1234567",
+        teamId="TEAM123456",
+        environment="production",
+        privateKeyBase64=base64.b64encode(emu.apns_key).decode(),
+    )
+    assert_ok(await client.put("/admin/app/ios/update", json=ios))
+    android = envelope(
+        appId="mobile-app",
+        projectId="demo-project",
+        privateKeyBase64=base64.b64encode(json.dumps(emu.account).encode()).decode(),
+    )
+    assert_ok(await client.put("/admin/app/android/update", json=android))
+
+
+async def register(
+    client: httpx.AsyncClient,
+    token: str,
+    activation: str,
+    user: str = "alice",
+    platform: str = "ios",
+    status: str = "ACTIVE",
+) -> None:
+    body = envelope(
+        appId="mobile-app",
+        token=token,
+        platform=platform,
+        activationId=activation,
+        userId=user,
+        activationStatus=status,
+    )
+    assert_ok(await client.post("/push/device/create", json=body))
+
+
+@pytest.fixture
+async def app_ready(client: httpx.AsyncClient, emulators: Emulators) -> Emulators:
+    await setup_app(client, emulators)
+    await register(client, IOS_TOKEN, "act-ios")
+    await register(client, ANDROID_TOKEN, "act-android", platform="android")
+    return emulators
+
+
+def message(user: str = "alice", **changes: Any) -> dict[str, Any]:
+    msg: dict[str, Any] = {
+        "userId": user,
+        "body": {"title": "Balance update", "body": "Your balance is now $745.00", "badge": 3},
+    }
+    msg.update(changes)
+    return msg
+
+
+async def test_sync_send_reaches_every_platform_with_mapped_payloads(
+    client: httpx.AsyncClient, app_ready: Emulators
+) -> None:
+    body = envelope(
+        appId="mobile-app",
+        message=message(
+            body={
+                "title": "Balance update",
+                "body": "Your balance is now $745.00",
+                "badge": 3,
+                "sound": "default",
+                "category": "balance-update",
+                "collapseKey": "balance",
+                "extras": {"_comment": "Any custom data.", "n": 1},
+            }
+        ),
+    )
+    data = assert_ok(await client.post("/push/message/send", json=body))["responseObject"]
+    assert data["mode"] == "SYNCHRONOUS"
+    assert data["result"] == {
+        "ios": {"sent": 1, "pending": 0, "failed": 0, "total": 1},
+        "android": {"sent": 1, "pending": 0, "failed": 0, "total": 1},
+        "huawei": {"sent": 0, "pending": 0, "failed": 0, "total": 0},
+    }
+    [push] = app_ready.apns.delivered()
+    assert push.token == IOS_TOKEN
+    assert push.headers["apns-topic"] == BUNDLE
+    assert push.headers["apns-collapse-id"] == "balance"
+    assert push.payload["aps"]["alert"] == {
+        "title": "Balance update",
+        "body": "Your balance is now $745.00",
+    }
+    assert push.payload["aps"]["badge"] == 3 and push.payload["_comment"] == "Any custom data."
+    [fcm] = app_ready.fcm.messages_to(ANDROID_TOKEN)
+    assert fcm["android"]["notification"]["title"] == "Balance update"
+    assert fcm["data"] == {"_comment": "Any custom data.", "n": "1"}
+
+
+async def test_dead_token_is_counted_failed_and_its_device_removed(
+    client: httpx.AsyncClient, services: Services, app_ready: Emulators
+) -> None:
+    app_ready.apns.unregister_device(IOS_TOKEN)
+    body = envelope(appId="mobile-app", message=message())
+    result = assert_ok(await client.post("/push/message/send", json=body))["responseObject"][
+        "result"
+    ]
+    assert result["ios"] == {"sent": 0, "pending": 0, "failed": 1, "total": 1}
+    async with services.db.reader() as session:
+        tokens = set((await session.scalars(select(Device.token))).all())
+    assert tokens == {ANDROID_TOKEN}
+
+
+async def test_personal_message_skips_inactive_activations(
+    client: httpx.AsyncClient, app_ready: Emulators
+) -> None:
+    await register(client, IOS_TOKEN_2, "act-blocked", status="BLOCKED")
+    msg = message(attributes={"personal": True, "silent": False})
+    result = assert_ok(
+        await client.post("/push/message/send", json=envelope(appId="mobile-app", message=msg))
+    )
+    assert result["responseObject"]["result"]["ios"]["total"] == 1
+    assert [p.token for p in app_ready.apns.delivered()] == [IOS_TOKEN]
+    # Not personal: the blocked activation's device gets it too.
+    await client.post("/push/message/send", json=envelope(appId="mobile-app", message=message()))
+    assert {p.token for p in app_ready.apns.delivered()} == {IOS_TOKEN, IOS_TOKEN_2}
+
+
+async def test_activation_id_targets_one_device(
+    client: httpx.AsyncClient, app_ready: Emulators
+) -> None:
+    msg = message(activationId="act-android")
+    result = assert_ok(
+        await client.post("/push/message/send", json=envelope(appId="mobile-app", message=msg))
+    )
+    counts = result["responseObject"]["result"]
+    assert counts["ios"]["total"] == 0 and counts["android"]["sent"] == 1
+    assert app_ready.apns.delivered() == []
+
+
+async def test_silent_message_is_a_background_push(
+    client: httpx.AsyncClient, app_ready: Emulators
+) -> None:
+    msg = message(attributes={"silent": True}, priority="HIGH")
+    assert_ok(
+        await client.post("/push/message/send", json=envelope(appId="mobile-app", message=msg))
+    )
+    [push] = app_ready.apns.delivered()
+    assert push.headers["apns-push-type"] == "background"
+    assert push.headers["apns-priority"] == "5"
+    assert push.payload["aps"] == {"content-available": 1}
+    [fcm] = app_ready.fcm.messages_to(ANDROID_TOKEN)
+    assert "notification" not in fcm.get("android", {})
+
+
+async def test_expired_message_is_dropped_not_sent(
+    client: httpx.AsyncClient, app_ready: Emulators
+) -> None:
+    past = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
+    msg = message(body={"title": "late", "validUntil": past})
+    result = assert_ok(
+        await client.post("/push/message/send", json=envelope(appId="mobile-app", message=msg))
+    )
+    counts = result["responseObject"]["result"]
+    assert counts["ios"]["failed"] == 1 and counts["android"]["failed"] == 1
+    assert app_ready.apns.received == [] and app_ready.fcm.received == []
+
+
+async def test_user_without_devices_gets_zero_counts(
+    client: httpx.AsyncClient, app_ready: Emulators
+) -> None:
+    msg = message(user="nobody")
+    result = assert_ok(
+        await client.post("/push/message/send", json=envelope(appId="mobile-app", message=msg))
+    )
+    assert all(c["total"] == 0 for c in result["responseObject"]["result"].values())
+
+
+async def test_unknown_app_is_a_generic_error(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/push/message/send", json=envelope(appId="nope-app", message=message())
+    )
+    assert_error(response, "ERROR_GENERIC", contains="Application not found")
+
+
+@pytest.mark.parametrize(
+    ("msg", "expected"),
+    [
+        ({"body": {"title": "x"}}, "Push message must contain a user ID."),
+        ({"userId": "alice"}, "Push message payload (body) must not be null."),
+        ({"userId": "alice", "body": {"badge": -1}}, "badge"),
+        ({"userId": "alice", "priority": "URGENT", "body": {}}, "priority"),
+        ({"userId": "alice", "body": {"validUntil": "tomorrow"}}, "validUntil"),
+    ],
+)
+async def test_bad_message_is_a_request_error(
+    client: httpx.AsyncClient, app_ready: Emulators, msg: dict[str, Any], expected: str
+) -> None:
+    response = await client.post(
+        "/push/message/send", json=envelope(appId="mobile-app", message=msg)
+    )
+    assert_error(response, "ERROR_REQUEST", contains=expected)
+
+
+async def test_bad_mode_and_empty_batch_are_request_errors(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/push/message/send", json=envelope(appId="mobile-app", mode="LATER", message=message())
+    )
+    assert_error(response, "ERROR_REQUEST", contains="mode")
+    response = await client.post(
+        "/push/message/batch/send", json=envelope(appId="mobile-app", batch=[])
+    )
+    assert_error(response, "ERROR_REQUEST", contains="batch")
+
+
+async def test_async_send_is_committed_then_delivered_by_a_worker(
+    client: httpx.AsyncClient, services: Services, app_ready: Emulators
+) -> None:
+    body = envelope(appId="mobile-app", mode="ASYNCHRONOUS", message=message())
+    data = assert_ok(await client.post("/push/message/send", json=body))["responseObject"]
+    assert data == {"mode": "ASYNCHRONOUS"}
+    assert (await queue_depth(services.db)) == {"queued": 1}
+    assert app_ready.apns.received == []
+
+    await run_worker_until_idle(services)
+    assert [p.token for p in app_ready.apns.delivered()] == [IOS_TOKEN]
+    assert len(app_ready.fcm.messages_to(ANDROID_TOKEN)) == 1
+    assert (await queue_depth(services.db)) == {"done": 1}
+    assert await ledger(services) == {"sent": 2}
+
+
+async def test_async_batch_honours_back_pressure_and_delivers_each_once(
+    client: httpx.AsyncClient, services: Services, app_ready: Emulators
+) -> None:
+    for i in range(20):
+        await register(client, f"{i:02x}" * 32, f"act-{i}", user=f"user-{i}")
+    app_ready.apns.faults.too_many_requests_rate = 0.3
+    app_ready.apns.faults.retry_after = 0
+    batch = [message(user=f"user-{i}") for i in range(20)]
+    body = envelope(appId="mobile-app", mode="ASYNCHRONOUS", batch=batch)
+    assert_ok(await client.post("/push/message/batch/send", json=body))
+    await run_worker_until_idle(services)
+    delivered = [p.token for p in app_ready.apns.delivered()]
+    assert sorted(delivered) == sorted(f"{i:02x}" * 32 for i in range(20))  # once each
+    assert any(p.status == 429 for p in app_ready.apns.received)
+    assert await ledger(services) == {"sent": 20}
+
+
+async def test_a_job_that_runs_again_sends_nothing_twice(
+    client: httpx.AsyncClient, services: Services, app_ready: Emulators
+) -> None:
+    body = envelope(appId="mobile-app", mode="ASYNCHRONOUS", message=message())
+    assert_ok(await client.post("/push/message/send", json=body))
+    await run_worker_until_idle(services)
+    # As after a crash between delivering and finishing: the job comes back.
+    async with services.db.transaction() as session:
+        job = (await session.scalars(select(Job))).one()
+        job.state, job.finished_at = "queued", None
+    await run_worker_until_idle(services)
+    assert len(app_ready.apns.delivered()) == 1
+    assert len(app_ready.fcm.messages_to(ANDROID_TOKEN)) == 1
+
+
+async def test_rejected_credentials_fail_and_are_recorded(
+    client: httpx.AsyncClient, services: Services, app_ready: Emulators
+) -> None:
+    # A key the emulator does not know: APNs answers 403 InvalidProviderToken.
+    other = ApnsEmulator().create_team_key("TEAM123456", "KEY1234567")
+    ios = envelope(
+        appId="mobile-app",
+        bundle=BUNDLE,
+        keyId="KEY1234567",
+        teamId="TEAM123456",
+        environment="production",
+        privateKeyBase64=base64.b64encode(other).decode(),
+    )
+    assert_ok(await client.put("/admin/app/ios/update", json=ios))
+    msg = envelope(appId="mobile-app", message=message(activationId="act-ios"))
+    result = assert_ok(await client.post("/push/message/send", json=msg))["responseObject"][
+        "result"
+    ]
+    assert result["ios"]["failed"] == 1
+    async with services.db.reader() as session:
+        row = (await session.scalars(select(Credential).where(Credential.platform == "apns"))).one()
+    assert row.rejected_reason and "InvalidProviderToken" in row.rejected_reason
+
+
+async def test_platform_without_credentials_fails_without_a_call(
+    client: httpx.AsyncClient, app_ready: Emulators
+) -> None:
+    await register(client, "hms-token-1", "act-hms", platform="huawei")
+    result = assert_ok(
+        await client.post(
+            "/push/message/send", json=envelope(appId="mobile-app", message=message())
+        )
+    )["responseObject"]["result"]
+    assert result["huawei"] == {"sent": 0, "pending": 0, "failed": 1, "total": 1}
+
+
+async def run_worker_until_idle(services: Services, timeout: float = 20) -> None:
+    import asyncio
+
+    worker = services.worker()
+    task = asyncio.create_task(worker.run())
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                await asyncio.sleep(0.05)
+                depth = await queue_depth(services.db)
+                if not depth.get("queued") and not depth.get("running"):
+                    break
+    finally:
+        worker.stop()
+        await task
+
+
+async def ledger(services: Services) -> dict[str, int]:
+    async with services.db.reader() as session:
+        rows = await session.execute(
+            select(Delivery.status, func.count()).group_by(Delivery.status)
+        )
+        return {status: int(n) for status, n in rows}
+
+
+async def test_delivery_metrics_count_outcomes_by_provider(
+    client: httpx.AsyncClient, app_ready: Emulators
+) -> None:
+    def delivered(text: str) -> float:
+        for line in text.splitlines():
+            if line.startswith('clarion_push_outcomes_total{outcome="delivered",provider="apns"}'):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    before = delivered((await client.get("/metrics")).text)
+    assert_ok(
+        await client.post(
+            "/push/message/send", json=envelope(appId="mobile-app", message=message())
+        )
+    )
+    metrics = (await client.get("/metrics")).text
+    assert delivered(metrics) == before + 1
+    assert "clarion_provider_latency_seconds_bucket" in metrics
+
+
+class TestStoredMessages:
+    @pytest.fixture
+    def settings_overrides(self, emulators: Emulators) -> dict[str, Any]:
+        return {
+            "apns_production_url": emulators.apns.url,
+            "apns_sandbox_url": emulators.apns.url,
+            "provider_ca_file": emulators.apns.ca_file,
+            "fcm_base_url": emulators.fcm.url,
+            "store_messages": True,
+        }
+
+    async def test_sync_sends_are_recorded_per_device(
+        self, client: httpx.AsyncClient, services: Services, app_ready: Emulators
+    ) -> None:
+        app_ready.apns.unregister_device(IOS_TOKEN)
+        body = envelope(appId="mobile-app", message=message())
+        assert_ok(await client.post("/push/message/send", json=body))
+        async with services.db.reader() as session:
+            rows = {(d.token, d.status) for d in (await session.scalars(select(Delivery))).all()}
+        assert rows == {(IOS_TOKEN, "failed"), (ANDROID_TOKEN, "sent")}
+        assert (await queue_depth(services.db)) == {}  # nothing to retry, no job
