@@ -1,11 +1,10 @@
-"""Helpers for the WalletConnect tests: a recording sender, real keys, signed requests."""
+"""Helpers for the WalletConnect tests: request bodies, the noop provider, real keys, JWTs."""
 
 from __future__ import annotations
 
 import base64
 import json
 import time
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,28 +16,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
 
-from clarion.core.walletconnect import Client
-from clarion.providers.base import Notification, Outcome, OutcomeKind
+from clarion.core.walletconnect import DeliverySender
+from clarion.providers.noop import NoopProvider
 
 DEFAULT_TENANT = "0000-0000-0000-0000"
-
-
-@dataclass
-class RecordingSender:
-    """Stands in for the delivery core: records every send, answers per token as told."""
-
-    answers: dict[str, Outcome] = field(default_factory=dict)
-    sent: list[tuple[str, Client, Notification]] = field(default_factory=list)
-
-    def answer(self, token: str, kind: OutcomeKind, reason: str | None = None, **kw: Any) -> None:
-        self.answers[token] = Outcome(token=token, kind=kind, reason=reason, **kw)
-
-    async def send(self, tenant_id: str, client: Client, notification: Notification) -> Outcome:
-        self.sent.append((tenant_id, client, notification))
-        return self.answers.get(client.token, Outcome(client.token, OutcomeKind.DELIVERED))
-
-    def tokens(self) -> list[str]:
-        return [client.token for _, client, _ in self.sent]
 
 
 def encrypted_push(message_id: str, blob: str = "c2VhbGVkIGJveA==", topic: str = "t" * 64) -> dict:
@@ -51,6 +32,13 @@ def cleartext_blob(title: str = "Hello", body: str = "World", **extra: Any) -> s
 
 def register_body(client_id: str, token: str, push_type: str = "noop", **kw: Any) -> dict:
     return {"client_id": client_id, "type": push_type, "token": token, **kw}
+
+
+def noop_provider(services: Any) -> NoopProvider:
+    """The real noop provider behind the services' WalletConnect sender."""
+    sender = services.walletconnect.sender
+    assert isinstance(sender, DeliverySender)
+    return sender.noop
 
 
 # --- keys --------------------------------------------------------------------------------

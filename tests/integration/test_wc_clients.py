@@ -9,21 +9,20 @@ import pytest
 from sqlalchemy import func, select
 
 from clarion.core.services import Services
+from clarion.providers.noop import NoopProvider
 from clarion.store.models import Device, WcMessage
 from tests.support import apns_p8, service_account
 from tests.wc_support import (
     DEFAULT_TENANT,
-    RecordingSender,
     encrypted_push,
+    noop_provider,
     register_body,
 )
 
 
 @pytest.fixture
-def sender(services: Services) -> RecordingSender:
-    recorder = RecordingSender()
-    services.walletconnect.sender = recorder
-    return recorder
+def noop(services: Services) -> NoopProvider:
+    return noop_provider(services)
 
 
 async def upload_apns(client: httpx.AsyncClient, tenant: str = DEFAULT_TENANT) -> None:
@@ -48,23 +47,23 @@ async def clients_of(services: Services) -> dict[str, tuple[str, str]]:
 
 
 async def test_default_tenant_accepts_noop_out_of_the_box(
-    client: httpx.AsyncClient, sender: RecordingSender
+    client: httpx.AsyncClient, noop: NoopProvider
 ) -> None:
     response = await client.post("/clients", json=register_body("wallet-1", "tok-1"))
     assert response.status_code == 200 and response.json() == {"status": "OK"}
     pushed = await client.post("/clients/wallet-1", json=encrypted_push("m-1"))
     assert pushed.status_code == 200 and pushed.json() == {"status": "OK"}
-    assert sender.tokens() == ["tok-1"]
+    assert [token for _, token in noop.received] == ["tok-1"]
 
 
 async def test_did_key_prefix_is_stripped(
-    client: httpx.AsyncClient, services: Services, sender: RecordingSender
+    client: httpx.AsyncClient, services: Services, noop: NoopProvider
 ) -> None:
     did = "did:key:z6MkhaXgBZDvotDkL5257faiztiGiC2QtKLGpbnnEGta2doK"
     assert (await client.post("/clients", json=register_body(did, "tok-1"))).status_code == 200
     assert set(await clients_of(services)) == {did.removeprefix("did:key:")}
     assert (await client.post(f"/clients/{did}", json=encrypted_push("m-1"))).status_code == 200
-    assert sender.sent[0][1].client_id == did.removeprefix("did:key:")
+    assert [token for _, token in noop.received] == ["tok-1"]
     assert (await client.delete(f"/clients/{did}")).status_code == 200
     assert await clients_of(services) == {}
 
@@ -94,16 +93,20 @@ async def test_unknown_type_is_refused_naming_the_field(client: httpx.AsyncClien
 
 
 async def test_apns_types_are_accepted_once_the_tenant_has_apns_credentials(
-    client: httpx.AsyncClient, services: Services, sender: RecordingSender
+    client: httpx.AsyncClient, services: Services, noop: NoopProvider
 ) -> None:
     await upload_apns(client)
     assert (await client.post("/clients", json=register_body("a", "t-a", "APNS"))).is_success
     sandbox = register_body("b", "t-b", "apns-sandbox")
     assert (await client.post("/clients", json=sandbox)).is_success
     assert (await client.post("/clients", json=register_body("c", "t-c", "fcm"))).status_code == 400
-    await client.post("/clients/a", json=encrypted_push("m"))
-    await client.post("/clients/b", json=encrypted_push("m"))
-    assert [c.push_type.value for _, c, _ in sender.sent] == ["apns", "apns-sandbox"]
+    async with services.db.reader() as session:
+        rows = await session.execute(
+            select(Device.client_id, Device.platform, Device.environment).where(
+                Device.client_id.is_not(None)
+            )
+        )
+        assert sorted(rows) == [("a", "apns", "production"), ("b", "apns", "development")]
 
 
 async def test_fcm_and_fcm_v1_are_both_accepted_with_a_service_account(
@@ -118,17 +121,17 @@ async def test_fcm_and_fcm_v1_are_both_accepted_with_a_service_account(
 
 
 async def test_same_id_with_a_new_token_updates_the_token(
-    client: httpx.AsyncClient, services: Services, sender: RecordingSender
+    client: httpx.AsyncClient, services: Services, noop: NoopProvider
 ) -> None:
     await client.post("/clients", json=register_body("wallet", "old-token"))
     await client.post("/clients", json=register_body("wallet", "new-token"))
     assert await clients_of(services) == {"wallet": ("new-token", "noop")}
     await client.post("/clients/wallet", json=encrypted_push("m-1"))
-    assert sender.tokens() == ["new-token"]
+    assert [token for _, token in noop.received] == ["new-token"]
 
 
 async def test_same_token_under_another_id_moves_and_drops_old_ids_messages(
-    client: httpx.AsyncClient, services: Services, sender: RecordingSender
+    client: httpx.AsyncClient, services: Services, noop: NoopProvider
 ) -> None:
     await client.post("/clients", json=register_body("old-id", "shared-token"))
     await client.post("/clients/old-id", json=encrypted_push("m-1"))
@@ -141,7 +144,7 @@ async def test_same_token_under_another_id_moves_and_drops_old_ids_messages(
     assert kept == 0
     assert (await client.post("/clients/old-id", json=encrypted_push("m-2"))).status_code == 202
     assert (await client.post("/clients/new-id", json=encrypted_push("m-1"))).status_code == 200
-    assert sender.tokens() == ["shared-token", "shared-token"]
+    assert [token for _, token in noop.received] == ["shared-token", "shared-token"]
 
 
 async def test_unregister_is_idempotent(client: httpx.AsyncClient, services: Services) -> None:
