@@ -1,14 +1,16 @@
 """WalletConnect relay load: unique pushes against a real ``clarion serve``, SQLite and PostgreSQL.
 
     python bench/relay.py [--clients 10000] [--concurrency 64] [--seconds 30]
-                          [--db sqlite,postgresql]
+                          [--db sqlite,postgresql] [--type apns|noop] [--servers 1]
 
 For each database: start ``clarion serve`` in a temporary folder (PostgreSQL: a fresh database,
-migrated, dropped afterwards), register ``--clients`` clients of the ``noop`` push type (the
-delivery core's real providers are not wired in this branch yet: noop measures the server, the
-store and dedup, not a provider), then push unique message ids to random clients at
-``--concurrency`` for ``--seconds``, and print requests/s with p50 / p99 latency. The baseline in
-the same run is ``GET /health`` at the same concurrency: the ceiling of the HTTP stack alone.
+migrated, dropped afterwards), register ``--clients`` clients, then push unique message ids to
+random clients at ``--concurrency`` for ``--seconds``, and print requests/s with p50 / p99
+latency and the server's CPU per push. ``--type apns`` (the default) delivers every push through
+the real APNs provider to nginx as an HTTP/2 + TLS sink (``bench/sink.py``; the default tenant's
+key comes from ``CLARION_WC_APNS_*``); ``--type noop`` measures the server, the store and dedup
+without a provider. The baseline in the same run is ``GET /health`` at the same concurrency: the
+ceiling of the HTTP stack alone.
 
 The load comes from a small raw HTTP/1.1 keep-alive client (one connection per concurrent
 request) so that the client's own cost stays well below the server's on a shared 2-core box.
@@ -106,7 +108,7 @@ async def run_load(
     return len(latencies), latencies, statuses
 
 
-async def register(ports: list[int], clients: int, concurrency: int) -> float:
+async def register(ports: list[int], clients: int, concurrency: int, push_type: str) -> float:
     queue = list(range(clients))
     started = time.perf_counter()
 
@@ -115,7 +117,8 @@ async def register(ports: list[int], clients: int, concurrency: int) -> float:
         await conn.open()
         while queue:
             n = queue.pop()
-            body = json.dumps({"client_id": f"client-{n}", "type": "noop", "token": f"tok-{n}"})
+            token = f"{n:064x}"  # APNs tokens are hex
+            body = json.dumps({"client_id": f"client-{n}", "type": push_type, "token": token})
             status = await conn.request("POST", "/clients", body.encode())
             if status != 200:
                 raise SystemExit(f"registration failed with HTTP {status}")
@@ -216,7 +219,7 @@ def server_cpu(pids: list[int]) -> float:
 
 
 async def measure(kind: str, ports: list[int], pids: list[int], args: argparse.Namespace) -> None:
-    rate = await register(ports, args.clients, args.concurrency)
+    rate = await register(ports, args.clients, args.concurrency, args.type)
     print(f"{kind}: registered {args.clients} clients at {rate:,.0f}/s")
     seconds = min(5.0, args.seconds)
     cpu_before = server_cpu(pids)
@@ -243,6 +246,32 @@ async def measure(kind: str, ports: list[int], pids: list[int], args: argparse.N
     )
 
 
+@contextmanager
+def apns_sink() -> Iterator[dict[str, str]]:
+    """nginx as the APNs endpoint (bench/sink.py), and the default tenant's APNs key for it."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from sink import nginx_sink
+
+    key = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    folder = Path(tempfile.mkdtemp(prefix="clarion-bench-key-"))
+    (folder / "AuthKey.p8").write_bytes(key)
+    with nginx_sink(1) as sink:
+        yield {
+            "CLARION_APNS_PRODUCTION_URL": sink.url,
+            "CLARION_APNS_SANDBOX_URL": sink.url,
+            "CLARION_PROVIDER_CA_FILE": sink.ca_file,
+            "CLARION_WC_APNS_TOPIC": "com.example.wallet",
+            "CLARION_WC_APNS_KEY_FILE": str(folder / "AuthKey.p8"),
+            "CLARION_WC_APNS_KEY_ID": "BENCHKEY01",
+            "CLARION_WC_APNS_TEAM_ID": "BENCHTEAM1",
+        }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -252,13 +281,18 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--db", default="sqlite,postgresql")
     parser.add_argument(
+        "--type", choices=["apns", "noop"], default="apns", help="push type of the clients"
+    )
+    parser.add_argument(
         "--servers", type=int, default=1, help="clarion serve processes on one database"
     )
     args = parser.parse_args()
     for kind in args.db.split(","):
         with database(kind) as url, ExitStack() as stack:
-            servers = [stack.enter_context(server(url, {})) for _ in range(args.servers)]
-            label = kind if args.servers == 1 else f"{kind} x{args.servers} processes"
+            env = stack.enter_context(apns_sink()) if args.type == "apns" else {}
+            servers = [stack.enter_context(server(url, env)) for _ in range(args.servers)]
+            label = f"{kind} {args.type}"
+            label += f" x{args.servers} processes" if args.servers > 1 else ""
             asyncio.run(measure(label, [p for p, _ in servers], [s.pid for _, s in servers], args))
 
 
