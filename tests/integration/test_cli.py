@@ -25,13 +25,13 @@ def run(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[s
 def test_version_names_package_and_schema(tmp_path: Path) -> None:
     result = run(tmp_path, "version")
     assert result.returncode == 0
-    assert result.stdout.startswith("clarion ") and "schema 0001" in result.stdout
+    assert result.stdout.startswith("clarion ") and "schema 0002" in result.stdout
 
 
 def test_migrate_then_app_create_and_list(tmp_path: Path) -> None:
     migrated = run(tmp_path, "migrate")
     assert migrated.returncode == 0, migrated.stderr
-    assert "empty -> 0001" in migrated.stdout
+    assert "empty -> 0002" in migrated.stdout
     assert run(tmp_path, "app", "create", "mobile-app").returncode == 0
     duplicate = run(tmp_path, "app", "create", "mobile-app")
     assert duplicate.returncode == 1 and "already exists" in duplicate.stderr

@@ -8,6 +8,7 @@ from clarion.config import Settings
 from clarion.core.apps import Applications
 from clarion.core.devices import Devices
 from clarion.core.directory import ActivationDirectory, LocalDirectory, PowerAuthDirectory
+from clarion.core.inbox import Inbox
 from clarion.core.secretbox import SecretBox, secret_box_for
 from clarion.errors import ClarionError
 from clarion.store.db import Database
@@ -21,6 +22,7 @@ class Services:
     directory: ActivationDirectory
     apps: Applications
     devices: Devices
+    inbox: Inbox
 
     async def close(self) -> None:
         await self.directory.close()
@@ -65,4 +67,5 @@ async def open_services(settings: Settings, *, migrate: bool | None = None) -> S
         directory=directory,
         apps=Applications(db, box, apns_use_development=settings.apns_use_development),
         devices=Devices(db, directory, multiple_activations=settings.multiple_activations),
+        inbox=Inbox(db),
     )

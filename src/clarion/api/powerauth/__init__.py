@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter
 
-from clarion.api.powerauth import admin, devices, status
+from clarion.api.powerauth import admin, devices, inbox, status
 from clarion.api.powerauth.envelope import ERROR_RESPONSES, PowerAuthRoute
 
 
@@ -12,4 +12,5 @@ def router() -> APIRouter:
     root.include_router(status.router)
     root.include_router(devices.router)
     root.include_router(admin.router)
+    root.include_router(inbox.router)
     return root
