@@ -104,7 +104,7 @@ async def _application_pks(session: AsyncSession, app_ids: Sequence[str]) -> lis
     rows = await session.execute(
         select(Application.app_id, Application.id).where(Application.app_id.in_(app_ids))
     )
-    found = {app_id: pk for app_id, pk in rows.tuples()}
+    found = {app_id: pk for app_id, pk in rows}
     for app_id in app_ids:
         if app_id not in found:
             raise NotFound(f"Application not found: {app_id[:255]}")
@@ -193,7 +193,7 @@ class Inbox:
                     )
                 )
             rows = await session.execute(query.limit(size).offset(page * size))
-            return [MessageSummary(*row) for row in rows.tuples()]
+            return [MessageSummary(*row) for row in rows]
 
     @staticmethod
     def _list_query(
