@@ -148,18 +148,20 @@ def free_port() -> int:
         return port
 
 
-def start_server(dsn: str, port: int) -> subprocess.Popen[bytes]:
+def start_server(dsn: str, port: int, log: Path) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLARION_")}
     env.update(
         CLARION_DATABASE_URL=dsn,
         CLARION_SECRET_KEY=secrets.token_urlsafe(32),
         CLARION_LOG_LEVEL="WARNING",  # no access log line per request
     )
-    return subprocess.Popen(
-        [sys.executable, "-m", "clarion", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-    )
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "clarion", "serve", "--port", str(port)],
+            env=env,
+            stdout=out,
+            stderr=out,
+        )
 
 
 def cpu_seconds(pid: int) -> float:
@@ -243,15 +245,15 @@ class Result:
 
 async def drive(
     name: str,
-    port: int,
-    server_pid: int,
+    ports: list[int],
+    server_pids: list[int],
     make_target: Callable[[int], tuple[str, str]],
     requests: int,
     concurrency: int,
     warmup: int,
 ) -> Result:
     """``requests`` requests from ``concurrency`` connections, each waiting for its answer."""
-    conns = [await Connection.open(port) for _ in range(concurrency)]
+    conns = [await Connection.open(ports[n % len(ports)]) for n in range(concurrency)]
     latencies: list[float] = []
 
     async def worker(conn: Connection, numbers: Iterator[int], measure: bool) -> None:
@@ -271,10 +273,10 @@ async def drive(
 
     # Warm-up first (connections, prepared statements, the pool), then the measured part.
     await run(range(warmup), measure=False)
-    cpu_before, started = cpu_seconds(server_pid), time.perf_counter()
+    cpu_before, started = sum(map(cpu_seconds, server_pids)), time.perf_counter()
     await run(range(warmup, warmup + requests), measure=True)
     seconds = time.perf_counter() - started
-    cpu = cpu_seconds(server_pid) - cpu_before
+    cpu = sum(map(cpu_seconds, server_pids)) - cpu_before
     for conn in conns:
         conn.close()
     return Result(name, latencies, seconds, cpu)
@@ -286,7 +288,7 @@ async def drive(
 async def bench(args: argparse.Namespace) -> None:
     name = f"clarion_bench_inbox_{os.getpid()}_{secrets.token_hex(3)}"
     await admin(f'CREATE DATABASE "{name}"')
-    proc: subprocess.Popen[bytes] | None = None
+    procs: list[subprocess.Popen[bytes]] = []
     try:
         dsn = db_dsn(name)
         db = Database(dsn.replace("postgresql://", "postgresql+asyncpg://", 1))
@@ -297,9 +299,12 @@ async def bench(args: argparse.Namespace) -> None:
             f"loaded {args.messages:,} messages over {args.users:,} users in "
             f"{loaded.seconds:.1f} s (binary COPY, indexes in place, then VACUUM ANALYZE)"
         )
-        port = free_port()
-        proc = start_server(dsn, port)
-        await wait_ready(port, proc)
+        ports = [free_port() for _ in range(args.servers)]
+        for n, port in enumerate(ports):
+            log = args.server_log.with_name(f"{args.server_log.stem}-{n}{args.server_log.suffix}")
+            procs.append(start_server(dsn, port, log))
+        for port, proc in zip(ports, procs, strict=True):
+            await wait_ready(port, proc)
         rng = random.Random(args.seed + 1)
         users, reads = args.users, loaded.unread_sample
 
@@ -334,20 +339,32 @@ async def bench(args: argparse.Namespace) -> None:
             ("read (PUT, marks unread read)", read),
         ]
         print(
-            f"clarion serve: 1 process (uvicorn), PostgreSQL; load: {args.concurrency} "
-            f"connections, {args.requests:,} requests per line after {args.warmup} warm-up"
+            f"clarion serve: {args.servers} process(es) (uvicorn), PostgreSQL; "
+            f"load: {args.concurrency} connections, {args.requests:,} requests per line "
+            f"after {args.warmup} warm-up; "
+            f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} before the run"
         )
         for label, target in plan:
             requests = args.requests
             if target is read:  # each read marks a different unread message
                 requests = min(requests, len(reads) - args.warmup)
+                if requests < 100:
+                    print(f"{label:<34} skipped: too few unread messages sampled")
+                    continue
             result = await drive(
-                label, port, proc.pid, target, requests, args.concurrency, args.warmup
+                label,
+                ports,
+                [p.pid for p in procs],
+                target,
+                requests,
+                args.concurrency,
+                args.warmup,
             )
             print(result.line(), flush=True)
     finally:
-        if proc is not None:
+        for proc in procs:
             proc.send_signal(signal.SIGTERM)
+        for proc in procs:
             proc.wait(timeout=20)
         await admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
@@ -360,6 +377,12 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=500)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--servers", type=int, default=1, help="clarion serve processes (connections alternate)"
+    )
+    parser.add_argument(
+        "--server-log", type=Path, default=Path("/tmp/clarion-bench-inbox-server.log")
+    )
     args = parser.parse_args()
     try:
         import uvloop

@@ -12,7 +12,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Row, Select, and_, bindparam, exists, func, insert, not_, select, update
+from sqlalchemy import (
+    Integer,
+    Row,
+    Select,
+    and_,
+    bindparam,
+    exists,
+    func,
+    insert,
+    not_,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from clarion.errors import InvalidRequest, MessageNotFound, NotFound
@@ -105,33 +117,6 @@ class MessageDetail:
     app_ids: tuple[str, ...]
 
 
-def _summary(row: Row[uuid.UUID, str, str, str, bool, datetime]) -> MessageSummary:
-    return MessageSummary(*row)
-
-
-async def _detail(
-    conn: AsyncConnection | AsyncSession, message_id: uuid.UUID, user_id: str | None
-) -> MessageDetail:
-    """The message with its applications, in one query; MessageNotFound if it is not theirs."""
-    rows = (await conn.execute(_DETAIL, {"message_id": message_id})).all()
-    if not rows or (user_id is not None and rows[0].user_id != user_id):
-        # Another user's message is answered exactly like a missing one: nothing leaks.
-        raise MessageNotFound(f"Inbox message not found: {message_id}")
-    first = rows[0]
-    return MessageDetail(
-        id=first.id,
-        user_id=first.user_id,
-        type=first.type,
-        subject=first.subject,
-        summary=first.summary,
-        body=first.body,
-        read=first.read,
-        created_at=first.created_at,
-        read_at=first.read_at,
-        app_ids=tuple(row.app_id for row in rows if row.app_id is not None),
-    )
-
-
 _SUMMARY_COLUMNS = (
     InboxMessage.id,
     InboxMessage.type,
@@ -152,8 +137,8 @@ def _list_statement(
         select(*_SUMMARY_COLUMNS)
         .where(InboxMessage.user_id == bindparam("user_id"))
         .order_by(InboxMessage.created_at.desc(), InboxMessage.id.desc())
-        .limit(bindparam("limit"))
-        .offset(bindparam("offset"))
+        .limit(bindparam("limit", type_=Integer()))
+        .offset(bindparam("offset", type_=Integer()))
     )
     if only_unread:
         query = query.where(_unread)
@@ -191,6 +176,33 @@ _MARK_READ = (
     .values(read=True, read_at=bindparam("read_time", type_=UTCDateTime()))
 )
 _MARK_READ_OF_USER = _MARK_READ.where(InboxMessage.user_id == bindparam("owner"))
+
+
+def _summary(row: Row[uuid.UUID, str, str, str, bool, datetime]) -> MessageSummary:
+    return MessageSummary(*row)
+
+
+async def _detail(
+    conn: AsyncConnection | AsyncSession, message_id: uuid.UUID, user_id: str | None
+) -> MessageDetail:
+    """The message with its applications, in one query; MessageNotFound if it is not theirs."""
+    rows = (await conn.execute(_DETAIL, {"message_id": message_id})).all()
+    if not rows or (user_id is not None and rows[0].user_id != user_id):
+        # Another user's message is answered exactly like a missing one: nothing leaks.
+        raise MessageNotFound(f"Inbox message not found: {message_id}")
+    first = rows[0]
+    return MessageDetail(
+        id=first.id,
+        user_id=first.user_id,
+        type=first.type,
+        subject=first.subject,
+        summary=first.summary,
+        body=first.body,
+        read=first.read,
+        created_at=first.created_at,
+        read_at=first.read_at,
+        app_ids=tuple(row.app_id for row in rows if row.app_id is not None),
+    )
 
 
 class Inbox:

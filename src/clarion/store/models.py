@@ -142,7 +142,7 @@ class InboxMessage(Base):
             "created_at",
             "id",
             postgresql_where=text("NOT read"),
-            sqlite_where=text("NOT read"),
+            sqlite_where=text("read = 0"),  # how SQLAlchemy writes NOT read there
         ),
     )
 

@@ -42,7 +42,7 @@ def upgrade() -> None:
         "inbox_messages",
         ["user_id", "created_at", "id"],
         postgresql_where=sa.text("NOT read"),
-        sqlite_where=sa.text("NOT read"),
+        sqlite_where=sa.text("read = 0"),
     )
     op.create_table(
         "inbox_message_applications",
