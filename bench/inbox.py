@@ -165,10 +165,20 @@ def start_server(dsn: str, port: int, log: Path) -> subprocess.Popen[bytes]:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    """User + system CPU time of a process (Linux /proc); 0 once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
     ticks = os.sysconf("SC_CLK_TCK")
     return (int(fields[11]) + int(fields[12])) / ticks
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds spent busy by all CPUs of the machine so far (Linux /proc/stat)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 # --- a minimal HTTP/1.1 keep-alive client ------------------------------------------------------
@@ -224,6 +234,8 @@ class Result:
     latencies: list[float]
     seconds: float
     server_cpu: float
+    client_cpu: float
+    machine_busy: float
 
     def percentile(self, q: float) -> float:
         ordered = sorted(self.latencies)
@@ -238,8 +250,10 @@ class Result:
             else ("  ok" if p99 < TARGET_P99_MS else f"  ABOVE the {TARGET_P99_MS:.0f} ms target")
         )
         return (
-            f"{self.name:<34} p50 {p50:6.2f} ms  p99 {p99:6.2f} ms  {rate:7.0f} req/s  "
-            f"server CPU {self.server_cpu / self.seconds * 100:4.0f}%{verdict}"
+            f"{self.name:<34} p50 {p50:6.2f} ms  p99 {p99:6.2f} ms  {rate:5.0f} req/s  "
+            f"CPU: server {self.server_cpu / self.seconds * 100:3.0f}%, "
+            f"client {self.client_cpu / self.seconds * 100:3.0f}%, "
+            f"machine {self.machine_busy / self.seconds * 100:3.0f}% of 200%{verdict}"
         )
 
 
@@ -274,12 +288,15 @@ async def drive(
     # Warm-up first (connections, prepared statements, the pool), then the measured part.
     await run(range(warmup), measure=False)
     cpu_before, started = sum(map(cpu_seconds, server_pids)), time.perf_counter()
+    busy_before, client_before = machine_busy_seconds(), time.process_time()
     await run(range(warmup, warmup + requests), measure=True)
     seconds = time.perf_counter() - started
     cpu = sum(map(cpu_seconds, server_pids)) - cpu_before
+    busy = machine_busy_seconds() - busy_before
+    client = time.process_time() - client_before
     for conn in conns:
         conn.close()
-    return Result(name, latencies, seconds, cpu)
+    return Result(name, latencies, seconds, cpu, client, busy)
 
 
 # --- main --------------------------------------------------------------------------------------
