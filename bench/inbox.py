@@ -174,6 +174,26 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / ticks
 
 
+def postgres_seconds() -> float:
+    """CPU seconds of every PostgreSQL process on this machine (all databases, also other
+    users'): live processes, plus what exited backends left in their parent's account."""
+    total = 0.0
+    ticks = os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        name, _, rest = stat.partition("(")[2].rpartition(")")
+        if name != "postgres":
+            continue
+        fields = rest.split()
+        total += sum(int(v) for v in fields[11:15]) / ticks  # utime stime cutime cstime
+    return total
+
+
 def machine_busy_seconds() -> float:
     """CPU seconds spent busy by all CPUs of the machine so far (Linux /proc/stat)."""
     fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
@@ -235,6 +255,7 @@ class Result:
     seconds: float
     server_cpu: float
     client_cpu: float
+    postgres_cpu: float
     machine_busy: float
 
     def percentile(self, q: float) -> float:
@@ -252,6 +273,7 @@ class Result:
         return (
             f"{self.name:<34} p50 {p50:6.2f} ms  p99 {p99:6.2f} ms  {rate:5.0f} req/s  "
             f"CPU: server {self.server_cpu / self.seconds * 100:3.0f}%, "
+            f"PostgreSQL {self.postgres_cpu / self.seconds * 100:3.0f}%, "
             f"client {self.client_cpu / self.seconds * 100:3.0f}%, "
             f"machine {self.machine_busy / self.seconds * 100:3.0f}% of 200%{verdict}"
         )
@@ -289,14 +311,16 @@ async def drive(
     await run(range(warmup), measure=False)
     cpu_before, started = sum(map(cpu_seconds, server_pids)), time.perf_counter()
     busy_before, client_before = machine_busy_seconds(), time.process_time()
+    postgres_before = postgres_seconds()
     await run(range(warmup, warmup + requests), measure=True)
     seconds = time.perf_counter() - started
     cpu = sum(map(cpu_seconds, server_pids)) - cpu_before
     busy = machine_busy_seconds() - busy_before
     client = time.process_time() - client_before
+    postgres = postgres_seconds() - postgres_before
     for conn in conns:
         conn.close()
-    return Result(name, latencies, seconds, cpu, client, busy)
+    return Result(name, latencies, seconds, cpu, client, postgres, busy)
 
 
 # --- main --------------------------------------------------------------------------------------

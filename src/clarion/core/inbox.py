@@ -42,7 +42,9 @@ MAX_PAGE = 1_000_000
 MAX_APPLICATIONS = 100
 
 _link = InboxMessageApplication
-_unread = not_(InboxMessage.read)  # the same predicate as the partial index, so it is used
+# Written exactly as the partial unread index's predicate (``NOT read`` on PostgreSQL,
+# ``read = 0`` on SQLite), so that both planners use the index.
+_unread = not_(InboxMessage.read)
 
 
 class MessageType(enum.StrEnum):
