@@ -28,6 +28,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
@@ -323,6 +324,69 @@ async def drive(
     return Result(name, latencies, seconds, cpu, client, postgres, busy)
 
 
+# --- CPU per request, in-process ---------------------------------------------------------------
+
+
+async def asgi_request(app: Any, method: str, target: str) -> int:
+    """Call the ASGI app directly (no network, no uvicorn) and return the status."""
+    path, _, query = target.partition("?")
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": query.encode(),
+        "root_path": "",
+        "headers": [(b"host", b"bench")],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+    }
+    statuses: list[int] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            statuses.append(message["status"])
+
+    await app(scope, receive, send)
+    return statuses[0]
+
+
+async def cpu_per_request(
+    dsn: str, plan: list[tuple[str, Callable[[int], tuple[str, str]]]], count: int, first: int
+) -> None:
+    """The app's own CPU per request, one request at a time in this process: what the server
+    spends apart from uvicorn's HTTP parsing, without the noise of other work on the machine."""
+    from clarion.app import create_app
+    from clarion.config import Settings
+    from clarion.core.services import open_services
+
+    settings = Settings(database_url=dsn, secret_key=secrets.token_urlsafe(32), auto_migrate=False)
+    services = await open_services(settings)
+    app = create_app(settings, services=services)
+    try:
+        for label, make_target in plan:
+            for n in range(first, first + 200):  # warm-up
+                await asgi_request(app, *make_target(n))
+            cpu, started = time.process_time(), time.perf_counter()
+            for n in range(first + 200, first + 200 + count):
+                status = await asgi_request(app, *make_target(n))
+                if status != 200:
+                    raise SystemExit(f"{label}: {make_target(n)} -> {status}")
+            cpu_us = (time.process_time() - cpu) / count * 1e6
+            wall_us = (time.perf_counter() - started) / count * 1e6
+            print(
+                f"{label:<34} in-process: {cpu_us:5.0f} us CPU, {wall_us:5.0f} us wall per request"
+            )
+    finally:
+        await services.close()
+
+
 # --- main --------------------------------------------------------------------------------------
 
 
@@ -402,6 +466,10 @@ async def bench(args: argparse.Namespace) -> None:
                 args.warmup,
             )
             print(result.line(), flush=True)
+        if args.in_process:
+            # Reads continue after the messages the HTTP part marked, so they still write.
+            first = args.warmup + args.requests
+            await cpu_per_request(dsn, plan, args.in_process, first)
     finally:
         for proc in procs:
             proc.send_signal(signal.SIGTERM)
@@ -418,6 +486,13 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=500)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--in-process",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also time N requests per line against the ASGI app in this process, one at a time",
+    )
     parser.add_argument(
         "--servers", type=int, default=1, help="clarion serve processes (connections alternate)"
     )
