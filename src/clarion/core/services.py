@@ -8,6 +8,7 @@ from clarion.config import Settings
 from clarion.core.apps import Applications
 from clarion.core.devices import Devices
 from clarion.core.directory import ActivationDirectory, LocalDirectory, PowerAuthDirectory
+from clarion.core.inbox import Inbox
 from clarion.core.messages import JOB_KIND, Messages
 from clarion.core.secretbox import SecretBox, secret_box_for
 from clarion.core.sender import Sender
@@ -27,6 +28,7 @@ class Services:
     devices: Devices
     sender: Sender
     messages: Messages
+    inbox: Inbox
 
     def worker(self, *, identity: str | None = None) -> Worker:
         """A job worker over this process's services."""
@@ -89,4 +91,5 @@ async def open_services(settings: Settings, *, migrate: bool | None = None) -> S
         devices=Devices(db, directory, multiple_activations=settings.multiple_activations),
         sender=sender,
         messages=Messages(db, sender, store_messages=settings.store_messages),
+        inbox=Inbox(db),
     )
