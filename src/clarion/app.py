@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from clarion import __version__
-from clarion.api import powerauth
+from clarion.api import powerauth, walletconnect
 from clarion.config import Settings, load_settings
 from clarion.core.services import Services, open_services
 from clarion.logs import configure_logging
@@ -58,6 +58,9 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
     if services is not None:
         app.state.services = services
     app.add_middleware(MetricsMiddleware)
+    # WalletConnect first: its relay pushes are the hottest route, and no path of one dialect
+    # matches a route of the other.
+    app.include_router(walletconnect.router())
     app.include_router(powerauth.router())
     app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
     app.add_exception_handler(HTTPException, _http_error)
@@ -77,10 +80,12 @@ def _error_body(code: str, message: str) -> dict[str, Any]:
     return {"status": "ERROR", "responseObject": {"code": code, "message": message}}
 
 
-async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
-    """Unknown paths and wrong methods, outside any dialect route."""
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    """Unknown paths and wrong methods, outside any dialect route: the path picks the dialect."""
     status = exc.status_code if isinstance(exc, HTTPException) else 500
     detail = exc.detail if isinstance(exc, HTTPException) else "Internal server error."
+    if walletconnect.owns_path(request.url.path):
+        return walletconnect.http_failure(status, str(detail))
     return JSONResponse(_error_body("ERROR_GENERIC", str(detail)), status_code=status)
 
 

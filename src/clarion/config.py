@@ -101,6 +101,34 @@ class Settings(BaseSettings):
     worker_lease_seconds: float = Field(default=30.0, gt=0)
     worker_poll_interval: float = Field(default=0.5, gt=0)
 
+    # --- WalletConnect (issue 8) ---------------------------------------------------------
+    public_url: str | None = Field(
+        default=None,
+        description="The server's public base URL (tenant URLs, client JWT audience). "
+        "Default: the URL each request came in on.",
+    )
+    wc_default_tenant: str = Field(
+        default="0000-0000-0000-0000", description="Tenant of the routes without a tenant id."
+    )
+    wc_validate_signatures: bool = False
+    wc_relay_public_key: str | None = Field(default=None, description="Hex Ed25519 key.")
+    wc_signature_max_age: float = Field(default=300.0, gt=0)
+    wc_require_client_jwt: bool = False
+    wc_tenant_jwt_secret: SecretStr | None = None
+    wc_rate_limit_per_minute: int = Field(default=100, ge=0, description="0 disables it.")
+    wc_trusted_proxies: list[str] = Field(default_factory=list)
+    # Single-tenant credentials of the default tenant, applied on every start (upstream APNS_*).
+    wc_apns_topic: str | None = None
+    wc_apns_key_file: Path | None = Field(default=None, description="APNs .p8 key (PEM).")
+    wc_apns_key_id: str | None = None
+    wc_apns_team_id: str | None = None
+    wc_apns_certificate_file: Path | None = Field(default=None, description="PKCS#12 file.")
+    wc_apns_certificate_password: SecretStr | None = None
+    wc_fcm_credentials_file: Path | None = Field(
+        default=None, description="FCM HTTP v1 service account JSON."
+    )
+    # --- end WalletConnect ---------------------------------------------------------------
+
     @field_validator("database_url")
     @classmethod
     def _async_driver(cls, value: str) -> str:

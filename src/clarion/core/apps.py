@@ -133,6 +133,14 @@ class Applications:
             environment=environment.value if environment else None,
         )
 
+    async def set_apns_certificate(
+        self, app_id: str, *, bundle: str, certificate_pem: bytes
+    ) -> None:
+        """APNs certificate auth: the certificate and its private key, PEM."""
+        await self._store(
+            app_id, Platform.APNS, secret=certificate_pem, bundle=bundle, auth="certificate"
+        )
+
     async def set_fcm(
         self, app_id: str, *, project_id: str, service_account: dict[str, Any]
     ) -> None:
@@ -213,7 +221,7 @@ class Applications:
                     if row is None:
                         row = Credential(application_id=pk, platform=platform.value, version=0)
                         session.add(row)
-                    row.auth = "token"
+                    row.auth = fields.get("auth", "token")
                     row.secret = sealed
                     row.version = (row.version or 0) + 1
                     row.rejected_reason = None

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
 from clarion.config import Settings
 from clarion.core.apps import Applications
 from clarion.core.devices import Devices
@@ -12,8 +14,12 @@ from clarion.core.inbox import Inbox
 from clarion.core.messages import JOB_KIND, Messages
 from clarion.core.secretbox import SecretBox, secret_box_for
 from clarion.core.sender import Sender
+from clarion.core.tenants import Tenants
+from clarion.core.walletconnect import DeliverySender, WalletConnect
+from clarion.core.wcauth import relay_public_key
 from clarion.core.worker import Worker, worker_identity
-from clarion.errors import ClarionError
+from clarion.errors import ClarionError, InvalidRequest
+from clarion.providers.noop import NoopProvider
 from clarion.store.db import Database
 from clarion.store.jobs import JobQueue
 
@@ -26,6 +32,8 @@ class Services:
     directory: ActivationDirectory
     apps: Applications
     devices: Devices
+    tenants: Tenants
+    walletconnect: WalletConnect
     sender: Sender
     messages: Messages
     inbox: Inbox
@@ -66,8 +74,55 @@ def directory_for(settings: Settings, db: Database) -> ActivationDirectory:
     )
 
 
+def relay_key_for(settings: Settings) -> Ed25519PublicKey | None:
+    """The relay's key when WalletConnect push signatures are to be checked."""
+    if not settings.wc_validate_signatures:
+        return None
+    if not settings.wc_relay_public_key:
+        raise ClarionError(
+            "CLARION_WC_VALIDATE_SIGNATURES needs CLARION_WC_RELAY_PUBLIC_KEY to be set"
+        )
+    return relay_public_key(settings.wc_relay_public_key)
+
+
+async def configure_default_tenant(settings: Settings, tenants: Tenants) -> None:
+    """Store the default tenant's credentials given in the settings (upstream's single-tenant
+    APNS_* / FCM_* variables); a bad file or key stops the start with the reason."""
+    tenant = settings.wc_default_tenant
+    try:
+        if settings.wc_apns_certificate_file is not None:
+            password = settings.wc_apns_certificate_password
+            await tenants.set_apns_certificate(
+                tenant,
+                topic=_required(settings.wc_apns_topic, "CLARION_WC_APNS_TOPIC"),
+                p12=settings.wc_apns_certificate_file.read_bytes(),
+                password=password.get_secret_value() if password else "",
+            )
+        elif settings.wc_apns_key_file is not None:
+            await tenants.set_apns_token(
+                tenant,
+                topic=_required(settings.wc_apns_topic, "CLARION_WC_APNS_TOPIC"),
+                key_id=_required(settings.wc_apns_key_id, "CLARION_WC_APNS_KEY_ID"),
+                team_id=_required(settings.wc_apns_team_id, "CLARION_WC_APNS_TEAM_ID"),
+                pem=settings.wc_apns_key_file.read_bytes(),
+            )
+        if settings.wc_fcm_credentials_file is not None:
+            await tenants.set_fcm(tenant, settings.wc_fcm_credentials_file.read_bytes())
+    except OSError as exc:
+        raise ClarionError(f"cannot read a WalletConnect credentials file: {exc}") from None
+    except InvalidRequest as exc:
+        raise ClarionError(f"default tenant credentials refused: {exc.message}") from None
+
+
+def _required(value: str | None, name: str) -> str:
+    if not value:
+        raise ClarionError(f"{name} must be set with the default tenant's APNs credentials")
+    return value
+
+
 async def open_services(settings: Settings, *, migrate: bool | None = None) -> Services:
     """Connect to the database (migrating or checking its schema) and build the services."""
+    relay_key_for(settings)  # a misconfiguration stops the start, before any connection
     key = settings.secret_key.get_secret_value() if settings.secret_key else None
     box = secret_box_for(key, settings.resolved_key_file())
     db = Database(settings.database_url)
@@ -81,6 +136,12 @@ async def open_services(settings: Settings, *, migrate: bool | None = None) -> S
         await db.dispose()
         raise
     apps = Applications(db, box, apns_use_development=settings.apns_use_development)
+    tenants = Tenants(db, apps, default_tenant=settings.wc_default_tenant)
+    try:
+        await configure_default_tenant(settings, tenants)
+    except BaseException:
+        await db.dispose()
+        raise
     sender = Sender(db, apps, settings)
     return Services(
         settings=settings,
@@ -89,6 +150,10 @@ async def open_services(settings: Settings, *, migrate: bool | None = None) -> S
         directory=directory,
         apps=apps,
         devices=Devices(db, directory, multiple_activations=settings.multiple_activations),
+        tenants=tenants,
+        walletconnect=WalletConnect(
+            db, tenants, DeliverySender(sender, NoopProvider()), relay_key=relay_key_for(settings)
+        ),
         sender=sender,
         messages=Messages(db, sender, store_messages=settings.store_messages),
         inbox=Inbox(db),

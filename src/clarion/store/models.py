@@ -21,6 +21,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     Uuid,
+    false,
     text,
 )
 from sqlalchemy.engine import Dialect
@@ -104,6 +105,17 @@ class Device(Base):
         UniqueConstraint("activation_id", "token"),
         Index("ix_devices_application_id_token", "application_id", "token"),
         Index("ix_devices_user_id_application_id", "user_id", "application_id"),
+        # WalletConnect (revision 0003): within a tenant a client id has one registration and
+        # a token belongs to one client; PowerAuth rows (no client id) may share tokens.
+        UniqueConstraint("application_id", "client_id"),
+        Index(
+            "uq_devices_application_id_token_wc",
+            "application_id",
+            "token",
+            unique=True,
+            sqlite_where=text("client_id IS NOT NULL"),
+            postgresql_where=text("client_id IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -115,6 +127,9 @@ class Device(Base):
     user_id: Mapped[str | None] = mapped_column(String(255))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     registered_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # WalletConnect (revision 0003): the relay's client id owning this registration, if any.
+    client_id: Mapped[str | None] = mapped_column(String(255))
+    always_raw: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class Activation(Base):
@@ -238,3 +253,27 @@ class InboxMessageApplication(Base):
     application_id: Mapped[int] = mapped_column(
         ForeignKey("applications.id", ondelete="CASCADE"), primary_key=True, index=True
     )
+
+
+# --- WalletConnect (revision 0003) ---------------------------------------------------------
+# A WalletConnect tenant is an ``Application``; a client is a ``Device`` with a ``client_id``.
+
+
+class WcMessage(Base):
+    """A WalletConnect message id accepted for a client: the triple is pushed at most once.
+
+    Kept when the client unregisters (a re-registered client never gets an old id again);
+    dropped with the tenant, or when the client's token moves to another client id.
+    """
+
+    __tablename__ = "wc_messages"
+
+    application_id: Mapped[int] = mapped_column(
+        ForeignKey("applications.id", ondelete="CASCADE"), primary_key=True
+    )
+    client_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    message_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+# --- end WalletConnect ---------------------------------------------------------------------
