@@ -35,3 +35,7 @@ class Unauthorized(ClarionError):
 
 class ProviderError(ClarionError):
     """A push provider failed in a way its outcome classification does not cover."""
+
+
+class MessageNotFound(NotFound):
+    """An inbox message does not exist, or is not the asking user's."""

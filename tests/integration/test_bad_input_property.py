@@ -143,6 +143,7 @@ def test_no_input_gets_a_5xx_or_a_foreign_error_format(
             "ERROR_REQUEST",
             "ERROR_GENERIC",
             "ERROR_PA_SERVER_COMM",
+            "ERROR_MESSAGE_NOT_FOUND",
         )
         message = data["responseObject"]["message"]
         assert message and "Traceback" not in message and len(message) < 400

@@ -10,6 +10,7 @@ from clarion.config import Settings
 from clarion.core.apps import Applications
 from clarion.core.devices import Devices
 from clarion.core.directory import ActivationDirectory, LocalDirectory, PowerAuthDirectory
+from clarion.core.inbox import Inbox
 from clarion.core.messages import JOB_KIND, Messages
 from clarion.core.secretbox import SecretBox, secret_box_for
 from clarion.core.sender import Sender
@@ -35,6 +36,7 @@ class Services:
     walletconnect: WalletConnect
     sender: Sender
     messages: Messages
+    inbox: Inbox
 
     def worker(self, *, identity: str | None = None) -> Worker:
         """A job worker over this process's services."""
@@ -154,4 +156,5 @@ async def open_services(settings: Settings, *, migrate: bool | None = None) -> S
         ),
         sender=sender,
         messages=Messages(db, sender, store_messages=settings.store_messages),
+        inbox=Inbox(db),
     )

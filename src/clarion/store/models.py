@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,8 +17,10 @@ from sqlalchemy import (
     LargeBinary,
     MetaData,
     String,
+    Text,
     TypeDecorator,
     UniqueConstraint,
+    Uuid,
     false,
     text,
 )
@@ -205,6 +208,51 @@ class Delivery(Base):
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     reason: Mapped[str | None] = mapped_column(String(255))
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+# --- inbox (issue 7) -------------------------------------------------------------------------
+
+
+class InboxMessage(Base):
+    """A message in one user's inbox. Its applications are in ``inbox_message_applications``."""
+
+    __tablename__ = "inbox_messages"
+    __table_args__ = (
+        # List, newest first: an index range per user, read backwards, stops after one page.
+        Index("ix_inbox_messages_user_id_created_at_id", "user_id", "created_at", "id"),
+        # Unread list and unread counts touch only the user's unread messages.
+        Index(
+            "ix_inbox_messages_unread",
+            "user_id",
+            "created_at",
+            "id",
+            postgresql_where=text("NOT read"),
+            sqlite_where=text("read = 0"),  # how SQLAlchemy writes NOT read there
+        ),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid(), primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[str] = mapped_column(String(255))
+    type: Mapped[str] = mapped_column(String(8))  # text | html
+    subject: Mapped[str] = mapped_column(String(255))
+    summary: Mapped[str] = mapped_column(String(255))
+    body: Mapped[str] = mapped_column(Text())
+    read: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    read_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class InboxMessageApplication(Base):
+    """Which applications an inbox message is for (a message may be for several)."""
+
+    __tablename__ = "inbox_message_applications"
+
+    message_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("inbox_messages.id", ondelete="CASCADE"), primary_key=True
+    )
+    application_id: Mapped[int] = mapped_column(
+        ForeignKey("applications.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
 
 
 # --- WalletConnect (revision 0003) ---------------------------------------------------------

@@ -13,7 +13,7 @@ from clarion.core.services import Services
 from clarion.errors import Unauthorized
 
 
-def services(request: Request) -> Services:
+async def services(request: Request) -> Services:
     found: Services = request.app.state.services
     return found
 

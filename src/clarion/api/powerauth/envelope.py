@@ -24,6 +24,7 @@ from clarion.errors import (
     Conflict,
     DirectoryError,
     InvalidRequest,
+    MessageNotFound,
     NotFound,
     Refused,
     Unauthorized,
@@ -194,6 +195,8 @@ def map_error(exc: Exception) -> JSONResponse:
         return error(400, "ERROR_REQUEST", validation_message(exc.errors()))
     if isinstance(exc, InvalidRequest):
         return error(400, "ERROR_REQUEST", exc.message)
+    if isinstance(exc, MessageNotFound):
+        return error(400, "ERROR_MESSAGE_NOT_FOUND", exc.message)
     if isinstance(exc, NotFound | Conflict | Refused):
         return error(400, "ERROR_GENERIC", exc.message)
     if isinstance(exc, DirectoryError):

@@ -1,7 +1,7 @@
 """Messaging: messages, durable jobs and the delivery ledger.
 
 Revision ID: 0004
-Revises: 0001
+Revises: 0002
 Create Date: 2026-11-24
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 from clarion.store.models import UTCDateTime
 
 revision: str = "0004"
-down_revision: str | None = "0001"
+down_revision: str | None = "0002"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

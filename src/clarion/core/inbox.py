@@ -1,0 +1,314 @@
+"""The message inbox: messages stored per user, for one or more applications, with read state.
+
+The inbox never sends a push and never renders a body: an ``html`` body is stored and returned
+exactly as given, and clients must sanitise it before display.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import (
+    Integer,
+    Row,
+    Select,
+    and_,
+    bindparam,
+    exists,
+    func,
+    insert,
+    not_,
+    select,
+    update,
+)
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+from clarion.errors import InvalidRequest, MessageNotFound, NotFound
+from clarion.store.db import Database
+from clarion.store.models import (
+    Application,
+    InboxMessage,
+    InboxMessageApplication,
+    UTCDateTime,
+    utcnow,
+)
+
+MAX_PAGE_SIZE = 1000
+MAX_PAGE = 1_000_000
+MAX_APPLICATIONS = 100
+
+_link = InboxMessageApplication
+# Written exactly as the partial unread index's predicate (``NOT read`` on PostgreSQL,
+# ``read = 0`` on SQLite), so that both planners use the index.
+_unread = not_(InboxMessage.read)
+
+
+class MessageType(enum.StrEnum):
+    TEXT = "text"
+    HTML = "html"
+
+
+def parse_type(value: str) -> MessageType:
+    """``text`` or ``html``, case-insensitively."""
+    try:
+        return MessageType(value.strip().lower())
+    except ValueError:
+        raise InvalidRequest(f"Unknown message type: {value[:40]!r}. Use text or html.") from None
+
+
+def parse_message_id(value: str) -> uuid.UUID:
+    """A message id is a UUID; anything else is a bad request, not an unknown message."""
+    try:
+        return uuid.UUID(value.strip())
+    except ValueError:
+        raise InvalidRequest("Message ID must be a UUID.") from None
+
+
+def check_page(page: int, size: int) -> None:
+    if page < 0 or page > MAX_PAGE:
+        raise InvalidRequest(f"Page must be between 0 and {MAX_PAGE}.")
+    if size < 1 or size > MAX_PAGE_SIZE:
+        raise InvalidRequest(f"Page size must be between 1 and {MAX_PAGE_SIZE}.")
+
+
+def distinct_app_ids(app_ids: Sequence[str]) -> list[str]:
+    """The application ids in first-seen order, each once; at most MAX_APPLICATIONS."""
+    unique = list(dict.fromkeys(app_ids))
+    if len(unique) > MAX_APPLICATIONS:
+        raise InvalidRequest(f"At most {MAX_APPLICATIONS} applications are allowed.")
+    return unique
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    user_id: str
+    type: MessageType
+    subject: str
+    summary: str
+    body: str
+    app_ids: Sequence[str]
+
+
+@dataclass(frozen=True, slots=True)
+class MessageSummary:
+    """A message as the list shows it (no body, no applications)."""
+
+    id: uuid.UUID
+    type: str
+    subject: str
+    summary: str
+    read: bool
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class MessageDetail:
+    id: uuid.UUID
+    user_id: str
+    type: str
+    subject: str
+    summary: str
+    body: str
+    read: bool
+    created_at: datetime
+    read_at: datetime | None
+    app_ids: tuple[str, ...]
+
+
+_SUMMARY_COLUMNS = (
+    InboxMessage.id,
+    InboxMessage.type,
+    InboxMessage.subject,
+    InboxMessage.summary,
+    InboxMessage.read,
+    InboxMessage.created_at,
+)
+_DETAIL_COLUMNS = (*_SUMMARY_COLUMNS, InboxMessage.user_id, InboxMessage.body, InboxMessage.read_at)
+
+
+# The hot statements are built once, with bound parameters: building a statement per request
+# costs more CPU than running it.
+def _list_statement(
+    only_unread: bool, filtered: bool
+) -> Select[uuid.UUID, str, str, str, bool, datetime]:
+    query = (
+        select(*_SUMMARY_COLUMNS)
+        .where(InboxMessage.user_id == bindparam("user_id"))
+        .order_by(InboxMessage.created_at.desc(), InboxMessage.id.desc())
+        .limit(bindparam("limit", type_=Integer()))
+        .offset(bindparam("offset", type_=Integer()))
+    )
+    if only_unread:
+        query = query.where(_unread)
+    if filtered:
+        query = query.where(
+            exists().where(
+                _link.message_id == InboxMessage.id,
+                _link.application_id.in_(bindparam("app_pks", expanding=True)),
+            )
+        )
+    return query
+
+
+_LIST = {(u, f): _list_statement(u, f) for u in (False, True) for f in (False, True)}
+_COUNT_UNREAD = (
+    select(func.count())
+    .select_from(InboxMessage)
+    .join(
+        _link,
+        and_(_link.message_id == InboxMessage.id, _link.application_id == bindparam("app_pk")),
+    )
+    .where(InboxMessage.user_id == bindparam("user_id"), _unread)
+)
+_DETAIL = (
+    select(*_DETAIL_COLUMNS, Application.app_id)
+    .select_from(InboxMessage)
+    .outerjoin(_link, _link.message_id == InboxMessage.id)
+    .outerjoin(Application, Application.id == _link.application_id)
+    .where(InboxMessage.id == bindparam("message_id"))
+    .order_by(Application.app_id)
+)
+_MARK_READ = (
+    update(InboxMessage)
+    .where(InboxMessage.id == bindparam("message_id"), _unread)
+    .values(read=True, read_at=bindparam("read_time", type_=UTCDateTime()))
+)
+_MARK_READ_OF_USER = _MARK_READ.where(InboxMessage.user_id == bindparam("owner"))
+
+
+def _summary(row: Row[uuid.UUID, str, str, str, bool, datetime]) -> MessageSummary:
+    return MessageSummary(*row)
+
+
+async def _detail(
+    conn: AsyncConnection | AsyncSession, message_id: uuid.UUID, user_id: str | None
+) -> MessageDetail:
+    """The message with its applications, in one query; MessageNotFound if it is not theirs."""
+    rows = (await conn.execute(_DETAIL, {"message_id": message_id})).all()
+    if not rows or (user_id is not None and rows[0].user_id != user_id):
+        # Another user's message is answered exactly like a missing one: nothing leaks.
+        raise MessageNotFound(f"Inbox message not found: {message_id}")
+    first = rows[0]
+    return MessageDetail(
+        id=first.id,
+        user_id=first.user_id,
+        type=first.type,
+        subject=first.subject,
+        summary=first.summary,
+        body=first.body,
+        read=first.read,
+        created_at=first.created_at,
+        read_at=first.read_at,
+        app_ids=tuple(row.app_id for row in rows if row.app_id is not None),
+    )
+
+
+class Inbox:
+    """Post, list, count, read and mark messages in users' inboxes.
+
+    Reads and single-statement writes run on autocommit connections, one statement each, so a
+    list or a count is one round trip to the database (no BEGIN / ROLLBACK around it).
+    Application ids are cached once found: an application's row id never changes, and the
+    dialect has no way to delete one (if one is ever deleted, its links go with it, so a stale
+    entry finds no messages rather than wrong ones).
+    """
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._autocommit = db.engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._app_pks: dict[str, int] = {}
+
+    async def _application_pks(
+        self, conn: AsyncConnection | AsyncSession, app_ids: Sequence[str]
+    ) -> list[int]:
+        """Row ids of the applications, in order; NotFound names the first unknown one."""
+        missing = [app_id for app_id in app_ids if app_id not in self._app_pks]
+        if missing:
+            rows = await conn.execute(
+                select(Application.app_id, Application.id).where(Application.app_id.in_(missing))
+            )
+            self._app_pks.update({app_id: pk for app_id, pk in rows})
+        for app_id in app_ids:
+            if app_id not in self._app_pks:
+                raise NotFound(f"Application not found: {app_id[:255]}")
+        return [self._app_pks[app_id] for app_id in app_ids]
+
+    async def post(self, new: NewMessage) -> MessageDetail:
+        """Store a message for a user and the given (existing) applications."""
+        app_ids = distinct_app_ids(new.app_ids)
+        if not app_ids:
+            raise InvalidRequest("Applications must not be empty.")
+        message_id = uuid.uuid4()
+        async with self._db.transaction() as session:
+            app_pks = await self._application_pks(session, app_ids)
+            await session.execute(
+                insert(InboxMessage).values(
+                    id=message_id,
+                    user_id=new.user_id,
+                    type=new.type.value,
+                    subject=new.subject,
+                    summary=new.summary,
+                    body=new.body,
+                    read=False,
+                    created_at=utcnow(),
+                    read_at=None,
+                )
+            )
+            await session.execute(
+                insert(_link), [{"message_id": message_id, "application_id": pk} for pk in app_pks]
+            )
+            return await _detail(session, message_id, new.user_id)
+
+    async def messages(
+        self,
+        user_id: str,
+        app_ids: Sequence[str] | None,
+        *,
+        only_unread: bool,
+        page: int,
+        size: int,
+    ) -> list[MessageSummary]:
+        """One page of the user's messages, newest first; ``app_ids`` None means every app."""
+        check_page(page, size)
+        params: dict[str, object] = {"user_id": user_id, "limit": size, "offset": page * size}
+        async with self._autocommit.connect() as conn:
+            if app_ids is not None:
+                params["app_pks"] = await self._application_pks(conn, distinct_app_ids(app_ids))
+            rows = await conn.execute(_LIST[only_unread, app_ids is not None], params)
+            return [_summary(row) for row in rows]
+
+    async def count_unread(self, user_id: str, app_id: str) -> int:
+        """How many of the user's messages for the application are unread."""
+        async with self._autocommit.connect() as conn:
+            [app_pk] = await self._application_pks(conn, [app_id])
+            count = await conn.scalar(_COUNT_UNREAD, {"user_id": user_id, "app_pk": app_pk})
+        return int(count or 0)
+
+    async def detail(self, message_id: uuid.UUID, user_id: str | None = None) -> MessageDetail:
+        """The full message; with ``user_id``, only if it is that user's."""
+        async with self._autocommit.connect() as conn:
+            return await _detail(conn, message_id, user_id)
+
+    async def read(self, message_id: uuid.UUID, user_id: str | None = None) -> MessageDetail:
+        """Mark the message read (first read time kept: reading again is a no-op)."""
+        params = {"message_id": message_id, "read_time": utcnow(), "owner": user_id}
+        async with self._autocommit.connect() as conn:
+            # One statement, committed on its own: the first reader sets the read time.
+            await conn.execute(_MARK_READ if user_id is None else _MARK_READ_OF_USER, params)
+            return await _detail(conn, message_id, user_id)
+
+    async def read_all(self, user_id: str, app_id: str) -> int:
+        """Mark every unread message of the user for the application read; how many changed."""
+        async with self._autocommit.connect() as conn:
+            [app_pk] = await self._application_pks(conn, [app_id])
+            in_app = select(_link.message_id).where(_link.application_id == app_pk)
+            result = await conn.execute(
+                update(InboxMessage)
+                .where(InboxMessage.user_id == user_id, _unread, InboxMessage.id.in_(in_app))
+                .values(read=True, read_at=utcnow())
+            )
+        return int(getattr(result, "rowcount", 0) or 0)
