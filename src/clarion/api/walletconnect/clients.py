@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from prometheus_client import Counter
 
 from clarion import __version__
 from clarion.api.walletconnect import models
@@ -88,9 +89,18 @@ async def _push(svc: ServicesDep, tenant_id: str, id: str, body: PushRequest) ->
     return render_push(result)
 
 
+PUSHES = Counter(
+    "clarion_wc_pushes_total",
+    "WalletConnect relay pushes answered, by result (sent, duplicate, unknown_client, ...).",
+    ["result"],
+)
+_PUSH_RESULTS = {status: PUSHES.labels(status.value) for status in wc.PushStatus}
+
+
 def render_push(result: wc.PushResult) -> JSONResponse:
     """The answer for each push result (see the table in docs/walletconnect.md)."""
     status, reason = result.status, result.reason or ""
+    _PUSH_RESULTS[status].inc()
     if status in (wc.PushStatus.SENT, wc.PushStatus.DUPLICATE):
         return ok()
     if status is wc.PushStatus.UNKNOWN_CLIENT:
