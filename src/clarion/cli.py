@@ -78,6 +78,12 @@ async def _with_services(settings: Settings, action: Callable[[Services], Awaita
         await services.close()
 
 
+async def _prepare(settings: Settings) -> None:
+    """Migrate (SQLite) or check the schema (PostgreSQL) before the server starts."""
+    services = await open_services(settings)
+    await services.close()
+
+
 @cli.command()
 def serve(
     config: ConfigOption = None,
@@ -99,8 +105,7 @@ def serve(
 
     settings = _settings(config, host=host, port=port, run_worker=None if worker else False)
     configure_logging(settings.log_level, json_lines=settings.log_json)
-    services = _run(open_services(settings))
-    _run(services.close())
+    _run(_prepare(settings))
     if processes > 1:
         # Each process builds its own app from the environment (and the same config file).
         if config is not None:

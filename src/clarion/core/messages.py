@@ -24,6 +24,7 @@ from clarion.core import notification as notification_json
 from clarion.core.apps import application_pk
 from clarion.core.platforms import Platform
 from clarion.core.sender import Sender, Target
+from clarion.errors import NotFound
 from clarion.providers.base import Notification, Outcome, OutcomeKind
 from clarion.store import jobs
 from clarion.store.db import Database
@@ -131,10 +132,17 @@ class Messages:
     async def send_now(self, app_id: str, specs: Sequence[MessageSpec]) -> SendResult:
         """One attempt per device now; anything the provider asks to retry becomes a job."""
         result = SendResult()
-        async with self._db.reader() as session:
-            app_pk = await application_pk(session, app_id)
-            devices = await self._sender.devices_of(session, app_pk, {s.user_id for s in specs})
-            versions = await self._sender.versions_in(session, app_pk) if devices else {}
+        users = list({s.user_id for s in specs})
+        if len(users) <= 1000:  # the common case: one query
+            found, devices, versions = await self._sender.lookup(app_id, users)
+            if found is None:
+                raise NotFound(f"Application not found: {app_id[:255]}")
+            app_pk = found
+        else:
+            async with self._db.reader() as session:
+                app_pk = await application_pk(session, app_id)
+                devices = await self._sender.devices_of(session, app_pk, users)
+                versions = await self._sender.versions_in(session, app_pk)
         plans = [
             (
                 spec,

@@ -14,7 +14,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import and_, delete, select, update
+from sqlalchemy import and_, bindparam, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.config import Settings
@@ -45,6 +45,37 @@ from clarion.store.db import Database
 from clarion.store.models import Application, Credential, Device
 
 log = logging.getLogger(__name__)
+
+Versions = dict[str, tuple[int, str | None]]  # platform -> (credentials version, environment)
+
+# Built once: a synchronous send runs it on every request.
+_LOOKUP = (
+    select(
+        Application.id.label("app_pk"),
+        Device.id,
+        Device.platform,
+        Device.environment,
+        Device.token,
+        Device.activation_id,
+        Device.active,
+        Device.user_id,
+        Credential.version,
+        Credential.environment.label("app_environment"),
+    )
+    .select_from(Application)
+    .outerjoin(
+        Device,
+        and_(
+            Device.application_id == Application.id,
+            Device.user_id.in_(bindparam("users", expanding=True)),
+        ),
+    )
+    .outerjoin(
+        Credential,
+        and_(Credential.application_id == Application.id, Credential.platform == Device.platform),
+    )
+    .where(Application.app_id == bindparam("app_id"))
+)
 
 NO_CREDENTIALS = "NoCredentials"
 
@@ -81,6 +112,29 @@ class Sender:
 
     async def close(self) -> None:
         await self.dispatcher.close()
+
+    async def lookup(
+        self, app_id: str, users: Sequence[str]
+    ) -> tuple[int | None, dict[str, list[Target]], Versions]:
+        """In one prepared query (at most 1,000 users): the app's row id (None if it does not
+        exist), these users' registrations in it, and their platforms' credentials versions."""
+        async with self._db.engine.connect() as conn:
+            rows = (await conn.execute(_LOOKUP, {"app_id": app_id, "users": users})).all()
+        if not rows:
+            return None, {}, {}
+        found: dict[str, list[Target]] = defaultdict(list)
+        versions: Versions = {}
+        for row in rows:
+            if row.id is None:
+                continue  # the app exists, these users have no registration in it
+            found[row.user_id].append(
+                Target(
+                    row.id, row.platform, row.environment, row.token, row.activation_id, row.active
+                )
+            )
+            if row.version is not None:
+                versions[row.platform] = (row.version, row.app_environment)
+        return rows[0].app_pk, found, versions
 
     async def devices_of(
         self, session: AsyncSession, app_pk: int, users: Iterable[str]

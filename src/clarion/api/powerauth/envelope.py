@@ -36,10 +36,15 @@ T = TypeVar("T")
 
 
 def _reject_nul(value: Any) -> Any:
-    """PostgreSQL text cannot hold NUL characters; refuse them in any string, at any depth."""
+    """PostgreSQL text cannot hold NUL characters or unpaired surrogates: refuse them in any
+    string, at any depth."""
     if isinstance(value, str):
         if "\x00" in value:
             raise ValueError(InvalidRequest("Text fields must not contain NUL characters."))
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:  # an unpaired surrogate (\ud800) from a JSON escape
+            raise ValueError(InvalidRequest("Text fields must be valid Unicode.")) from None
     elif isinstance(value, dict):
         for key, item in value.items():
             _reject_nul(key)
