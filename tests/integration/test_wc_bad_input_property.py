@@ -25,7 +25,8 @@ PLAUSIBLE = st.sampled_from(
     [
         "noop", "APNS", "apns-sandbox", "fcm", "fcm_v1", "pigeon", "did:key:", "did:key:abc",
         "wallet", "", " ", "\u0000", "a" * 300, "b" * 5000, "é✓", cleartext_blob(), "!!!",
-        "0000-0000-0000-0000", 0, 1, 16, -1, 2**32, 2**40, True, None, 1.5,
+        "0000-0000-0000-0000", 0, 1, 16, -1, 2**32, 2**40, True, None, 1.5, "\ud800",
+        "a\udfff",
     ]
 )  # fmt: skip
 SCALARS = st.one_of(
@@ -52,7 +53,7 @@ BODIES = st.one_of(
     st.just(b'{"client_id": "x", "type": "noop"'),
 )
 SEGMENTS = st.sampled_from(
-    ["wallet", "0000-0000-0000-0000", "tenant-a", "x", "a" * 300, "%00", "é"]
+    ["wallet", "0000-0000-0000-0000", "tenant-a", "x", "a" * 300, "%00", "é", "%ED%A0%80", "%FF"]
 )
 ROUTES = [
     ("POST", "/clients"),
@@ -84,10 +85,15 @@ FORM_FIELDS = st.dictionaries(
 )  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
-    db = Path(tmp_path_factory.mktemp("wcprop")) / "clarion.db"
-    app = create_app(make_settings(f"sqlite+aiosqlite:///{db}", wc_rate_limit_per_minute=0))
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def client(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TestClient]:
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{Path(tmp_path_factory.mktemp('wcprop')) / 'clarion.db'}"
+    else:
+        url = request.getfixturevalue("postgres_url")  # shared by the run: state may exist
+    app = create_app(make_settings(url, wc_rate_limit_per_minute=0))
     with TestClient(app, raise_server_exceptions=False) as test_client:
         assert test_client.post("/tenants", json={"id": "tenant-a"}).status_code == 200
         body = {"client_id": "wallet", "type": "noop", "token": "tok"}

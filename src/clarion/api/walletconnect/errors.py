@@ -123,6 +123,8 @@ def _field_error(err: dict[str, Any]) -> tuple[str, str, str]:
         description = f"{name} must be at most {ctx.get('max_length')} characters."
     elif kind == "string_pattern_mismatch":
         description = f"{name} must not contain NUL characters."
+    elif kind == "string_unicode":
+        description = f"{name} must be valid Unicode text (no unpaired surrogates)."
     elif kind in ("greater_than_equal", "less_than_equal"):
         description = f"{name} must be an unsigned 32-bit integer."
     elif kind in _TYPES:
