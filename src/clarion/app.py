@@ -10,12 +10,13 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
 from clarion import __version__
 from clarion.api import powerauth
 from clarion.config import Settings
+from clarion.core.fanout import export_progress
 from clarion.core.services import Services, open_services
 from clarion.metrics import MetricsMiddleware, metrics_endpoint
 
@@ -56,7 +57,7 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
         app.state.services = services
     app.add_middleware(MetricsMiddleware)
     app.include_router(powerauth.router())
-    app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
+    app.add_route("/metrics", _metrics, include_in_schema=False)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     return app
@@ -75,3 +76,12 @@ async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
 
 async def _validation_error(_request: Request, _exc: Exception) -> JSONResponse:
     return JSONResponse(_error_body("ERROR_REQUEST", "Invalid request."), status_code=400)
+
+
+async def _metrics(request: Request) -> Response:
+    """The Prometheus text, with campaign progress read from the database first."""
+    try:
+        await export_progress(request.app.state.services.db)
+    except Exception:  # the metrics of this process are still worth answering with
+        log.exception("reading campaign progress for /metrics failed")
+    return await metrics_endpoint(request)

@@ -6,8 +6,11 @@ from dataclasses import dataclass
 
 from clarion.config import Settings
 from clarion.core.apps import Applications
+from clarion.core.campaigns import Campaigns
 from clarion.core.devices import Devices
 from clarion.core.directory import ActivationDirectory, LocalDirectory, PowerAuthDirectory
+from clarion.core.fanout import JOB_KIND as CAMPAIGN_JOB_KIND
+from clarion.core.fanout import FanOut
 from clarion.core.messages import JOB_KIND, Messages
 from clarion.core.secretbox import SecretBox, secret_box_for
 from clarion.core.sender import Sender
@@ -27,6 +30,8 @@ class Services:
     devices: Devices
     sender: Sender
     messages: Messages
+    campaigns: Campaigns
+    fanout: FanOut
 
     def worker(self, *, identity: str | None = None) -> Worker:
         """A job worker over this process's services."""
@@ -35,7 +40,7 @@ class Services:
         )
         return Worker(
             queue,
-            {JOB_KIND: self.messages.run_job},
+            {JOB_KIND: self.messages.run_job, CAMPAIGN_JOB_KIND: self.fanout.run_job},
             concurrency=self.settings.worker_concurrency,
             poll_interval=self.settings.worker_poll_interval,
             wake=self.messages.wake,
@@ -80,6 +85,7 @@ async def open_services(settings: Settings, *, migrate: bool | None = None) -> S
         raise
     apps = Applications(db, box, apns_use_development=settings.apns_use_development)
     sender = Sender(db, apps, settings)
+    messages = Messages(db, sender, store_messages=settings.store_messages)
     return Services(
         settings=settings,
         db=db,
@@ -88,5 +94,7 @@ async def open_services(settings: Settings, *, migrate: bool | None = None) -> S
         apps=apps,
         devices=Devices(db, directory, multiple_activations=settings.multiple_activations),
         sender=sender,
-        messages=Messages(db, sender, store_messages=settings.store_messages),
+        messages=messages,
+        campaigns=Campaigns(db, messages),
+        fanout=FanOut(db, sender, page_size=settings.campaign_batch_size, wake=messages.wake),
     )

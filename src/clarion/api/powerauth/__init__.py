@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter
 
-from clarion.api.powerauth import admin, devices, messages, status
+from clarion.api.powerauth import admin, campaigns, devices, messages, status
 from clarion.api.powerauth.envelope import ERROR_RESPONSES, PowerAuthRoute
 
 
@@ -12,5 +12,6 @@ def router() -> APIRouter:
     root.include_router(status.router)
     root.include_router(devices.router)
     root.include_router(messages.router)
+    root.include_router(campaigns.router)
     root.include_router(admin.router)
     return root
