@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -10,7 +11,7 @@ from sqlalchemy import func, select, update
 
 from clarion.core.services import Services
 from clarion.store.jobs import queue_depth
-from clarion.store.models import Campaign, Delivery, Device, Job
+from clarion.store.models import Campaign, CampaignPage, Delivery, Device, Job
 from tests.integration.test_messages_api import (
     ANDROID_TOKEN,
     IOS_TOKEN,
@@ -201,6 +202,8 @@ async def test_a_page_job_that_runs_again_sends_nothing_twice(
         # As after a crash between delivering and finishing: every job comes back.
         await session.execute(update(Job).values(state="queued", finished_at=None))
     assert pages == 1 + 4  # the planner and ceil(10 / 3) pages
+    async with services.db.reader() as session:
+        assert await session.scalar(select(func.count()).select_from(CampaignPage)) == 4
     await run_worker_until_idle(services)
     assert sorted(p.token for p in app_ready.apns.delivered()) == sorted(tokens)
     async with services.db.reader() as session:
@@ -222,10 +225,20 @@ async def test_a_page_cut_short_sends_only_what_was_not_recorded(
     assert_ok(await client.post(f"/push/campaign/send/live/{campaign}"))
     assert await services.fanout.plan(int(campaign)) is None  # one page of 3
     async with services.db.transaction() as session:
-        first = await session.scalar(select(func.min(Delivery.device_id)))
-        # A worker recorded the first device's push, then died before sending the others.
-        await session.execute(
-            update(Delivery).where(Delivery.device_id == first).values(status="sent")
+        # A worker sent to the first device and recorded it, then died before the others.
+        message_id = await session.scalar(select(Campaign.message_id))
+        first = (await session.scalars(select(Device).order_by(Device.id))).first()
+        assert first is not None and message_id is not None
+        session.add(
+            Delivery(
+                message_id=message_id,
+                device_id=first.id,
+                platform=first.platform,
+                token=first.token,
+                status="sent",
+                attempts=1,
+                updated_at=datetime.now(UTC),
+            )
         )
     await run_worker_until_idle(services)
     delivered = sorted(p.token for p in app_ready.apns.delivered())

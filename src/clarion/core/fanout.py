@@ -3,18 +3,19 @@
 One job kind, ``campaign``, with two shapes of payload:
 
 - ``{"campaign": id}`` plans. It walks the devices of the campaign's users by device id (keyset
-  pagination over a join of ``campaign_users`` and ``devices`` on (app, user)), and for every page,
-  in one transaction: writes the page's ledger rows with ``INSERT ... SELECT`` (no device passes
-  through Python), enqueues one page job, and moves its cursor. A planner that dies resumes at its
-  cursor; no page is planned twice.
-- ``{"campaign": id, "after": a, "upto": b}`` delivers the ledger rows of devices ``a < id <= b``
-  that are still pending, in chunks, recording each chunk's outcomes as it goes. Pages are separate
-  jobs, so every worker sharing the database takes pages of the same campaign.
+  pagination over a join of ``campaign_users`` and ``devices`` on (app, user)) and, for every page,
+  in one transaction: records the page (``campaign_pages``), enqueues one page job, and moves its
+  cursor. A planner that dies resumes at its cursor; no page is planned twice.
+- ``{"campaign": id, "after": a, "upto": b}`` delivers the page: the member devices
+  ``a < id <= b`` that have no ledger row yet, and the page's ledger rows waiting for a retry.
+  Each chunk is sent, then its ledger rows are written (one insert per push, no update on the
+  happy path). Pages are separate jobs, so every worker sharing the database takes pages of the
+  same campaign. The campaign is completed when its last page is done.
 
 Once per device: a token registered under two users of the campaign (two registrations of one
-phone) gets one ledger row, for its lowest registration id; the ledger is unique per (message,
-device). A page that runs again (its worker died, its lease ended) sends only rows still pending,
-so the only repeats are the chunk a worker had in flight when it died, sent but not recorded.
+phone) counts once, for its lowest registration id; the ledger is unique per (message, device).
+A page that runs again (its worker died, its lease ended) skips every device with a ledger row,
+so the only repeats are the chunk a worker had in flight when it died: sent, not yet recorded.
 """
 
 from __future__ import annotations
@@ -28,24 +29,24 @@ from datetime import datetime
 from typing import Any
 
 from prometheus_client import Counter, Gauge
-from sqlalchemy import and_, delete, exists, func, literal, select, update
+from sqlalchemy import and_, delete, exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from clarion.core import notification as notification_json
-from clarion.core.messages import _outcome_update
+from clarion.core.messages import _insert_ignoring_duplicates, _ledger_row, _outcome_update
 from clarion.core.sender import Sender, Target
-from clarion.providers.base import Notification, OutcomeKind
+from clarion.providers.base import Notification, Outcome, OutcomeKind
 from clarion.store import jobs
 from clarion.store.db import Database
 from clarion.store.models import (
     Application,
     Campaign,
+    CampaignPage,
     CampaignUser,
     Delivery,
     Device,
     PushMessage,
-    UTCDateTime,
     utcnow,
 )
 
@@ -106,6 +107,15 @@ async def progress_of(session: AsyncSession, campaign: Campaign) -> Progress:
 
 
 @dataclass(frozen=True, slots=True)
+class _Row:
+    """A pending ledger row with what is needed to send it."""
+
+    id: int
+    target: Target
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
 class _Live:
     campaign_id: int
     app_pk: int
@@ -149,7 +159,15 @@ class FanOut:
                 if count == 0:
                     campaign.planned = True
                 else:
-                    await _write_ledger(session, live, after, upto)
+                    session.add(
+                        CampaignPage(
+                            campaign_id=campaign_id,
+                            after=after,
+                            upto=upto,
+                            devices=count,
+                            done=False,
+                        )
+                    )
                     jobs.enqueue(
                         session,
                         JOB_KIND,
@@ -181,81 +199,111 @@ class FanOut:
     # --- delivering ------------------------------------------------------------------------
 
     async def send_page(self, campaign_id: int, after: int, upto: int) -> datetime | None:
-        """Send the page's pending rows; return when to run again, or None when all are final."""
+        """Send the page; return when to run it again (retries), or None once all are final."""
         async with self._db.reader() as session:
             live = await _live(session, campaign_id)
         if live is None:
             return None  # deleted meanwhile: nothing more to send
-        now = utcnow()
-        rows = await self._due(live, after, upto, now)
-        for i in range(0, len(rows), SEND_CHUNK):
-            await self._deliver(live, rows[i : i + SEND_CHUNK])
-        async with self._db.reader() as session:
-            pending = (
+        fresh = await self._unrecorded(live, after, upto)
+        for i in range(0, len(fresh), SEND_CHUNK):
+            await self._send_fresh(live, fresh[i : i + SEND_CHUNK])
+        retries = await self._due_retries(live, after, upto, utcnow())
+        for i in range(0, len(retries), SEND_CHUNK):
+            await self._send_retries(live, retries[i : i + SEND_CHUNK])
+        async with self._db.transaction() as session:
+            pending, next_at = (
                 await session.execute(
                     select(func.count(), func.min(Delivery.next_attempt_at)).where(
                         *_page_rows(live, after, upto), Delivery.status == "pending"
                     )
                 )
             ).one()
-        if pending[0]:
-            return pending[1] or utcnow()
+            if pending:
+                return next_at or utcnow()
+            await session.execute(
+                update(CampaignPage)
+                .where(CampaignPage.campaign_id == campaign_id, CampaignPage.after == after)
+                .values(done=True)
+            )
         await self._complete_if_done(live)
         return None
 
-    async def _due(self, live: _Live, after: int, upto: int, now: datetime) -> list[Delivery]:
+    async def _unrecorded(self, live: _Live, after: int, upto: int) -> list[Target]:
+        """The page's member devices that have no ledger row yet."""
+        recorded = exists().where(
+            Delivery.message_id == live.message_id, Delivery.device_id == Device.id
+        )
+        query = (
+            _members(live)
+            .with_only_columns(Device.id, Device.platform, Device.environment, Device.token)
+            .where(Device.id > after, Device.id <= upto, ~recorded)
+            .order_by(Device.id)
+        )
         async with self._db.reader() as session:
-            result = await session.scalars(
-                select(Delivery)
-                .where(
+            rows = await session.execute(query)
+            return [Target(r.id, r.platform, r.environment, r.token, None, True) for r in rows]
+
+    async def _send_fresh(self, live: _Live, targets: list[Target]) -> None:
+        outcomes = await self._sender.send_once(live.app_id, live.notification, targets)
+        now = utcnow()
+        rows = []
+        for target, outcome in zip(targets, outcomes, strict=True):
+            row = _ledger_row(live.message_id, target, now)
+            row.update(_outcome_update(outcome, now, attempts=1))
+            rows.append(row)
+        async with self._db.transaction() as session:
+            await _insert_ignoring_duplicates(session, rows)
+            await _forget_dead(session, targets, outcomes)
+        _count(outcomes)
+
+    async def _due_retries(self, live: _Live, after: int, upto: int, now: datetime) -> list[_Row]:
+        async with self._db.reader() as session:
+            result = await session.execute(
+                select(
+                    Delivery.id,
+                    Delivery.device_id,
+                    Delivery.platform,
+                    Delivery.environment,
+                    Delivery.token,
+                    Delivery.attempts,
+                ).where(
                     *_page_rows(live, after, upto),
                     Delivery.status == "pending",
                     (Delivery.next_attempt_at.is_(None)) | (Delivery.next_attempt_at <= now),
                 )
-                .order_by(Delivery.device_id)
             )
-            return list(result)
+            return [
+                _Row(
+                    r.id,
+                    Target(r.device_id, r.platform, r.environment, r.token, None, True),
+                    r.attempts,
+                )
+                for r in result
+            ]
 
-    async def _deliver(self, live: _Live, rows: Sequence[Delivery]) -> None:
-        by_attempt: dict[int, list[Delivery]] = defaultdict(list)
+    async def _send_retries(self, live: _Live, rows: Sequence[_Row]) -> None:
+        by_attempt: dict[int, list[_Row]] = defaultdict(list)
         for row in rows:
             by_attempt[row.attempts + 1].append(row)
-        delivered: dict[int, list[int]] = defaultdict(list)
-        others: list[dict[str, Any]] = []
-        dead: list[int] = []
-        now = utcnow()
         for attempt, group in by_attempt.items():
-            targets = [
-                Target(r.device_id, r.platform, r.environment, r.token, None, True) for r in group
-            ]
+            targets = [r.target for r in group]
             outcomes = await self._sender.send_once(
                 live.app_id, live.notification, targets, attempt=attempt
             )
-            for row, outcome in zip(group, outcomes, strict=True):
-                if outcome.kind is OutcomeKind.DELIVERED:
-                    delivered[attempt].append(row.id)
-                    continue
-                others.append({"id": row.id, **_outcome_update(outcome, now, attempts=attempt)})
-                if outcome.kind is OutcomeKind.TOKEN_DEAD:
-                    dead.append(row.device_id)
-        async with self._db.transaction() as session:
-            for attempt, ids in delivered.items():
-                await session.execute(
-                    update(Delivery)
-                    .where(Delivery.id.in_(ids))
-                    .values(status="sent", attempts=attempt, next_attempt_at=None, updated_at=now)
-                )
-            if others:
-                await session.execute(update(Delivery), others)
-            if dead:
-                await session.execute(delete(Device).where(Device.id.in_(dead)))
-        CAMPAIGN_PUSHES.labels("sent").inc(sum(len(ids) for ids in delivered.values()))
-        CAMPAIGN_PUSHES.labels("failed").inc(sum(1 for o in others if o["status"] == "failed"))
+            now = utcnow()
+            updates = [
+                {"id": row.id, **_outcome_update(outcome, now, attempts=attempt)}
+                for row, outcome in zip(group, outcomes, strict=True)
+            ]
+            async with self._db.transaction() as session:
+                await session.execute(update(Delivery), updates)
+                await _forget_dead(session, targets, outcomes)
+            _count(outcomes)
 
     async def _complete_if_done(self, live: _Live) -> None:
-        """Stamp the campaign completed once it is planned and no ledger row is pending."""
+        """Stamp the campaign completed once it is planned and every page is done."""
         pending = exists().where(
-            Delivery.message_id == live.message_id, Delivery.status == "pending"
+            CampaignPage.campaign_id == live.campaign_id, CampaignPage.done.is_(False)
         )
         now = utcnow()
         async with self._db.transaction() as session:
@@ -360,46 +408,28 @@ def _members(live: _Live) -> Any:
     )
 
 
-async def _write_ledger(session: AsyncSession, live: _Live, after: int, upto: int) -> None:
-    from sqlalchemy.dialects.postgresql import insert as pg_insert
-    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-    rows = (
-        _members(live)
-        .with_only_columns(
-            literal(live.message_id),
-            Device.id,
-            Device.platform,
-            Device.environment,
-            Device.token,
-            literal("pending"),
-            literal(0),
-            literal(utcnow(), UTCDateTime()),
-        )
-        .where(Device.id > after, Device.id <= upto)
-    )
-    columns = [
-        "message_id",
-        "device_id",
-        "platform",
-        "environment",
-        "token",
-        "status",
-        "attempts",
-        "updated_at",
-    ]
-    dialect = session.get_bind().dialect.name
-    statement = (pg_insert if dialect == "postgresql" else sqlite_insert)(Delivery)
-    await session.execute(
-        statement.from_select(columns, rows).on_conflict_do_nothing(
-            index_elements=["message_id", "device_id"]
-        )
-    )
-
-
 def _page_rows(live: _Live, after: int, upto: int) -> tuple[Any, ...]:
     return (
         Delivery.message_id == live.message_id,
         Delivery.device_id > after,
         Delivery.device_id <= upto,
     )
+
+
+async def _forget_dead(
+    session: AsyncSession, targets: Sequence[Target], outcomes: Sequence[Outcome]
+) -> None:
+    dead = [
+        t.device_id
+        for t, o in zip(targets, outcomes, strict=True)
+        if o.kind is OutcomeKind.TOKEN_DEAD
+    ]
+    if dead:
+        await session.execute(delete(Device).where(Device.id.in_(dead)))
+
+
+def _count(outcomes: Sequence[Outcome]) -> None:
+    sent = sum(1 for o in outcomes if o.kind is OutcomeKind.DELIVERED)
+    failed = sum(1 for o in outcomes if o.kind not in (OutcomeKind.DELIVERED, OutcomeKind.RETRY))
+    CAMPAIGN_PUSHES.labels("sent").inc(sent)
+    CAMPAIGN_PUSHES.labels("failed").inc(failed)

@@ -228,3 +228,17 @@ class CampaignUser(Base):
 
     campaign_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     user_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+
+
+class CampaignPage(Base):
+    """A page of a live send's devices (ids ``after < id <= upto``); done once all are final."""
+
+    __tablename__ = "campaign_pages"
+
+    campaign_id: Mapped[int] = mapped_column(
+        ForeignKey("campaigns.id", ondelete="CASCADE"), primary_key=True
+    )
+    after: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    upto: Mapped[int] = mapped_column(Integer)
+    devices: Mapped[int] = mapped_column(Integer)
+    done: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -1,4 +1,4 @@
-"""Campaigns and their users.
+"""Campaigns, their users, and the pages of their live sends.
 
 Revision ID: 0005
 Revises: 0004
@@ -56,8 +56,25 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("campaign_id", "user_id", name="pk_campaign_users"),
     )
 
+    op.create_table(
+        "campaign_pages",
+        sa.Column("campaign_id", sa.Integer(), nullable=False),
+        sa.Column("after", sa.Integer(), autoincrement=False, nullable=False),
+        sa.Column("upto", sa.Integer(), nullable=False),
+        sa.Column("devices", sa.Integer(), nullable=False),
+        sa.Column("done", sa.Boolean(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["campaign_id"],
+            ["campaigns.id"],
+            name="fk_campaign_pages_campaign_id_campaigns",
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("campaign_id", "after", name="pk_campaign_pages"),
+    )
+
 
 def downgrade() -> None:
+    op.drop_table("campaign_pages")
     op.drop_table("campaign_users")
     op.drop_index("ix_campaigns_application_id", table_name="campaigns")
     op.drop_table("campaigns")
