@@ -21,7 +21,9 @@ async def campaign(client: httpx.AsyncClient) -> str:
     return campaign_id
 
 
-@pytest.mark.parametrize("campaign_id", ["999", "abc", "0", "-1", "99999999999999999999", "1.5"])
+@pytest.mark.parametrize(
+    "campaign_id", ["999", "abc", "0", "-1", "99999999999999999999", "1.5", "\u0661"]
+)
 async def test_unknown_campaign_id_is_a_generic_error_everywhere(
     client: httpx.AsyncClient, campaign: str, campaign_id: str
 ) -> None:

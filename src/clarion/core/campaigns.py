@@ -49,7 +49,11 @@ class CampaignView:
 def parse_id(value: str | int) -> int:
     """A campaign id from a path; anything that cannot be one is an unknown campaign."""
     text = str(value).strip()
-    if not text.isdigit() or len(text) > 10 or not 0 < int(text) <= MAX_CAMPAIGN_ID:
+    if (
+        not (text.isascii() and text.isdigit())
+        or len(text) > 10
+        or not 0 < int(text) <= MAX_CAMPAIGN_ID
+    ):
         raise NotFound(NOT_FOUND)
     return int(text)
 

