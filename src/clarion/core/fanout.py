@@ -23,15 +23,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from prometheus_client import Counter, Gauge
-from sqlalchemy import and_, delete, exists, func, select, update
+from sqlalchemy import Integer, String, any_, bindparam, delete, exists, func, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import aliased
 
 from clarion.core import notification as notification_json
 from clarion.core.messages import _insert_ignoring_duplicates, _ledger_row, _outcome_update
@@ -97,10 +97,14 @@ async def progress_of(session: AsyncSession, campaign: Campaign) -> Progress:
             .group_by(Delivery.status)
         )
         counts = {status: int(n) for status, n in rows}
+    sent, failed = counts.get("sent", 0), counts.get("failed", 0)
+    # Planning counted the devices; registrations that changed before their page was sent make
+    # the count approximate until the end, when the ledger is the truth.
+    total = sent + failed if campaign.completed_at is not None else campaign.devices_total
     return Progress(
-        total=campaign.devices_total,
-        sent=counts.get("sent", 0),
-        failed=counts.get("failed", 0),
+        total=total,
+        sent=sent,
+        failed=failed,
         planned=campaign.planned,
         completed_at=campaign.completed_at,
     )
@@ -113,6 +117,7 @@ class _Row:
     id: int
     target: Target
     attempts: int
+    next_attempt_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +143,10 @@ class FanOut:
     async def run_job(self, payload: dict[str, Any]) -> datetime | None:
         campaign_id = int(payload["campaign"])
         if "upto" in payload:
-            return await self.send_page(campaign_id, int(payload["after"]), int(payload["upto"]))
+            after = payload.get("after")
+            return await self.send_page(
+                campaign_id, None if after is None else str(after), str(payload["upto"])
+            )
         return await self.plan(campaign_id)
 
     # --- planning --------------------------------------------------------------------------
@@ -154,17 +162,19 @@ class FanOut:
                 assert campaign is not None
                 if campaign.planned:
                     return None
-                after = campaign.planned_through or 0
-                upto, count = await self._next_page(session, live, after)
-                if count == 0:
+                after = campaign.planned_through
+                users = await _next_users(session, campaign_id, after, self._page_size)
+                if not users:
                     campaign.planned = True
                 else:
+                    upto = users[-1]
+                    devices = await _count_devices(session, live, users)
                     session.add(
                         CampaignPage(
                             campaign_id=campaign_id,
-                            after=after,
                             upto=upto,
-                            devices=count,
+                            after=after,
+                            devices=devices,
                             done=False,
                         )
                     )
@@ -174,74 +184,42 @@ class FanOut:
                         [{"campaign": campaign_id, "after": after, "upto": upto}],
                     )
                     campaign.planned_through = upto
-                    campaign.devices_total = campaign.devices_total + count
+                    campaign.devices_total = campaign.devices_total + devices
             self._wake.set()
-            if count == 0:
+            if not users:
                 await self._complete_if_done(live)
                 return None
         return utcnow()
 
-    async def _next_page(self, session: AsyncSession, live: _Live, after: int) -> tuple[int, int]:
-        """The last device id of the next page after ``after``, and how many devices it has."""
-        page = (
-            _members(live)
-            .with_only_columns(Device.id)
-            .where(Device.id > after)
-            .order_by(Device.id)
-            .limit(self._page_size)
-            .subquery()
-        )
-        upto, count = (
-            await session.execute(select(func.max(page.c.id), func.count()).select_from(page))
-        ).one()
-        return int(upto or after), int(count)
-
     # --- delivering ------------------------------------------------------------------------
 
-    async def send_page(self, campaign_id: int, after: int, upto: int) -> datetime | None:
+    async def send_page(self, campaign_id: int, after: str | None, upto: str) -> datetime | None:
         """Send the page; return when to run it again (retries), or None once all are final."""
         async with self._db.reader() as session:
             live = await _live(session, campaign_id)
-        if live is None:
-            return None  # deleted meanwhile: nothing more to send
-        fresh = await self._unrecorded(live, after, upto)
+            if live is None:
+                return None  # deleted meanwhile: nothing more to send
+            users = await _users_between(session, campaign_id, after, upto)
+            targets = await _page_targets(session, live, users)
+            recorded = await _recorded(session, live, [t.device_id for t in targets])
+        fresh = [t for t in targets if t.device_id not in recorded]
         for i in range(0, len(fresh), SEND_CHUNK):
             await self._send_fresh(live, fresh[i : i + SEND_CHUNK])
-        retries = await self._due_retries(live, after, upto, utcnow())
+        ids = [t.device_id for t in targets]
+        retries = await self._pending(live, ids, due=utcnow())
         for i in range(0, len(retries), SEND_CHUNK):
             await self._send_retries(live, retries[i : i + SEND_CHUNK])
+        waiting = await self._pending(live, ids, due=None)
+        if waiting:
+            return min(r.next_attempt_at or utcnow() for r in waiting)
         async with self._db.transaction() as session:
-            pending, next_at = (
-                await session.execute(
-                    select(func.count(), func.min(Delivery.next_attempt_at)).where(
-                        *_page_rows(live, after, upto), Delivery.status == "pending"
-                    )
-                )
-            ).one()
-            if pending:
-                return next_at or utcnow()
             await session.execute(
                 update(CampaignPage)
-                .where(CampaignPage.campaign_id == campaign_id, CampaignPage.after == after)
+                .where(CampaignPage.campaign_id == campaign_id, CampaignPage.upto == upto)
                 .values(done=True)
             )
         await self._complete_if_done(live)
         return None
-
-    async def _unrecorded(self, live: _Live, after: int, upto: int) -> list[Target]:
-        """The page's member devices that have no ledger row yet."""
-        recorded = exists().where(
-            Delivery.message_id == live.message_id, Delivery.device_id == Device.id
-        )
-        query = (
-            _members(live)
-            .with_only_columns(Device.id, Device.platform, Device.environment, Device.token)
-            .where(Device.id > after, Device.id <= upto, ~recorded)
-            .order_by(Device.id)
-        )
-        async with self._db.reader() as session:
-            rows = await session.execute(query)
-            return [Target(r.id, r.platform, r.environment, r.token, None, True) for r in rows]
 
     async def _send_fresh(self, live: _Live, targets: list[Target]) -> None:
         outcomes = await self._sender.send_once(live.app_id, live.notification, targets)
@@ -256,30 +234,40 @@ class FanOut:
             await _forget_dead(session, targets, outcomes)
         _count(outcomes)
 
-    async def _due_retries(self, live: _Live, after: int, upto: int, now: datetime) -> list[_Row]:
+    async def _pending(
+        self, live: _Live, device_ids: list[int], *, due: datetime | None
+    ) -> list[_Row]:
+        """The page's ledger rows still pending (only those due by ``due``, when given)."""
+        found: list[_Row] = []
         async with self._db.reader() as session:
-            result = await session.execute(
-                select(
+            for chunk in _chunks(device_ids):
+                query = select(
                     Delivery.id,
                     Delivery.device_id,
                     Delivery.platform,
                     Delivery.environment,
                     Delivery.token,
                     Delivery.attempts,
+                    Delivery.next_attempt_at,
                 ).where(
-                    *_page_rows(live, after, upto),
+                    Delivery.message_id == live.message_id,
+                    _one_of(session, Delivery.device_id, chunk, Integer()),
                     Delivery.status == "pending",
-                    (Delivery.next_attempt_at.is_(None)) | (Delivery.next_attempt_at <= now),
                 )
-            )
-            return [
-                _Row(
-                    r.id,
-                    Target(r.device_id, r.platform, r.environment, r.token, None, True),
-                    r.attempts,
-                )
-                for r in result
-            ]
+                if due is not None:
+                    query = query.where(
+                        Delivery.next_attempt_at.is_(None) | (Delivery.next_attempt_at <= due)
+                    )
+                found += [
+                    _Row(
+                        r.id,
+                        Target(r.device_id, r.platform, r.environment, r.token, None, True),
+                        r.attempts,
+                        r.next_attempt_at,
+                    )
+                    for r in await session.execute(query)
+                ]
+        return found
 
     async def _send_retries(self, live: _Live, rows: Sequence[_Row]) -> None:
         by_attempt: dict[int, list[_Row]] = defaultdict(list)
@@ -380,40 +368,147 @@ async def _live(session: AsyncSession, campaign_id: int, *, lock: bool = False) 
     )
 
 
-def _members(live: _Live) -> Any:
-    """Devices of the campaign's users, without a second registration of the same token."""
-    other, other_user = aliased(Device), aliased(CampaignUser)
-    shadowed = (
-        exists()
-        .where(
-            other.application_id == Device.application_id,
-            other.token == Device.token,
-            other.platform == Device.platform,
-            other.id < Device.id,
-            other_user.campaign_id == live.campaign_id,
-            other_user.user_id == other.user_id,
-        )
-        .correlate(Device)
-    )
-    return (
-        select(Device.id)
-        .join(
-            CampaignUser,
-            and_(
-                CampaignUser.campaign_id == live.campaign_id,
-                CampaignUser.user_id == Device.user_id,
-            ),
-        )
-        .where(Device.application_id == live.app_pk, ~shadowed)
-    )
+def _one_of(session: AsyncSession, column: Any, values: Sequence[Any], item: Any) -> Any:
+    """``column IN values``; on PostgreSQL one array parameter (``= ANY($1)``), which spares
+    SQLAlchemy rendering thousands of bind parameters for every page."""
+    if session.get_bind().dialect.name == "postgresql":
+        return column == any_(bindparam(None, list(values), type_=ARRAY(item)))
+    return column.in_(values)
 
 
-def _page_rows(live: _Live, after: int, upto: int) -> tuple[Any, ...]:
-    return (
-        Delivery.message_id == live.message_id,
-        Delivery.device_id > after,
-        Delivery.device_id <= upto,
+def _chunks(items: Sequence[Any], size: int = 5_000) -> Iterator[Sequence[Any]]:
+    """Bounded IN lists: every query here stays an index lookup, on SQLite and PostgreSQL."""
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+async def _next_users(
+    session: AsyncSession, campaign_id: int, after: str | None, limit: int
+) -> list[str]:
+    """The next page of the campaign's users by user id (keyset over the primary key)."""
+    query = select(CampaignUser.user_id).where(CampaignUser.campaign_id == campaign_id)
+    if after is not None:
+        query = query.where(CampaignUser.user_id > after)
+    return list(await session.scalars(query.order_by(CampaignUser.user_id).limit(limit)))
+
+
+async def _users_between(
+    session: AsyncSession, campaign_id: int, after: str | None, upto: str
+) -> list[str]:
+    query = select(CampaignUser.user_id).where(
+        CampaignUser.campaign_id == campaign_id, CampaignUser.user_id <= upto
     )
+    if after is not None:
+        query = query.where(CampaignUser.user_id > after)
+    return list(await session.scalars(query))
+
+
+async def _page_targets(session: AsyncSession, live: _Live, users: Sequence[str]) -> list[Target]:
+    """The devices of a page of users, each token once.
+
+    A token registered under several users of the campaign (one phone, two activations) goes
+    to its lowest registration id among them, whichever page that registration is in, so two
+    pages never both send it. Every query is an index lookup with a bounded IN list: no join
+    whose plan could turn into a scan of the whole campaign on every page.
+    """
+    devices: list[Any] = []
+    for chunk in _chunks(users):
+        devices += (
+            await session.execute(
+                select(
+                    Device.id,
+                    Device.platform,
+                    Device.environment,
+                    Device.token,
+                    Device.user_id,
+                ).where(
+                    Device.application_id == live.app_pk,
+                    _one_of(session, Device.user_id, chunk, String()),
+                )
+            )
+        ).all()
+    if not devices:
+        return []
+    page_users = set(users)
+    shared: list[str] = []  # tokens with more than one registration in the app (rare)
+    for chunk in _chunks(list({d.token for d in devices})):
+        shared += await session.scalars(
+            select(Device.token)
+            .where(
+                Device.application_id == live.app_pk,
+                _one_of(session, Device.token, chunk, String()),
+            )
+            .group_by(Device.token)
+            .having(func.count() > 1)
+        )
+    if not shared:
+        return [
+            Target(d.id, d.platform, d.environment, d.token, None, True)
+            for d in sorted(devices, key=lambda d: d.id)
+        ]
+    registrations: list[Any] = []
+    for chunk in _chunks(shared):
+        registrations += (
+            await session.execute(
+                select(Device.id, Device.platform, Device.token, Device.user_id).where(
+                    Device.application_id == live.app_pk,
+                    _one_of(session, Device.token, chunk, String()),
+                )
+            )
+        ).all()
+    outside = list({r.user_id for r in registrations if r.user_id not in page_users} - {None})
+    members = set(page_users)
+    for chunk in _chunks(outside):
+        members.update(
+            await session.scalars(
+                select(CampaignUser.user_id).where(
+                    CampaignUser.campaign_id == live.campaign_id,
+                    _one_of(session, CampaignUser.user_id, chunk, String()),
+                )
+            )
+        )
+    first: dict[tuple[str, str], int] = {}
+    for r in registrations:
+        if r.user_id in members:
+            key = (r.platform, r.token)
+            first[key] = min(first.get(key, r.id), r.id)
+    return [
+        Target(d.id, d.platform, d.environment, d.token, None, True)
+        for d in sorted(devices, key=lambda d: d.id)
+        if first.get((d.platform, d.token), d.id) == d.id
+    ]
+
+
+async def _count_devices(session: AsyncSession, live: _Live, users: Sequence[str]) -> int:
+    """Registrations of a page of users (a token shared by two users counts twice here; the
+    ledger has the exact figure once the campaign completes)."""
+    total = 0
+    for chunk in _chunks(users):
+        total += int(
+            await session.scalar(
+                select(func.count()).where(
+                    Device.application_id == live.app_pk,
+                    _one_of(session, Device.user_id, chunk, String()),
+                )
+            )
+            or 0
+        )
+    return total
+
+
+async def _recorded(session: AsyncSession, live: _Live, device_ids: list[int]) -> set[int]:
+    """Which of these devices already have a ledger row for the campaign's message."""
+    found: set[int] = set()
+    for chunk in _chunks(device_ids):
+        found.update(
+            await session.scalars(
+                select(Delivery.device_id).where(
+                    Delivery.message_id == live.message_id,
+                    _one_of(session, Delivery.device_id, chunk, Integer()),
+                )
+            )
+        )
+    return found
 
 
 async def _forget_dead(

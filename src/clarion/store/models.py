@@ -209,7 +209,7 @@ class Campaign(Base):
         BigInteger().with_variant(Integer, "sqlite"),
         ForeignKey("push_messages.id", ondelete="SET NULL"),
     )
-    planned_through: Mapped[int | None] = mapped_column(Integer)  # fan-out cursor (device id)
+    planned_through: Mapped[str | None] = mapped_column(String(255))  # fan-out cursor (user id)
     planned: Mapped[bool] = mapped_column(Boolean, default=False)  # every page is scheduled
     devices_total: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
@@ -231,14 +231,14 @@ class CampaignUser(Base):
 
 
 class CampaignPage(Base):
-    """A page of a live send's devices (ids ``after < id <= upto``); done once all are final."""
+    """A page of a live send: the users ``after < user_id <= upto``; done once all are final."""
 
     __tablename__ = "campaign_pages"
 
     campaign_id: Mapped[int] = mapped_column(
         ForeignKey("campaigns.id", ondelete="CASCADE"), primary_key=True
     )
-    after: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
-    upto: Mapped[int] = mapped_column(Integer)
+    upto: Mapped[str] = mapped_column(String(255), primary_key=True)
+    after: Mapped[str | None] = mapped_column(String(255))
     devices: Mapped[int] = mapped_column(Integer)
     done: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -28,7 +28,7 @@ def upgrade() -> None:
         sa.Column("notification", sa.JSON(), nullable=False),
         sa.Column("sent", sa.Boolean(), nullable=False),
         sa.Column("message_id", BigId, nullable=True),
-        sa.Column("planned_through", sa.Integer(), nullable=True),
+        sa.Column("planned_through", sa.String(255), nullable=True),
         sa.Column("planned", sa.Boolean(), nullable=False),
         sa.Column("devices_total", sa.Integer(), nullable=False),
         sa.Column("created_at", UTCDateTime(), nullable=False),
@@ -59,8 +59,8 @@ def upgrade() -> None:
     op.create_table(
         "campaign_pages",
         sa.Column("campaign_id", sa.Integer(), nullable=False),
-        sa.Column("after", sa.Integer(), autoincrement=False, nullable=False),
-        sa.Column("upto", sa.Integer(), nullable=False),
+        sa.Column("upto", sa.String(255), nullable=False),
+        sa.Column("after", sa.String(255), nullable=True),
         sa.Column("devices", sa.Integer(), nullable=False),
         sa.Column("done", sa.Boolean(), nullable=False),
         sa.ForeignKeyConstraint(
@@ -69,7 +69,7 @@ def upgrade() -> None:
             name="fk_campaign_pages_campaign_id_campaigns",
             ondelete="CASCADE",
         ),
-        sa.PrimaryKeyConstraint("campaign_id", "after", name="pk_campaign_pages"),
+        sa.PrimaryKeyConstraint("campaign_id", "upto", name="pk_campaign_pages"),
     )
 
 
