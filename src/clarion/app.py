@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException
 from clarion import __version__
 from clarion.api import powerauth
 from clarion.config import Settings
-from clarion.core.fanout import export_progress
+from clarion.core.campaign_progress import export_progress
 from clarion.core.services import Services, open_services
 from clarion.metrics import MetricsMiddleware, metrics_endpoint
 

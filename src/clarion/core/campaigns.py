@@ -18,7 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.core import notification as notification_json
 from clarion.core.apps import application_pk
-from clarion.core.fanout import JOB_KIND, Progress, progress_of
+from clarion.core.campaign_progress import Progress, progress_of
+from clarion.core.fanout import JOB_KIND
 
 __all__ = ["NOT_FOUND", "CampaignView", "Campaigns", "Progress", "parse_id"]
 from clarion.core.messages import Messages, MessageSpec, SendResult

@@ -1,19 +1,22 @@
-"""The campaign fan-out: plan pages of devices, deliver each page, once per device.
+"""The campaign fan-out: plan pages of users, deliver each page, once per device.
 
 One job kind, ``campaign``, with two shapes of payload:
 
-- ``{"campaign": id}`` plans. It walks the devices of the campaign's users by device id (keyset
-  pagination over a join of ``campaign_users`` and ``devices`` on (app, user)) and, for every page,
-  in one transaction: records the page (``campaign_pages``), enqueues one page job, and moves its
+- ``{"campaign": id}`` plans. It walks the campaign's users by user id (keyset pagination over
+  ``campaign_users``) and, for every page, in one transaction: records the page
+  (``campaign_pages``, with its registrations counted), enqueues one page job, and moves its
   cursor. A planner that dies resumes at its cursor; no page is planned twice.
-- ``{"campaign": id, "after": a, "upto": b}`` delivers the page: the member devices
-  ``a < id <= b`` that have no ledger row yet, and the page's ledger rows waiting for a retry.
+- ``{"campaign": id, "after": a, "upto": b}`` delivers the page: the devices of the users
+  ``a < user_id <= b`` that have no ledger row yet, and the page's ledger rows waiting for a retry.
   Each chunk is sent, then its ledger rows are written (one insert per push, no update on the
   happy path). Pages are separate jobs, so every worker sharing the database takes pages of the
   same campaign. The campaign is completed when its last page is done.
 
+Every query is an index lookup with a bounded IN list (an array parameter on PostgreSQL), so a
+page costs the same on the first page of a campaign of ten and the last of a million.
+
 Once per device: a token registered under two users of the campaign (two registrations of one
-phone) counts once, for its lowest registration id; the ledger is unique per (message, device).
+phone) is sent once, for its lowest registration id; the ledger is unique per (message, device).
 A page that runs again (its worker died, its lease ended) skips every device with a ledger row,
 so the only repeats are the chunk a worker had in flight when it died: sent, not yet recorded.
 """
@@ -28,12 +31,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from prometheus_client import Counter, Gauge
 from sqlalchemy import Integer, String, any_, bindparam, delete, exists, func, select, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.core import notification as notification_json
+from clarion.core.campaign_progress import count_outcomes
 from clarion.core.messages import _insert_ignoring_duplicates, _ledger_row, _outcome_update
 from clarion.core.sender import Sender, Target
 from clarion.providers.base import Notification, Outcome, OutcomeKind
@@ -55,59 +58,6 @@ log = logging.getLogger(__name__)
 JOB_KIND = "campaign"
 PAGES_PER_PLANNER_RUN = 20  # then the planner yields its slot and runs again at once
 SEND_CHUNK = 1_000  # ledger rows sent, then recorded, at a time: the most a crash can repeat
-METRICS_CAMPAIGNS = 20  # progress gauges for at most this many campaigns in progress
-
-CAMPAIGN_PUSHES = Counter(
-    "clarion_campaign_pushes_total",
-    "Campaign pushes this process finished, by outcome (sent, failed).",
-    ["outcome"],
-)
-CAMPAIGN_DEVICES = Gauge(
-    "clarion_campaign_devices",
-    "Devices of campaigns in progress by state (total, sent, failed, pending); "
-    f"only the {METRICS_CAMPAIGNS} most recent campaigns in progress.",
-    ["campaign", "state"],
-)
-CAMPAIGNS_IN_PROGRESS = Gauge(
-    "clarion_campaigns_in_progress", "Campaigns sent live and not completed yet."
-)
-
-
-@dataclass(frozen=True, slots=True)
-class Progress:
-    """Devices of a live send: ``total`` grows while the fan-out is still being planned."""
-
-    total: int
-    sent: int
-    failed: int
-    planned: bool
-    completed_at: datetime | None
-
-    @property
-    def pending(self) -> int:
-        return max(0, self.total - self.sent - self.failed)
-
-
-async def progress_of(session: AsyncSession, campaign: Campaign) -> Progress:
-    counts: dict[str, int] = {}
-    if campaign.message_id is not None:
-        rows = await session.execute(
-            select(Delivery.status, func.count())
-            .where(Delivery.message_id == campaign.message_id, Delivery.status != "pending")
-            .group_by(Delivery.status)
-        )
-        counts = {status: int(n) for status, n in rows}
-    sent, failed = counts.get("sent", 0), counts.get("failed", 0)
-    # Planning counted the devices; registrations that changed before their page was sent make
-    # the count approximate until the end, when the ledger is the truth.
-    total = sent + failed if campaign.completed_at is not None else campaign.devices_total
-    return Progress(
-        total=total,
-        sent=sent,
-        failed=failed,
-        planned=campaign.planned,
-        completed_at=campaign.completed_at,
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,7 +182,7 @@ class FanOut:
         async with self._db.transaction() as session:
             await _record(session, rows)
             await _forget_dead(session, targets, outcomes)
-        _count(outcomes)
+        count_outcomes(outcomes)
 
     async def _pending(
         self, live: _Live, device_ids: list[int], *, due: datetime | None
@@ -286,7 +236,7 @@ class FanOut:
             async with self._db.transaction() as session:
                 await session.execute(update(Delivery), updates)
                 await _forget_dead(session, targets, outcomes)
-            _count(outcomes)
+            count_outcomes(outcomes)
 
     async def _complete_if_done(self, live: _Live) -> None:
         """Stamp the campaign completed once it is planned and every page is done."""
@@ -312,32 +262,6 @@ class FanOut:
                     .values(completed_at=now)
                 )
                 log.info("campaign completed", extra={"campaign": live.campaign_id})
-
-
-async def export_progress(db: Database) -> None:
-    """Refresh the progress gauges from the database (called on a /metrics scrape)."""
-    async with db.reader() as session:
-        in_progress = Campaign.sent.is_(True) & Campaign.completed_at.is_(None)
-        count = await session.scalar(select(func.count()).where(in_progress))
-        recent = (
-            await session.scalars(
-                select(Campaign)
-                .where(in_progress)
-                .order_by(Campaign.id.desc())
-                .limit(METRICS_CAMPAIGNS)
-            )
-        ).all()
-        progress = [(c.id, await progress_of(session, c)) for c in recent]
-    CAMPAIGNS_IN_PROGRESS.set(count or 0)
-    CAMPAIGN_DEVICES.clear()  # finished campaigns leave the gauge: the label set stays bounded
-    for campaign_id, p in progress:
-        for state, value in (
-            ("total", p.total),
-            ("sent", p.sent),
-            ("failed", p.failed),
-            ("pending", p.pending),
-        ):
-            CAMPAIGN_DEVICES.labels(str(campaign_id), state).set(value)
 
 
 # --- queries -------------------------------------------------------------------------------
@@ -521,13 +445,6 @@ async def _forget_dead(
     ]
     if dead:
         await session.execute(delete(Device).where(Device.id.in_(dead)))
-
-
-def _count(outcomes: Sequence[Outcome]) -> None:
-    sent = sum(1 for o in outcomes if o.kind is OutcomeKind.DELIVERED)
-    failed = sum(1 for o in outcomes if o.kind not in (OutcomeKind.DELIVERED, OutcomeKind.RETRY))
-    CAMPAIGN_PUSHES.labels("sent").inc(sent)
-    CAMPAIGN_PUSHES.labels("failed").inc(failed)
 
 
 _LEDGER_COLUMNS = (

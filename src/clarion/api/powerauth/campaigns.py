@@ -17,8 +17,8 @@ from clarion.api.powerauth.envelope import (
     ok,
 )
 from clarion.api.powerauth.messages import to_notification
+from clarion.core.campaign_progress import Progress
 from clarion.core.campaigns import CampaignView, parse_id
-from clarion.core.fanout import Progress
 from clarion.errors import InvalidRequest, NotFound
 from clarion.providers.base import Notification
 
