@@ -310,7 +310,7 @@ def main() -> None:
     parser.add_argument("--devices", type=int, default=1_000_000)
     parser.add_argument("--database", choices=["postgresql", "sqlite"], default="postgresql")
     parser.add_argument("--workers", type=int, default=1, help="clarion worker processes (PG)")
-    parser.add_argument("--concurrency", type=int, default=4, help="jobs per worker")
+    parser.add_argument("--concurrency", type=int, default=8, help="jobs per worker")
     parser.add_argument("--sink-workers", type=int, default=1)
     parser.add_argument("--baseline", type=int, default=50_000, help="pushes; 0 skips it")
     args = parser.parse_args()
