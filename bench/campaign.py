@@ -260,7 +260,7 @@ async def follow(client: httpx.AsyncClient, cluster: Cluster, campaign: str, dev
     began = time.perf_counter()
     cpu_before = cpu_by_role(cluster.pids)
     ok(await client.post(f"/push/campaign/send/live/{campaign}"))
-    peak, at_100k, done, tick = 0.0, None, 0, 0
+    peak, at_100k, done, tick, detail_ms = 0.0, None, 0, 0, 0.0
     while True:
         rss = rss_mb(cluster.pids)
         peak = max(peak, rss)
@@ -268,7 +268,9 @@ async def follow(client: httpx.AsyncClient, cluster: Cluster, campaign: str, dev
         if tick % 8:  # RSS four times a second; detail (it counts the ledger) every 2 s
             await asyncio.sleep(0.25)
             continue
+        asked = time.perf_counter()
         detail = ok(await client.get(f"/push/campaign/{campaign}/detail"))["responseObject"]
+        detail_ms = (time.perf_counter() - asked) * 1000
         done = detail["devices"]["sent"] + detail["devices"]["failed"]
         if at_100k is None and done >= 100_000:
             at_100k = rss
@@ -289,6 +291,7 @@ async def follow(client: httpx.AsyncClient, cluster: Cluster, campaign: str, dev
         f"{role} {(cpu_after[role] - cpu_before[role]) / devices * 1e6:.0f}" for role in cpu_before
     )
     print(f"cpu: µs per push: {shares} (2 cores: {2e6 / devices * elapsed:.0f} µs available)")
+    print(f"detail: {detail_ms:.0f} ms for the last call (it counts the campaign's ledger rows)")
     end = rss_mb(cluster.pids)
     per_process = ", ".join(f"{rss_mb([pid]):.0f}" for pid in cluster.pids)
     print(
