@@ -12,12 +12,13 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
 from clarion import __version__
 from clarion.api import powerauth, walletconnect
 from clarion.config import Settings, load_settings
+from clarion.core.campaign_progress import export_progress
 from clarion.core.services import Services, open_services
 from clarion.logs import configure_logging
 from clarion.metrics import MetricsMiddleware, metrics_endpoint
@@ -62,7 +63,7 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
     # matches a route of the other.
     app.include_router(walletconnect.router())
     app.include_router(powerauth.router())
-    app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
+    app.add_route("/metrics", _metrics, include_in_schema=False)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     return app
@@ -91,3 +92,12 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _validation_error(_request: Request, _exc: Exception) -> JSONResponse:
     return JSONResponse(_error_body("ERROR_REQUEST", "Invalid request."), status_code=400)
+
+
+async def _metrics(request: Request) -> Response:
+    """The Prometheus text, with campaign progress read from the database first."""
+    try:
+        await export_progress(request.app.state.services.db)
+    except Exception:  # the metrics of this process are still worth answering with
+        log.exception("reading campaign progress for /metrics failed")
+    return await metrics_endpoint(request)

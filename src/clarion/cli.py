@@ -33,6 +33,8 @@ cli = typer.Typer(
 )
 app_cli = typer.Typer(help="Manage applications (PowerAuth appId).", no_args_is_help=True)
 cli.add_typer(app_cli, name="app")
+campaign_cli = typer.Typer(help="Send PowerAuth campaigns and follow them.", no_args_is_help=True)
+cli.add_typer(campaign_cli, name="campaign")
 
 err = Console(stderr=True)
 out = Console()
@@ -305,6 +307,84 @@ def app_list(config: ConfigOption = None) -> None:
             *(app.app_id, *("yes" if f else "-" for f in (app.ios, app.android, app.huawei)))
         )
     out.print(table)
+
+
+@campaign_cli.command("send")
+def campaign_send(
+    campaign_id: Annotated[int, typer.Argument(help="Campaign id.")],
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Show progress until the campaign completes.")
+    ] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Send a campaign live: schedule its fan-out for the workers (refused if it was sent)."""
+    settings = _settings(config)
+
+    async def run(services: Services) -> None:
+        await services.campaigns.send_live(campaign_id)
+        out.print(f"campaign {campaign_id} scheduled: the workers deliver it")
+        if follow:
+            await follow_campaign(services, campaign_id, out)
+
+    _run(_with_services(settings, run))
+
+
+@campaign_cli.command("follow")
+def campaign_follow(
+    campaign_id: Annotated[int, typer.Argument(help="Campaign id.")],
+    config: ConfigOption = None,
+) -> None:
+    """Show a sent campaign's progress until it completes."""
+    settings = _settings(config)
+    _run(_with_services(settings, lambda s: follow_campaign(s, campaign_id, out)))
+
+
+async def follow_campaign(services: Services, campaign_id: int, console: Console) -> None:
+    """A progress bar over the campaign's devices, with rate and ETA, until it completes."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        ProgressColumn,
+        Task,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+    from rich.text import Text
+
+    class RateColumn(ProgressColumn):
+        def render(self, task: Task) -> Text:
+            speed = task.finished_speed or task.speed
+            return Text(f"{speed:,.0f} pushes/s" if speed else "- pushes/s")
+
+    columns = (
+        TextColumn(f"campaign {campaign_id}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        RateColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[failed]} failed"),
+    )
+    with Progress(*columns, console=console, speed_estimate_period=10) as bar:
+        task = bar.add_task("send", total=None, failed=0)
+        while True:
+            state = await services.campaigns.progress(campaign_id)
+            bar.update(
+                task,
+                total=state.total if state.planned or state.total else None,
+                completed=state.sent + state.failed,
+                failed=state.failed,
+            )
+            if state.completed_at is not None:
+                break
+            await asyncio.sleep(0.5)
+    console.print(
+        f"campaign {campaign_id} completed: {state.sent} sent, {state.failed} failed "
+        f"of {state.total} devices"
+    )
 
 
 def main() -> None:

@@ -53,6 +53,8 @@ def settings_overrides(emulators: Emulators) -> dict[str, Any]:
         "fcm_base_url": emulators.fcm.url,
         "delivery_backoff_base": 0.01,
         "delivery_backoff_cap": 0.05,
+        # 30% injected 429s would exhaust 5 attempts for 0.3^5 of the devices (a flaky test).
+        "delivery_max_attempts": 15,
     }
 
 

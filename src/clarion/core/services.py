@@ -8,8 +8,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from clarion.config import Settings
 from clarion.core.apps import Applications
+from clarion.core.campaigns import Campaigns
 from clarion.core.devices import Devices
 from clarion.core.directory import ActivationDirectory, LocalDirectory, PowerAuthDirectory
+from clarion.core.fanout import JOB_KIND as CAMPAIGN_JOB_KIND
+from clarion.core.fanout import FanOut
 from clarion.core.inbox import Inbox
 from clarion.core.messages import JOB_KIND, Messages
 from clarion.core.secretbox import SecretBox, secret_box_for
@@ -37,6 +40,8 @@ class Services:
     sender: Sender
     messages: Messages
     inbox: Inbox
+    campaigns: Campaigns
+    fanout: FanOut
 
     def worker(self, *, identity: str | None = None) -> Worker:
         """A job worker over this process's services."""
@@ -45,7 +50,7 @@ class Services:
         )
         return Worker(
             queue,
-            {JOB_KIND: self.messages.run_job},
+            {JOB_KIND: self.messages.run_job, CAMPAIGN_JOB_KIND: self.fanout.run_job},
             concurrency=self.settings.worker_concurrency,
             poll_interval=self.settings.worker_poll_interval,
             wake=self.messages.wake,
@@ -143,6 +148,7 @@ async def open_services(settings: Settings, *, migrate: bool | None = None) -> S
         await db.dispose()
         raise
     sender = Sender(db, apps, settings)
+    messages = Messages(db, sender, store_messages=settings.store_messages)
     return Services(
         settings=settings,
         db=db,
@@ -155,6 +161,8 @@ async def open_services(settings: Settings, *, migrate: bool | None = None) -> S
             db, tenants, DeliverySender(sender, NoopProvider()), relay_key=relay_key_for(settings)
         ),
         sender=sender,
-        messages=Messages(db, sender, store_messages=settings.store_messages),
+        messages=messages,
         inbox=Inbox(db),
+        campaigns=Campaigns(db, messages),
+        fanout=FanOut(db, sender, page_size=settings.campaign_batch_size, wake=messages.wake),
     )

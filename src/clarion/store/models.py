@@ -277,3 +277,54 @@ class WcMessage(Base):
 
 
 # --- end WalletConnect ---------------------------------------------------------------------
+# --- campaigns: one notification to the devices of many users, once per device ------------
+
+
+class Campaign(Base):
+    """A PowerAuth campaign; ``message_id`` is the push message of its live send."""
+
+    __tablename__ = "campaigns"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    application_id: Mapped[int] = mapped_column(
+        ForeignKey("applications.id", ondelete="CASCADE"), index=True
+    )
+    notification: Mapped[dict[str, Any]] = mapped_column(JSON)
+    sent: Mapped[bool] = mapped_column(Boolean, default=False)
+    message_id: Mapped[int | None] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"),
+        ForeignKey("push_messages.id", ondelete="SET NULL"),
+    )
+    planned_through: Mapped[str | None] = mapped_column(String(255))  # fan-out cursor (user id)
+    planned: Mapped[bool] = mapped_column(Boolean, default=False)  # every page is scheduled
+    devices_total: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class CampaignUser(Base):
+    """A user of a campaign; the primary key keeps one row per (campaign, user).
+
+    No foreign key to ``campaigns``: its per-row check costs about a third of a bulk insert of
+    users; deleting a campaign deletes its users in the same transaction instead.
+    """
+
+    __tablename__ = "campaign_users"
+
+    campaign_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+
+
+class CampaignPage(Base):
+    """A page of a live send: the users ``after < user_id <= upto``; done once all are final."""
+
+    __tablename__ = "campaign_pages"
+
+    campaign_id: Mapped[int] = mapped_column(
+        ForeignKey("campaigns.id", ondelete="CASCADE"), primary_key=True
+    )
+    upto: Mapped[str] = mapped_column(String(255), primary_key=True)
+    after: Mapped[str | None] = mapped_column(String(255))
+    devices: Mapped[int] = mapped_column(Integer)
+    done: Mapped[bool] = mapped_column(Boolean, default=False)

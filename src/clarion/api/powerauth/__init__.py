@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter
 
-from clarion.api.powerauth import admin, devices, inbox, messages, status
+from clarion.api.powerauth import admin, campaigns, devices, inbox, messages, status
 from clarion.api.powerauth.envelope import ERROR_RESPONSES, PowerAuthRoute
 
 
@@ -15,5 +15,6 @@ def router() -> APIRouter:
     root.include_router(inbox.router)
     root.include_router(devices.router)
     root.include_router(messages.router)
+    root.include_router(campaigns.router)
     root.include_router(admin.router)
     return root

@@ -20,13 +20,14 @@ router = APIRouter(route_class=PowerAuthRoute, tags=["Messages"])
 MAX_EXTRAS_BYTES = 4096
 
 
-def to_spec(message: m.Message) -> MessageSpec:
-    body = message.body
-    attributes = message.attributes or m.Attributes()
+def to_notification(
+    body: m.MessageBody, priority: str = "HIGH", attributes: m.Attributes | None = None
+) -> Notification:
+    """The provider-neutral notification of a message body (also a campaign's message)."""
     extras = body.extras or {}
     if len(json.dumps(extras, separators=(",", ":"))) > MAX_EXTRAS_BYTES:
         raise InvalidRequest(f"Push message extras must not exceed {MAX_EXTRAS_BYTES} bytes.")
-    notification = Notification(
+    return Notification(
         title=body.title,
         title_loc_key=body.titleLocKey,
         title_loc_args=tuple(body.titleLocArgs or ()),
@@ -39,15 +40,19 @@ def to_spec(message: m.Message) -> MessageSpec:
         category=body.category,
         collapse_key=body.collapseKey,
         expires_at=body.validUntil,
-        priority=Priority(message.priority),
-        silent=attributes.silent,
+        priority=Priority(priority),
+        silent=(attributes or m.Attributes()).silent,
         extras=extras,
     )
+
+
+def to_spec(message: m.Message) -> MessageSpec:
+    attributes = message.attributes or m.Attributes()
     return MessageSpec(
         user_id=message.userId,
         activation_id=message.activationId,
         personal=attributes.personal,
-        notification=notification,
+        notification=to_notification(message.body, message.priority, attributes),
     )
 
 

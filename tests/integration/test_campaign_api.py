@@ -1,0 +1,296 @@
+"""PowerAuth campaigns over HTTP: management, test and live sends through the emulators."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import func, select, update
+
+from clarion.core.services import Services
+from clarion.store.jobs import queue_depth
+from clarion.store.models import Campaign, CampaignPage, Delivery, Device, Job
+from tests.integration.test_messages_api import (
+    ANDROID_TOKEN,
+    IOS_TOKEN,
+    Emulators,
+    emulators,
+    register,
+    run_worker_until_idle,
+    setup_app,
+)
+from tests.support import assert_error, assert_ok, envelope
+
+__all__ = ["emulators"]  # the fixture, shared with the message tests
+
+MESSAGE = {
+    "title": "Balance update",
+    "titleLocKey": "balance.update.title",
+    "body": "Your balance is now $745.00",
+    "badge": 3,
+    "sound": "default",
+    "category": "balance-update",
+    "collapseKey": "balance-update",
+    "validUntil": "2099-10-12T11:20:04+00:00",
+    "extras": {"_comment": "Any custom data."},
+}
+
+
+@pytest.fixture
+def settings_overrides(emulators: Emulators) -> dict[str, Any]:
+    return {
+        "apns_production_url": emulators.apns.url,
+        "apns_sandbox_url": emulators.apns.url,
+        "provider_ca_file": emulators.apns.ca_file,
+        "fcm_base_url": emulators.fcm.url,
+        "delivery_backoff_base": 0.01,
+        "delivery_backoff_cap": 0.05,
+        "campaign_batch_size": 3,  # many small pages, so paging is exercised
+        "multiple_activations": True,  # one token may be registered under several users
+    }
+
+
+@pytest.fixture
+async def app_ready(client: httpx.AsyncClient, emulators: Emulators) -> Emulators:
+    await setup_app(client, emulators)
+    return emulators
+
+
+async def create(client: httpx.AsyncClient, message: dict[str, Any] | None = None) -> str:
+    body = envelope(appId="mobile-app", message=message or MESSAGE)
+    data = assert_ok(await client.post("/push/campaign/create", json=body))
+    campaign_id: str = data["responseObject"]["id"]
+    return campaign_id
+
+
+async def add_users(client: httpx.AsyncClient, campaign: str, users: list[str]) -> None:
+    url = f"/push/campaign/{campaign}/user/add"
+    assert_ok(await client.put(url, json={"requestObject": users}))
+
+
+async def detail(client: httpx.AsyncClient, campaign: str) -> dict[str, Any]:
+    data = assert_ok(await client.get(f"/push/campaign/{campaign}/detail"))
+    result: dict[str, Any] = data["responseObject"]
+    return result
+
+
+async def test_created_campaign_is_listed_with_its_message(
+    client: httpx.AsyncClient, app_ready: Emulators
+) -> None:
+    campaign = await create(client)
+    assert campaign.isdigit()
+    found = await detail(client, campaign)
+    assert found["id"] == campaign and found["appId"] == "mobile-app"
+    assert found["sent"] is False and found["message"] == MESSAGE
+    assert found["timestampSent"] is None and found["timestampCreated"]
+    assert found["devices"] == {"total": 0, "sent": 0, "failed": 0, "pending": 0}
+    # all=false (the default) lists only sent campaigns.
+    assert assert_ok(await client.get("/push/campaign/list"))["responseObject"] == []
+    listed = assert_ok(await client.get("/push/campaign/list?all=true"))["responseObject"]
+    assert [c["id"] for c in listed] == [campaign]
+    assert listed[0]["message"]["title"] == "Balance update"
+
+
+async def test_users_are_kept_once_paged_and_removed(
+    client: httpx.AsyncClient, app_ready: Emulators
+) -> None:
+    campaign = await create(client)
+    await add_users(client, campaign, ["carol", "alice", "bob", "alice"])
+    # The Java client's alias: POST.
+    url = f"/push/campaign/{campaign}/user/add"
+    assert_ok(await client.post(url, json={"requestObject": ["bob", "dave"]}))
+    page = assert_ok(await client.get(f"/push/campaign/{campaign}/user/list?page=0&size=3"))
+    assert page["page"] == 0 and page["size"] == 3
+    assert page["responseObject"] == {"campaignId": campaign, "users": ["alice", "bob", "carol"]}
+    page = assert_ok(await client.get(f"/push/campaign/{campaign}/user/list?page=1&size=3"))
+    assert page["responseObject"]["users"] == ["dave"]
+    past_end = await client.get(f"/push/campaign/{campaign}/user/list?page=7&size=3")
+    assert assert_ok(past_end)["responseObject"]["users"] == []
+
+    body = {"requestObject": ["alice", "nobody"]}
+    assert_ok(await client.request("DELETE", f"/push/campaign/{campaign}/user/delete", json=body))
+    body = {"requestObject": ["dave"]}
+    assert_ok(await client.post(f"/push/campaign/{campaign}/user/delete", json=body))
+    page = assert_ok(await client.get(f"/push/campaign/{campaign}/user/list"))
+    assert page["responseObject"]["users"] == ["bob", "carol"]
+
+
+async def test_deleting_a_campaign_says_whether_it_existed(
+    client: httpx.AsyncClient, app_ready: Emulators
+) -> None:
+    campaign = await create(client)
+    await add_users(client, campaign, ["alice"])
+    response = await client.delete(f"/push/campaign/{campaign}/delete")
+    assert assert_ok(response)["responseObject"] == {"deleted": True}
+    response = await client.post(f"/push/campaign/{campaign}/delete")
+    assert assert_ok(response)["responseObject"] == {"deleted": False}
+    response = await client.delete("/push/campaign/not-a-number/delete")
+    assert assert_ok(response)["responseObject"] == {"deleted": False}
+    assert_error(
+        await client.get(f"/push/campaign/{campaign}/detail"),
+        "ERROR_GENERIC",
+        contains="Campaign with entered ID does not exist",
+    )
+
+
+async def test_live_send_reaches_every_device_once_even_one_shared_by_two_users(
+    client: httpx.AsyncClient, services: Services, app_ready: Emulators
+) -> None:
+    tokens = [f"{i:02x}" * 32 for i in range(8)]
+    for i, token in enumerate(tokens):
+        await register(client, token, f"act-{i}", user=f"user-{i}")
+    # One phone, two users: two registrations of the same token; it must get one push.
+    await register(client, tokens[0], "act-shared", user="user-1")
+    await register(client, ANDROID_TOKEN, "act-android", user="user-2", platform="android")
+    await register(client, IOS_TOKEN, "act-outsider", user="outsider")
+    campaign = await create(client)
+    await add_users(client, campaign, [f"user-{i}" for i in range(8)] + ["no-devices"])
+
+    assert_ok(await client.post(f"/push/campaign/send/live/{campaign}"))
+    sent = await detail(client, campaign)
+    assert sent["sent"] is True and sent["timestampSent"] and sent["timestampCompleted"] is None
+    assert app_ready.apns.received == []  # the answer came once it was scheduled, not sent
+
+    await run_worker_until_idle(services)
+    delivered = sorted(p.token for p in app_ready.apns.delivered())
+    assert delivered == sorted(tokens)  # each once; the outsider none
+    assert len(app_ready.fcm.messages_to(ANDROID_TOKEN)) == 1
+    [push] = [p for p in app_ready.apns.delivered() if p.token == tokens[3]]
+    assert push.payload["aps"]["alert"]["title"] == "Balance update"
+    assert push.headers["apns-collapse-id"] == "balance-update"
+    done = await detail(client, campaign)
+    assert done["devices"] == {"total": 9, "sent": 9, "failed": 0, "pending": 0}
+    assert done["timestampCompleted"] >= done["timestampSent"]
+    listed = assert_ok(await client.get("/push/campaign/list"))["responseObject"]
+    assert [c["id"] for c in listed] == [campaign]
+
+    again = await client.post(f"/push/campaign/send/live/{campaign}")
+    assert_error(again, "ERROR_GENERIC", contains="already sent")
+
+
+async def test_test_send_reaches_the_user_and_leaves_the_campaign_unsent(
+    client: httpx.AsyncClient, services: Services, app_ready: Emulators
+) -> None:
+    await register(client, IOS_TOKEN, "act-ios", user="1234567890")
+    await register(client, ANDROID_TOKEN, "act-android", user="someone-else", platform="android")
+    campaign = await create(client)
+    await add_users(client, campaign, ["someone-else"])
+    body = envelope(userId="1234567890")
+    assert_ok(await client.post(f"/push/campaign/send/test/{campaign}", json=body))
+    assert [p.token for p in app_ready.apns.delivered()] == [IOS_TOKEN]
+    assert app_ready.fcm.received == []
+    found = await detail(client, campaign)
+    assert found["sent"] is False and found["timestampSent"] is None
+    assert (await queue_depth(services.db)) == {}
+
+
+async def test_a_page_job_that_runs_again_sends_nothing_twice(
+    client: httpx.AsyncClient, services: Services, app_ready: Emulators
+) -> None:
+    tokens = [f"{i:02x}" * 32 for i in range(10)]
+    for i, token in enumerate(tokens):
+        await register(client, token, f"act-{i}", user=f"user-{i}")
+    campaign = await create(client)
+    await add_users(client, campaign, [f"user-{i}" for i in range(10)])
+    assert_ok(await client.post(f"/push/campaign/send/live/{campaign}"))
+    await run_worker_until_idle(services)
+    assert len(app_ready.apns.delivered()) == 10
+    async with services.db.transaction() as session:
+        pages = await session.scalar(select(func.count()).select_from(Job))
+        # As after a crash between delivering and finishing: every job comes back.
+        await session.execute(update(Job).values(state="queued", finished_at=None))
+    assert pages == 1 + 4  # the planner and ceil(10 / 3) pages
+    async with services.db.reader() as session:
+        assert await session.scalar(select(func.count()).select_from(CampaignPage)) == 4
+    await run_worker_until_idle(services)
+    assert sorted(p.token for p in app_ready.apns.delivered()) == sorted(tokens)
+    async with services.db.reader() as session:
+        ledger = (
+            await session.execute(select(Delivery.status, func.count()).group_by(Delivery.status))
+        ).all()
+        jobs_now = await session.scalar(select(func.count()).select_from(Job))
+    assert dict(ledger) == {"sent": 10} and jobs_now == pages  # the planner planned nothing new
+
+
+async def test_a_page_cut_short_sends_only_what_was_not_recorded(
+    client: httpx.AsyncClient, services: Services, app_ready: Emulators
+) -> None:
+    tokens = [f"{i:02x}" * 32 for i in range(3)]
+    for i, token in enumerate(tokens):
+        await register(client, token, f"act-{i}", user=f"user-{i}")
+    campaign = await create(client)
+    await add_users(client, campaign, ["user-0", "user-1", "user-2"])
+    assert_ok(await client.post(f"/push/campaign/send/live/{campaign}"))
+    assert await services.fanout.plan(int(campaign)) is None  # one page of 3
+    async with services.db.transaction() as session:
+        # A worker sent to the first device and recorded it, then died before the others.
+        message_id = await session.scalar(select(Campaign.message_id))
+        first = (await session.scalars(select(Device).order_by(Device.id))).first()
+        assert first is not None and message_id is not None
+        session.add(
+            Delivery(
+                message_id=message_id,
+                device_id=first.id,
+                platform=first.platform,
+                token=first.token,
+                status="sent",
+                attempts=1,
+                updated_at=datetime.now(UTC),
+            )
+        )
+    await run_worker_until_idle(services)
+    delivered = sorted(p.token for p in app_ready.apns.delivered())
+    assert delivered == sorted(tokens[1:])
+    assert (await detail(client, campaign))["timestampCompleted"]
+
+
+async def test_dead_tokens_are_counted_failed_and_forgotten(
+    client: httpx.AsyncClient, services: Services, app_ready: Emulators
+) -> None:
+    await register(client, IOS_TOKEN, "act-ios", user="alice")
+    await register(client, "cd" * 32, "act-2", user="bob")
+    app_ready.apns.unregister_device(IOS_TOKEN)
+    campaign = await create(client)
+    await add_users(client, campaign, ["alice", "bob"])
+    assert_ok(await client.post(f"/push/campaign/send/live/{campaign}"))
+    await run_worker_until_idle(services)
+    progress = (await detail(client, campaign))["devices"]
+    assert progress == {"total": 2, "sent": 1, "failed": 1, "pending": 0}
+    async with services.db.reader() as session:
+        assert list(await session.scalars(select(Device.token))) == ["cd" * 32]
+
+
+async def test_metrics_export_progress_of_campaigns_in_progress_only(
+    client: httpx.AsyncClient, services: Services, app_ready: Emulators
+) -> None:
+    for i in range(4):
+        await register(client, f"{i:02x}" * 32, f"act-{i}", user=f"user-{i}")
+    campaign = await create(client)
+    await add_users(client, campaign, [f"user-{i}" for i in range(4)])
+    assert_ok(await client.post(f"/push/campaign/send/live/{campaign}"))
+    while await services.fanout.plan(int(campaign)) is not None:
+        pass
+    text = (await client.get("/metrics")).text
+    assert f'clarion_campaign_devices{{campaign="{campaign}",state="pending"}} 4.0' in text
+    assert "clarion_campaigns_in_progress 1.0" in text
+    await run_worker_until_idle(services)
+    text = (await client.get("/metrics")).text
+    assert f'campaign="{campaign}"' not in text
+    assert "clarion_campaigns_in_progress 0.0" in text
+    assert 'clarion_campaign_pushes_total{outcome="sent"}' in text
+
+
+async def test_a_deleted_campaign_stops_its_fan_out(
+    client: httpx.AsyncClient, services: Services, app_ready: Emulators
+) -> None:
+    await register(client, IOS_TOKEN, "act-ios", user="alice")
+    campaign = await create(client)
+    await add_users(client, campaign, ["alice"])
+    assert_ok(await client.post(f"/push/campaign/send/live/{campaign}"))
+    assert_ok(await client.delete(f"/push/campaign/{campaign}/delete"))
+    await run_worker_until_idle(services)
+    assert app_ready.apns.received == []
+    async with services.db.reader() as session:
+        assert await session.scalar(select(func.count()).select_from(Campaign)) == 0

@@ -1,0 +1,97 @@
+"""`clarion campaign send ID --follow` as a real command, with a worker in this process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime
+
+from sqlalchemy import insert, select
+
+from clarion.core.services import Services
+from clarion.providers.base import Notification
+from clarion.store.models import Application, Device
+from tests.conftest import TEST_SECRET_KEY
+
+CLARION = [sys.executable, "-m", "clarion"]
+
+
+def command_env(services: Services) -> dict[str, str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("CLARION_")}
+    return {
+        **base,
+        "CLARION_DATABASE_URL": services.settings.database_url,
+        "CLARION_SECRET_KEY": TEST_SECRET_KEY,
+        "COLUMNS": "120",
+    }
+
+
+async def campaign_with_devices(services: Services, devices: int) -> int:
+    await services.apps.create("mobile-app")
+    async with services.db.transaction() as session:
+        app_pk = await session.scalar(select(Application.id))
+        rows = [
+            {
+                "application_id": app_pk,
+                "platform": "fcm",  # no FCM credentials: every push fails, and is counted
+                "token": f"token-{i}",
+                "activation_id": f"act-{i}",
+                "user_id": f"user-{i}",
+                "active": True,
+                "registered_at": datetime.now(UTC),
+            }
+            for i in range(devices)
+        ]
+        await session.execute(insert(Device), rows)
+    campaign = await services.campaigns.create("mobile-app", Notification(title="Hi"))
+    await services.campaigns.add_users(campaign, [f"user-{i}" for i in range(devices)])
+    return campaign
+
+
+async def test_send_follow_shows_progress_until_the_campaign_completes(
+    services: Services,
+) -> None:
+    campaign = await campaign_with_devices(services, 5)
+    proc = await asyncio.create_subprocess_exec(
+        *CLARION,
+        "campaign",
+        "send",
+        str(campaign),
+        "--follow",
+        env=command_env(services),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    worker = services.worker()
+    task = asyncio.create_task(worker.run())
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+    finally:
+        worker.stop()
+        await task
+    text = out.decode()
+    assert proc.returncode == 0, err.decode()
+    assert f"campaign {campaign} scheduled" in text
+    assert f"campaign {campaign} completed: 0 sent, 5 failed of 5 devices" in text
+    assert (await services.campaigns.detail(campaign)).sent
+
+
+async def test_send_of_a_sent_or_unknown_campaign_fails_with_a_message(
+    services: Services,
+) -> None:
+    campaign = await campaign_with_devices(services, 1)
+    await services.campaigns.send_live(campaign)
+    again = await run(services, "campaign", "send", str(campaign))
+    assert again[0] == 1 and "already sent" in again[1]
+    unknown = await run(services, "campaign", "send", "999")
+    assert unknown[0] == 1 and "does not exist" in unknown[1]
+
+
+async def run(services: Services, *args: str) -> tuple[int | None, str]:
+    proc = await asyncio.create_subprocess_exec(
+        *CLARION, *args, env=command_env(services), stderr=subprocess.PIPE
+    )
+    _, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+    return proc.returncode, err.decode()
