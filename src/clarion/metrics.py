@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
@@ -20,6 +21,15 @@ HTTP_LATENCY = Histogram(
     ["route"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0),
 )
+
+
+@functools.cache
+def _children(method: str, template: str, status: int) -> tuple[Counter, Histogram]:
+    """The metric children of one label set, looked up once (``labels()`` takes a lock).
+
+    Bounded: templates are the app's routes (or "unmatched"), never raw paths.
+    """
+    return HTTP_REQUESTS.labels(method, template, str(status)), HTTP_LATENCY.labels(template)
 
 
 class MetricsMiddleware:
@@ -46,8 +56,9 @@ class MetricsMiddleware:
         finally:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
-            HTTP_REQUESTS.labels(scope["method"], template, str(status)).inc()
-            HTTP_LATENCY.labels(template).observe(time.perf_counter() - started)
+            count, latency = _children(scope["method"], template, status)
+            count.inc()
+            latency.observe(time.perf_counter() - started)
 
 
 async def metrics_endpoint(_request: Request) -> Response:
