@@ -23,6 +23,10 @@ HTTP_LATENCY = Histogram(
 )
 
 
+# Methods are sent by clients: anything else is one label, so nobody can grow the series.
+_METHODS = frozenset({"GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"})
+
+
 @functools.cache
 def _children(method: str, template: str, status: int) -> tuple[Counter, Histogram]:
     """The metric children of one label set, looked up once (``labels()`` takes a lock).
@@ -56,7 +60,8 @@ class MetricsMiddleware:
         finally:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
-            count, latency = _children(scope["method"], template, status)
+            method = scope["method"] if scope["method"] in _METHODS else "OTHER"
+            count, latency = _children(method, template, status)
             count.inc()
             latency.observe(time.perf_counter() - started)
 
