@@ -417,3 +417,20 @@ async def test_a_key_held_back_past_the_callers_deadline_fails_as_backing_off() 
     assert [(o.kind, o.reason) for o in outcomes] == [(OutcomeKind.FAILED, "BackingOff")]
     assert len(provider.calls) == 1
     assert clock.sleeps == []
+
+
+async def test_without_waiting_a_held_key_answers_retry_at_once_with_the_time_left() -> None:
+    clock = FakeClock()
+    provider = ScriptedProvider(
+        {"a": [retry(30.0, 429, "TooManyRequests")]}, otherwise=delivered(), clock=clock
+    )
+    dispatcher = dispatcher_for(provider, clock=clock)
+    [first] = await dispatcher.send_once(KEY, 1, NOTE, ["a"], wait=False)
+    assert first.kind is OutcomeKind.RETRY and first.retry_after == 30.0
+    clock.advance(10.0)
+    [held] = await dispatcher.send_once(KEY, 1, NOTE, ["b"], wait=False)
+    assert held.kind is OutcomeKind.RETRY and held.reason == "BackingOff"
+    assert held.retry_after is not None and abs(held.retry_after - 20.0) < 1e-6
+    assert [token for _, tokens in provider.calls for token in tokens] == ["a"]  # b never sent
+    [other] = await dispatcher.send_once(OTHER_KEY, 1, NOTE, ["c"], wait=False)
+    assert other.kind is OutcomeKind.DELIVERED  # other keys are not held

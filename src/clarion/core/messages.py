@@ -24,6 +24,7 @@ from clarion.core import notification as notification_json
 from clarion.core.apps import application_pk
 from clarion.core.platforms import Platform
 from clarion.core.sender import Sender, Target
+from clarion.delivery.retry import BACKING_OFF
 from clarion.errors import NotFound
 from clarion.providers.base import Notification, Outcome, OutcomeKind
 from clarion.store import jobs
@@ -428,6 +429,8 @@ def _outcome_update(outcome: Outcome, now: datetime, *, attempts: int) -> dict[s
     elif outcome.kind is OutcomeKind.RETRY:
         delay = outcome.retry_after if outcome.retry_after is not None else 1.0
         status, reason, next_at = "pending", outcome.reason, now + timedelta(seconds=delay)
+        if outcome.reason == BACKING_OFF:
+            attempts -= 1  # held back before reaching the provider: not an attempt
     else:
         status, reason, next_at = "failed", outcome.reason or outcome.kind.value, None
     return {

@@ -175,10 +175,13 @@ class Sender:
         *,
         attempt: int = 1,
         versions: dict[str, tuple[int, str | None]] | None = None,
+        wait: bool = False,
     ) -> list[Outcome]:
         """One attempt to every target; one outcome per target, in order.
 
         ``versions`` (from ``versions()``) saves a query when the caller sends many at once.
+        A key backing off after a Retry-After answers RETRY at once unless ``wait``: callers
+        record the retry time (a job, the ledger) or pass it on (a relay push), never block.
         """
         if not targets:
             return []
@@ -199,7 +202,7 @@ class Sender:
             tokens = [targets[i].token for i in indices]
             version = known[key.platform][0]
             results = await self.dispatcher.send_once(
-                key, version, notification, tokens, attempt=attempt
+                key, version, notification, tokens, attempt=attempt, wait=wait
             )
             for i, outcome in zip(indices, results, strict=True):
                 outcomes[i] = outcome

@@ -166,8 +166,13 @@ class Dispatcher:
         *,
         attempt: int = 1,
         deadline: float | None = None,
+        wait: bool = True,
     ) -> list[Outcome]:
         """Make attempt number ``attempt``; return one outcome per token, in input order.
+
+        ``wait=False``: a key backing off after a Retry-After answers RETRY at once, with the
+        seconds left as ``retry_after``, instead of holding the caller (a job reschedules, a
+        relay push answers "retry later").
 
         RETRY outcomes carry the seconds to wait before attempt ``attempt + 1``; the last allowed
         attempt, a retry past the expiry, or one past ``deadline`` (on ``self.clock.monotonic()``)
@@ -179,7 +184,7 @@ class Dispatcher:
         size = self._batch_size
         if len(tokens) <= size:
             outcomes = await self._send_batch(
-                key, version, state, notification, tokens, attempt, deadline
+                key, version, state, notification, tokens, attempt, deadline, wait
             )
         else:
             async with asyncio.TaskGroup() as group:
@@ -193,6 +198,7 @@ class Dispatcher:
                             tokens[i : i + size],
                             attempt,
                             deadline,
+                            wait,
                         )
                     )
                     for i in range(0, len(tokens), size)
@@ -221,11 +227,14 @@ class Dispatcher:
         tokens: Sequence[str],
         attempt: int,
         deadline: float | None,
+        wait: bool = True,
     ) -> list[Outcome]:
         while True:
             gate = self._gate(state, version, notification, tokens, deadline)
             if isinstance(gate, list):
                 return gate
+            if gate > 0 and not wait:
+                return [Outcome(t, OutcomeKind.RETRY, BACKING_OFF, gate) for t in tokens]
             if gate > 0:
                 await self.clock.sleep(gate)
                 continue
