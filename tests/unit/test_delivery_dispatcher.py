@@ -424,7 +424,8 @@ async def test_without_waiting_a_held_key_answers_retry_at_once_with_the_time_le
     provider = ScriptedProvider(
         {"a": [retry(30.0, 429, "TooManyRequests")]}, otherwise=delivered(), clock=clock
     )
-    dispatcher = dispatcher_for(provider, clock=clock)
+    other_provider = ScriptedProvider({}, otherwise=delivered(), clock=clock)
+    dispatcher = dispatcher_for(provider, other_provider, clock=clock)
     [first] = await dispatcher.send_once(KEY, 1, NOTE, ["a"], wait=False)
     assert first.kind is OutcomeKind.RETRY and first.retry_after == 30.0
     clock.advance(10.0)
