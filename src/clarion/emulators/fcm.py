@@ -26,7 +26,7 @@ import urllib.parse
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
@@ -37,6 +37,7 @@ from clarion.emulators.http import (
     Faults,
     HttpAnswer,
     HttpRequest,
+    LoopbackEmulator,
     LoopbackHttpServer,
     bearer,
     json_answer,
@@ -178,7 +179,7 @@ class FcmReceived:
         return token if isinstance(token, str) else None
 
 
-class FcmEmulator:
+class FcmEmulator(LoopbackEmulator):
     """The FCM v1 send API and Google's OAuth token endpoint on one loopback port."""
 
     def __init__(
@@ -206,18 +207,6 @@ class FcmEmulator:
         self.quota_per_minute: int | None = None
         self._quota_window: deque[float] = deque()
         self._server = LoopbackHttpServer(self._handle, host=host, port=port)
-
-    async def __aenter__(self) -> Self:
-        await self._server.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self._server.stop()
-
-    @property
-    def url(self) -> str:
-        """The base URL to give ``FcmProvider(base_url=...)``."""
-        return self._server.url
 
     @property
     def token_url(self) -> str:

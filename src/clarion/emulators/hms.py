@@ -21,13 +21,14 @@ import time
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import Any
 
 from clarion.emulators.http import (
     BAD_GATEWAY_HTML,
     Faults,
     HttpAnswer,
     HttpRequest,
+    LoopbackEmulator,
     LoopbackHttpServer,
     bearer,
     json_answer,
@@ -89,7 +90,7 @@ class BadMessage(Exception):
         self.detail = detail
 
 
-class HmsEmulator:
+class HmsEmulator(LoopbackEmulator):
     """HMS Push Kit's send API and Huawei's OAuth token endpoint on one loopback port."""
 
     def __init__(
@@ -115,18 +116,6 @@ class HmsEmulator:
         self._grants: dict[str, _Grant] = {}
         self._request_ids = itertools.count(1)
         self._server = LoopbackHttpServer(self._handle, host=host, port=port)
-
-    async def __aenter__(self) -> Self:
-        await self._server.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self._server.stop()
-
-    @property
-    def url(self) -> str:
-        """The base URL to give ``HmsProvider(base_url=...)``."""
-        return self._server.url
 
     @property
     def token_url(self) -> str:

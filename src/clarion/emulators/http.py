@@ -11,7 +11,7 @@ import random
 import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 import httptools
 
@@ -228,3 +228,21 @@ BAD_GATEWAY_HTML = (
     b"<!DOCTYPE html><html><head><title>Error 502 (Server Error)!!1</title></head>"
     b"<body><p><b>502.</b> That\xe2\x80\x99s an error.</p></body></html>"
 )
+
+
+class LoopbackEmulator:
+    """What the HTTP emulators share: their server, ``async with``, and the base URL."""
+
+    _server: LoopbackHttpServer
+
+    async def __aenter__(self) -> Self:
+        await self._server.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._server.stop()
+
+    @property
+    def url(self) -> str:
+        """The base URL to give the provider (``base_url=``)."""
+        return self._server.url
