@@ -33,9 +33,5 @@ class Unauthorized(ClarionError):
     """The caller did not present valid credentials for a protected endpoint."""
 
 
-class ProviderError(ClarionError):
-    """A push provider failed in a way its outcome classification does not cover."""
-
-
 class MessageNotFound(NotFound):
     """An inbox message does not exist, or is not the asking user's."""

@@ -186,7 +186,6 @@ class Campaigns:
                     personal=False,
                     notification=campaign.notification,
                     expires_at=notification.expires_at,
-                    resolved=True,  # the fan-out writes its ledger rows, not the message jobs
                     created_at=now,
                 )
                 .returning(PushMessage.id)

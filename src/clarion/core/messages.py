@@ -188,7 +188,7 @@ class Messages:
         """Store synchronous sends in the ledger; what needs a retry gets a durable job."""
         now = utcnow()
         async with self._db.transaction() as session:
-            ids = await _insert_messages(session, app_pk, [spec for spec, _ in sent], resolved=True)
+            ids = await _insert_messages(session, app_pk, [spec for spec, _ in sent])
             rows: list[dict[str, Any]] = []
             retry_ids: list[int] = []
             first_retry: datetime | None = None
@@ -256,7 +256,7 @@ class Messages:
             await session.execute(
                 update(PushMessage)
                 .where(PushMessage.id.in_(message_ids), PushMessage.completed_at.is_(None))
-                .values(completed_at=utcnow(), resolved=True)
+                .values(completed_at=utcnow())
             )
         return None
 
@@ -384,7 +384,7 @@ def _waves(
 
 
 async def _insert_messages(
-    session: AsyncSession, app_pk: int, specs: Iterable[MessageSpec], *, resolved: bool = False
+    session: AsyncSession, app_pk: int, specs: Iterable[MessageSpec]
 ) -> list[int]:
     now = utcnow()
     rows = [
@@ -395,7 +395,6 @@ async def _insert_messages(
             "personal": spec.personal,
             "notification": notification_json.to_json(spec.notification),
             "expires_at": spec.notification.expires_at,
-            "resolved": resolved,
             "created_at": now,
         }
         for spec in specs

@@ -162,7 +162,6 @@ class PushMessage(Base):
     personal: Mapped[bool] = mapped_column(Boolean, default=False)
     notification: Mapped[dict[str, Any]] = mapped_column(JSON)
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    resolved: Mapped[bool] = mapped_column(Boolean, default=False)  # ledger rows created
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 

@@ -30,7 +30,6 @@ def upgrade() -> None:
         sa.Column("personal", sa.Boolean(), nullable=False),
         sa.Column("notification", sa.JSON(), nullable=False),
         sa.Column("expires_at", UTCDateTime(), nullable=True),
-        sa.Column("resolved", sa.Boolean(), nullable=False),
         sa.Column("created_at", UTCDateTime(), nullable=False),
         sa.Column("completed_at", UTCDateTime(), nullable=True),
         sa.ForeignKeyConstraint(
