@@ -12,13 +12,11 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import httpx
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.core.platforms import ActivationStatus
 from clarion.errors import DirectoryError
-from clarion.store.db import Database
+from clarion.store.db import Database, insert_for
 from clarion.store.models import Activation, utcnow
 
 
@@ -75,9 +73,7 @@ class LocalDirectory:
         update = {"status": status.value, "updated_at": values["updated_at"]}
         if user_id is not None:
             update["user_id"] = user_id
-        dialect = session.get_bind().dialect.name
-        insert = pg_insert if dialect == "postgresql" else sqlite_insert
-        statement = insert(Activation).values(**values)
+        statement = insert_for(session.get_bind().dialect.name)(Activation).values(**values)
         await session.execute(
             statement.on_conflict_do_update(index_elements=["activation_id"], set_=update)
         )

@@ -35,9 +35,9 @@ from sqlalchemy import Integer, String, any_, bindparam, delete, exists, func, s
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from clarion.core import ledger
 from clarion.core import notification as notification_json
 from clarion.core.campaign_progress import count_outcomes
-from clarion.core.messages import _insert_ignoring_duplicates, _ledger_row, _outcome_update
 from clarion.core.sender import Sender, Target
 from clarion.providers.base import Notification, Outcome, OutcomeKind
 from clarion.store import jobs
@@ -176,8 +176,8 @@ class FanOut:
         now = utcnow()
         rows = []
         for target, outcome in zip(targets, outcomes, strict=True):
-            row = _ledger_row(live.message_id, target, now)
-            row.update(_outcome_update(outcome, now, attempts=1))
+            row = ledger.new_row(live.message_id, target, now)
+            row.update(ledger.outcome_values(outcome, now, attempts=1))
             rows.append(row)
         async with self._db.transaction() as session:
             await _record(session, rows)
@@ -230,11 +230,11 @@ class FanOut:
             )
             now = utcnow()
             updates = [
-                {"id": row.id, **_outcome_update(outcome, now, attempts=attempt)}
+                {"row_id": row.id, **ledger.outcome_values(outcome, now, attempts=attempt)}
                 for row, outcome in zip(group, outcomes, strict=True)
             ]
             async with self._db.transaction() as session:
-                await session.execute(update(Delivery), updates)
+                await ledger.update_rows(session, updates)
                 await _forget_dead(session, targets, outcomes)
             count_outcomes(outcomes)
 
@@ -471,7 +471,7 @@ async def _record(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
     if not rows:
         return
     if session.get_bind().dialect.name != "postgresql":
-        await _insert_ignoring_duplicates(session, rows)
+        await ledger.insert_rows(session, rows)
         return
     # One statement with a column array each: a third of the CPU of a bulk insert built by
     # SQLAlchemy, on the path every campaign push takes.

@@ -13,18 +13,18 @@ import logging
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from enum import StrEnum
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Table, bindparam, delete, insert, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from clarion.core import ledger
 from clarion.core import notification as notification_json
 from clarion.core.apps import application_pk
 from clarion.core.platforms import Platform
 from clarion.core.sender import Sender, Target
-from clarion.delivery.retry import BACKING_OFF
 from clarion.errors import NotFound
 from clarion.providers.base import Notification, Outcome, OutcomeKind
 from clarion.store import jobs
@@ -194,8 +194,8 @@ class Messages:
             first_retry: datetime | None = None
             for message_id, (_spec, results) in zip(ids, sent, strict=True):
                 for target, outcome in results:
-                    row = _ledger_row(message_id, target, now)
-                    row.update(_outcome_update(outcome, now, attempts=1))
+                    row = ledger.new_row(message_id, target, now)
+                    row.update(ledger.outcome_values(outcome, now, attempts=1))
                     rows.append(row)
                     if outcome.kind is OutcomeKind.RETRY:
                         retry_ids.append(message_id)
@@ -332,39 +332,25 @@ class Messages:
         updates: list[dict[str, Any]] = []
         retries: list[datetime] = []
         for item, outcome in outcomes:
-            values = _outcome_update(outcome, now, attempts=item.attempt)
+            values = ledger.outcome_values(outcome, now, attempts=item.attempt)
             if values["next_attempt_at"] is not None:
                 retries.append(values["next_attempt_at"])
             if item.ledger_id is None:
-                inserts.append({**_ledger_row(item.message_id, item.target, now), **values})
+                inserts.append({**ledger.new_row(item.message_id, item.target, now), **values})
             else:
                 updates.append({"row_id": item.ledger_id, **values})
         dead = [w.target.device_id for w, o in outcomes if o.kind is OutcomeKind.TOKEN_DEAD]
         async with self._db.transaction() as session:
             if inserts:
-                await _insert_ignoring_duplicates(session, inserts)
+                await ledger.insert_rows(session, inserts)
             if updates:
-                await session.execute(_SAVE_OUTCOME, updates)
+                await ledger.update_rows(session, updates)
             if dead:
                 await session.execute(delete(Device).where(Device.id.in_(dead)))
         return retries
 
 
 # --- ledger helpers ------------------------------------------------------------------------
-
-_deliveries = cast(Table, Delivery.__table__)
-# A Core executemany: the ORM's bulk update by primary key costs several times more per row.
-_SAVE_OUTCOME = (
-    update(_deliveries)
-    .where(_deliveries.c.id == bindparam("row_id"))
-    .values(
-        status=bindparam("status"),
-        reason=bindparam("reason"),
-        next_attempt_at=bindparam("next_attempt_at"),
-        attempts=bindparam("attempts"),
-        updated_at=bindparam("updated_at"),
-    )
-)
 
 
 def _waves(
@@ -405,48 +391,3 @@ async def _insert_messages(
         insert(PushMessage).returning(PushMessage.id, sort_by_parameter_order=True), rows
     )
     return [int(i) for i in result.scalars()]
-
-
-def _ledger_row(message_id: int, target: Target, now: datetime) -> dict[str, Any]:
-    return {
-        "message_id": message_id,
-        "device_id": target.device_id,
-        "platform": target.platform,
-        "environment": target.environment,
-        "token": target.token,
-        "status": "pending",
-        "attempts": 0,
-        "next_attempt_at": None,
-        "reason": None,
-        "updated_at": now,
-    }
-
-
-def _outcome_update(outcome: Outcome, now: datetime, *, attempts: int) -> dict[str, Any]:
-    if outcome.kind is OutcomeKind.DELIVERED:
-        status, reason, next_at = "sent", None, None
-    elif outcome.kind is OutcomeKind.RETRY:
-        delay = outcome.retry_after if outcome.retry_after is not None else 1.0
-        status, reason, next_at = "pending", outcome.reason, now + timedelta(seconds=delay)
-        if outcome.reason == BACKING_OFF:
-            attempts -= 1  # held back before reaching the provider: not an attempt
-    else:
-        status, reason, next_at = "failed", outcome.reason or outcome.kind.value, None
-    return {
-        "status": status,
-        "reason": (reason or None) and reason[:255],
-        "next_attempt_at": next_at,
-        "attempts": attempts,
-        "updated_at": now,
-    }
-
-
-async def _insert_ignoring_duplicates(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
-    from sqlalchemy.dialects.postgresql import insert as pg_insert
-    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-    dialect = session.get_bind().dialect.name
-    statement = (pg_insert if dialect == "postgresql" else sqlite_insert)(Delivery)
-    await session.execute(
-        statement.on_conflict_do_nothing(index_elements=["message_id", "device_id"]), rows
-    )

@@ -15,15 +15,13 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 from sqlalchemy import delete, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.core import credentials
 from clarion.core.apps import APP_ID, Applications
 from clarion.core.platforms import Platform
 from clarion.errors import InvalidRequest, NotFound
-from clarion.store.db import Database
+from clarion.store.db import Database, insert_for
 from clarion.store.models import Application, Credential, utcnow
 
 REASON_LENGTH = 512
@@ -110,7 +108,7 @@ class Tenants:
 
     @staticmethod
     async def _insert(session: AsyncSession, tenant_id: str) -> bool:
-        insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+        insert = insert_for(session.get_bind().dialect.name)
         result = await session.execute(
             insert(Application)
             .values(app_id=tenant_id, created_at=utcnow())

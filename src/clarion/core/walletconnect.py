@@ -22,8 +22,6 @@ from typing import Any, Protocol, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import delete, func, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -33,7 +31,7 @@ from clarion.core.wcclaims import Claims
 from clarion.errors import ClarionError
 from clarion.providers.base import Notification, Outcome, OutcomeKind
 from clarion.providers.noop import NoopProvider
-from clarion.store.db import Database
+from clarion.store.db import Database, insert_for
 from clarion.store.models import (
     Device,
     WcMessage,
@@ -391,7 +389,7 @@ class WalletConnect:
 
 def _insert_for(session: AsyncSession) -> Any:
     """The dialect's INSERT, with its ON CONFLICT clauses."""
-    return pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    return insert_for(session.get_bind().dialect.name)
 
 
 async def _serialise(session: AsyncSession, tenant_pk: int) -> None:

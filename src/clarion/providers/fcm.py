@@ -22,8 +22,10 @@ from clarion.providers.oauth import (
     ServiceAccount,
     TokenRefused,
     TokenUnavailable,
+    credentials_rejected,
     fetch_jwt_bearer_token,
     retry_after,
+    retry_later,
 )
 from clarion.providers.transport import HttpResponse, Transport, TransportError
 
@@ -167,9 +169,9 @@ class FcmProvider(Provider):
         try:
             access = await self.access_tokens.get()
         except TokenRefused as exc:
-            return [_credentials_rejected(token, exc) for token in tokens]
+            return [credentials_rejected(token, exc) for token in tokens]
         except TokenUnavailable as exc:
-            return [_retry_later(token, exc) for token in tokens]
+            return [retry_later(token, exc) for token in tokens]
         if len(tokens) == 1:
             return [await self._send_one(message, tokens[0], access)]
         sends = (self._send_one(message, token, access) for token in tokens)
@@ -190,9 +192,9 @@ class FcmProvider(Provider):
                     try:
                         access = await self.access_tokens.get()
                     except TokenRefused as exc:
-                        return _credentials_rejected(token, exc)
+                        return credentials_rejected(token, exc)
                     except TokenUnavailable as exc:
-                        return _retry_later(token, exc)
+                        return retry_later(token, exc)
                     response = await self._post(body, access)
             except TransportError as exc:
                 return Outcome(token, OutcomeKind.RETRY, reason=f"transport: {exc}")
@@ -209,11 +211,3 @@ class FcmProvider(Provider):
             token_url=self.token_url,
             request_timeout=self._timeout,
         )
-
-
-def _credentials_rejected(token: str, exc: TokenRefused) -> Outcome:
-    return Outcome(token, OutcomeKind.CREDENTIALS_REJECTED, reason=exc.reason, status=exc.status)
-
-
-def _retry_later(token: str, exc: TokenUnavailable) -> Outcome:
-    return Outcome(token, OutcomeKind.RETRY, reason=exc.reason, retry_after=exc.retry_after)

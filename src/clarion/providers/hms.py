@@ -22,8 +22,10 @@ from clarion.providers.oauth import (
     AccessTokenCache,
     TokenRefused,
     TokenUnavailable,
+    credentials_rejected,
     fetch_client_credentials_token,
     retry_after,
+    retry_later,
 )
 from clarion.providers.transport import HttpResponse, Transport, TransportError
 
@@ -144,9 +146,9 @@ class HmsProvider(Provider):
         try:
             access = await self.access_tokens.get()
         except TokenRefused as exc:
-            return [_credentials_rejected(token, exc) for token in tokens]
+            return [credentials_rejected(token, exc) for token in tokens]
         except TokenUnavailable as exc:
-            return [_retry_later(token, exc) for token in tokens]
+            return [retry_later(token, exc) for token in tokens]
         chunks = [tokens[i : i + HMS_MAX_TOKENS] for i in range(0, len(tokens), HMS_MAX_TOKENS)]
         results = await asyncio.gather(*(self._send_chunk(message, c, access) for c in chunks))
         return [outcome for chunk in results for outcome in chunk]
@@ -168,9 +170,9 @@ class HmsProvider(Provider):
                     try:
                         access = await self.access_tokens.get()
                     except TokenRefused as exc:
-                        return [_credentials_rejected(token, exc) for token in tokens]
+                        return [credentials_rejected(token, exc) for token in tokens]
                     except TokenUnavailable as exc:
-                        return [_retry_later(token, exc) for token in tokens]
+                        return [retry_later(token, exc) for token in tokens]
                     response = await self._post(body, access)
             except TransportError as exc:
                 return [Outcome(t, OutcomeKind.RETRY, reason=f"transport: {exc}") for t in tokens]
@@ -191,11 +193,3 @@ class HmsProvider(Provider):
             client_secret=self._credentials.client_secret,
             request_timeout=self._timeout,
         )
-
-
-def _credentials_rejected(token: str, exc: TokenRefused) -> Outcome:
-    return Outcome(token, OutcomeKind.CREDENTIALS_REJECTED, reason=exc.reason, status=exc.status)
-
-
-def _retry_later(token: str, exc: TokenUnavailable) -> Outcome:
-    return Outcome(token, OutcomeKind.RETRY, reason=exc.reason, retry_after=exc.retry_after)

@@ -21,6 +21,7 @@ from typing import Any
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from clarion.providers.base import Outcome, OutcomeKind
 from clarion.providers.transport import Transport, TransportError
 
 JWT_BEARER_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
@@ -274,3 +275,13 @@ class AccessTokenCache:
         self._valid_until = self._clock() + token.expires_in - margin
         self.refreshes += 1
         return token.value
+
+
+def credentials_rejected(token: str, exc: TokenRefused) -> Outcome:
+    """A push token's outcome when the provider refused our OAuth credentials."""
+    return Outcome(token, OutcomeKind.CREDENTIALS_REJECTED, reason=exc.reason, status=exc.status)
+
+
+def retry_later(token: str, exc: TokenUnavailable) -> Outcome:
+    """A push token's outcome when no access token could be had for now."""
+    return Outcome(token, OutcomeKind.RETRY, reason=exc.reason, retry_after=exc.retry_after)

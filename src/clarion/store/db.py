@@ -12,6 +12,8 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, event
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -20,6 +22,11 @@ from sqlalchemy.ext.asyncio import (
 )
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def insert_for(dialect: str) -> Any:
+    """The dialect's INSERT construct, which has the ON CONFLICT clauses (PostgreSQL, SQLite)."""
+    return pg_insert if dialect == "postgresql" else sqlite_insert
 
 
 class SchemaOutOfDate(Exception):

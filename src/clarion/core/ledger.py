@@ -1,0 +1,82 @@
+"""The delivery ledger: one row per (message, device) holding the outcome of its push.
+
+Messages and campaigns both record here, so a job that runs again sends only what the ledger does
+not hold yet.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+from sqlalchemy import Table, bindparam, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from clarion.core.sender import Target
+from clarion.delivery.retry import BACKING_OFF
+from clarion.providers.base import Outcome, OutcomeKind
+from clarion.store.db import insert_for
+from clarion.store.models import Delivery
+
+_deliveries = cast(Table, Delivery.__table__)
+# A Core executemany: the ORM's bulk update by primary key costs several times more per row.
+_SAVE_OUTCOME = (
+    update(_deliveries)
+    .where(_deliveries.c.id == bindparam("row_id"))
+    .values(
+        status=bindparam("status"),
+        reason=bindparam("reason"),
+        next_attempt_at=bindparam("next_attempt_at"),
+        attempts=bindparam("attempts"),
+        updated_at=bindparam("updated_at"),
+    )
+)
+
+
+def new_row(message_id: int, target: Target, now: datetime) -> dict[str, Any]:
+    """A pending row for one device; ``outcome_values`` fills in what the send gave."""
+    return {
+        "message_id": message_id,
+        "device_id": target.device_id,
+        "platform": target.platform,
+        "environment": target.environment,
+        "token": target.token,
+        "status": "pending",
+        "attempts": 0,
+        "next_attempt_at": None,
+        "reason": None,
+        "updated_at": now,
+    }
+
+
+def outcome_values(outcome: Outcome, now: datetime, *, attempts: int) -> dict[str, Any]:
+    """The columns an outcome sets: sent, failed with its reason, or pending until a time."""
+    if outcome.kind is OutcomeKind.DELIVERED:
+        status, reason, next_at = "sent", None, None
+    elif outcome.kind is OutcomeKind.RETRY:
+        delay = outcome.retry_after if outcome.retry_after is not None else 1.0
+        status, reason, next_at = "pending", outcome.reason, now + timedelta(seconds=delay)
+        if outcome.reason == BACKING_OFF:
+            attempts -= 1  # held back before reaching the provider: not an attempt
+    else:
+        status, reason, next_at = "failed", outcome.reason or outcome.kind.value, None
+    return {
+        "status": status,
+        "reason": (reason or None) and reason[:255],
+        "next_attempt_at": next_at,
+        "attempts": attempts,
+        "updated_at": now,
+    }
+
+
+async def insert_rows(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """Add ledger rows; a row already there (a job or page run twice) is left alone."""
+    statement = insert_for(session.get_bind().dialect.name)(Delivery)
+    await session.execute(
+        statement.on_conflict_do_nothing(index_elements=["message_id", "device_id"]), rows
+    )
+
+
+async def update_rows(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """Record outcomes on existing rows: each dict has ``row_id`` and ``outcome_values``."""
+    await session.execute(_SAVE_OUTCOME, rows)
