@@ -17,6 +17,8 @@ from starlette.exceptions import HTTPException
 
 from clarion import __version__
 from clarion.api import powerauth, walletconnect
+from clarion.api.hot import HotRoutes
+from clarion.api.walletconnect.hot import ROUTES as WC_HOT_ROUTES
 from clarion.config import Settings, load_settings
 from clarion.core.campaign_progress import export_progress
 from clarion.core.services import Services, open_services
@@ -24,6 +26,8 @@ from clarion.logs import configure_logging
 from clarion.metrics import MetricsMiddleware, metrics_endpoint
 
 log = logging.getLogger("clarion")
+
+HOT_ROUTES = (*WC_HOT_ROUTES,)
 
 
 def create_app(settings: Settings, *, services: Services | None = None) -> FastAPI:
@@ -58,12 +62,14 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
     )
     if services is not None:
         app.state.services = services
-    app.add_middleware(MetricsMiddleware)
     # WalletConnect first: its relay pushes are the hottest route, and no path of one dialect
     # matches a route of the other.
     app.include_router(walletconnect.router())
     app.include_router(powerauth.router())
     app.add_route("/metrics", _metrics, include_in_schema=False)
+    if settings.hot_routes:  # inside the metrics middleware, which counts its answers too
+        app.add_middleware(HotRoutes, routes=HOT_ROUTES)
+    app.add_middleware(MetricsMiddleware)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     return app

@@ -62,6 +62,11 @@ class Settings(BaseSettings):
     # Logging
     log_level: str = "INFO"
     log_json: bool = False
+    hot_routes: bool = Field(
+        default=True,
+        description="Answer the hottest routes (relay pushes, inbox reads, /health) without "
+        "FastAPI's routing layer; off: every request goes through FastAPI (same answers).",
+    )
 
     # PowerAuth behaviour
     apns_use_development: bool = True

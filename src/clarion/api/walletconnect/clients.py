@@ -26,6 +26,7 @@ from clarion.api.walletconnect.guards import (
 )
 from clarion.api.walletconnect.models import PushRequest, RawPush, RegisterClient
 from clarion.core import walletconnect as wc
+from clarion.core.services import Services
 from clarion.core.tenants import check_tenant_id
 
 router = APIRouter(route_class=WalletConnectRoute, tags=["WalletConnect"])
@@ -71,7 +72,8 @@ async def _unregister(request: Request, svc: ServicesDep, tenant_id: str, id: st
     return ok()
 
 
-async def _push(svc: ServicesDep, tenant_id: str, id: str, body: PushRequest) -> Response:
+async def push_to(svc: Services, tenant_id: str, id: str, body: PushRequest) -> Response:
+    """Push to client ``id`` of the tenant: the FastAPI routes and the hot route share it."""
     if isinstance(body, RawPush):
         raw = wc.RawPayload(body.topic, body.tag, body.message)
         payload: wc.Payload | wc.RawPayload = raw
@@ -150,7 +152,7 @@ async def unregister(request: Request, id: ClientId, svc: ServicesDep) -> Respon
     summary="Send notification",
 )
 async def push(id: ClientId, body: PushRequest, svc: ServicesDep) -> Response:
-    return await _push(svc, svc.tenants.default_tenant, id, body)
+    return await push_to(svc, svc.tenants.default_tenant, id, body)
 
 
 # A named tenant ------------------------------------------------------------------------------
@@ -193,4 +195,4 @@ async def push_in_tenant(
     tenant_id: TenantId, id: ClientId, body: PushRequest, svc: ServicesDep
 ) -> Response:
     check_tenant_id(tenant_id)
-    return await _push(svc, tenant_id, id, body)
+    return await push_to(svc, tenant_id, id, body)

@@ -107,14 +107,28 @@ def public_url(request: Request, svc: Services) -> str:
 
 async def relay_signature(request: Request, svc: ServicesDep) -> None:
     """When signatures are on, a push must be signed by the relay's Ed25519 key."""
+    if svc.walletconnect.relay_key is None:
+        return
+    check_relay_signature(
+        svc,
+        await request.body(),
+        request.headers.get("x-ed25519-signature"),
+        request.headers.get("x-ed25519-timestamp"),
+    )
+
+
+def check_relay_signature(
+    svc: Services, body: bytes, signature: str | None, timestamp: str | None
+) -> None:
+    """Unauthorized unless signatures are off or ``signature`` signs ``timestamp`` + body."""
     key = svc.walletconnect.relay_key
     if key is None:
         return
     wcauth.verify_relay_signature(
         key,
-        await request.body(),
-        request.headers.get("x-ed25519-signature"),
-        request.headers.get("x-ed25519-timestamp"),
+        body,
+        signature,
+        timestamp,
         now=time.time(),
         max_age=svc.settings.wc_signature_max_age,
     )

@@ -1,0 +1,226 @@
+"""The hot routes answer exactly as the FastAPI routes do, and hand them what they do not take.
+
+Every case is sent to two applications on the same services, one with the hot routes and one
+without (``hot_routes=False``: every request through FastAPI), and the answers compared. A
+second set of tests drives ``HotRoutes`` around a recording application to show which requests
+the hot handlers answer themselves and that a fall-through gets its body intact.
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from prometheus_client import REGISTRY
+from starlette.responses import PlainTextResponse
+
+from clarion.api.hot import HotRoute, HotRoutes
+from clarion.app import HOT_ROUTES, create_app
+from clarion.core.services import Services
+from tests.wc_support import ed25519_hex, register_body, relay_headers
+
+_ids = itertools.count()
+RELAY = Ed25519PrivateKey.generate()
+
+
+def fresh(body: dict[str, Any]) -> dict[str, Any]:
+    """The body with a message id never sent before (``{n}`` in it is replaced)."""
+    text = json.dumps(body).replace("{n}", str(next(_ids)))
+    loaded: dict[str, Any] = json.loads(text)
+    return loaded
+
+
+@pytest.fixture
+async def both(services: Services) -> AsyncIterator[tuple[httpx.AsyncClient, httpx.AsyncClient]]:
+    """(hot, full): two applications on one set of services."""
+    hot_settings = services.settings.model_copy(update={"hot_routes": True})
+    full_settings = services.settings.model_copy(update={"hot_routes": False})
+    hot_app = create_app(hot_settings, services=services)
+    full_app = create_app(full_settings, services=services)
+    async with (
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=hot_app), base_url="http://t") as hot,
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=full_app), base_url="http://t") as full,
+    ):
+        response = await full.post("/clients", json=register_body("wallet", "tok-1"))
+        assert response.status_code == 200
+        yield hot, full
+
+
+def answer(response: httpx.Response) -> tuple[int, str, str | None, str | None]:
+    return (
+        response.status_code,
+        response.text,
+        response.headers.get("content-type"),
+        response.headers.get("retry-after"),
+    )
+
+
+CLEAR = base64.b64encode(json.dumps({"title": "T", "body": "B"}).encode()).decode()
+
+# (path, body) where body is a JSON value, or bytes sent as they are.
+PUSH_CASES: list[tuple[str, Any]] = [
+    ("/clients/wallet", {"id": "m{n}", "payload": {"topic": "t", "flags": 1, "blob": "YWJj"}}),
+    (
+        "/clients/did:key:wallet",
+        {"id": "m{n}", "payload": {"topic": "t", "flags": 0, "blob": CLEAR}},
+    ),
+    ("/clients/wallet", {"id": "m{n}", "payload": {"topic": "t", "flags": 0, "blob": "!!"}}),
+    ("/clients/wallet", {"id": "m{n}", "payload": {"topic": "t", "tag": 4002, "message": "x"}}),
+    ("/clients/wallet", {"topic": "t{n}", "tag": 4002, "message": "raw"}),
+    ("/clients/nobody", {"id": "m{n}", "payload": {"topic": "t", "flags": 1, "blob": "YWJj"}}),
+    (
+        "/0000-0000-0000-0000/clients/wallet",
+        {"id": "m{n}", "payload": {"topic": "t", "flags": 1, "blob": "eA"}},
+    ),
+    (
+        "/no-such-tenant/clients/wallet",
+        {"id": "m{n}", "payload": {"topic": "t", "flags": 1, "blob": "eA"}},
+    ),
+    ("/x/clients/wallet", {"id": "m{n}", "payload": {"topic": "t", "flags": 1, "blob": "eA"}}),
+    ("/tenants/clients/apns", {"id": "m{n}", "payload": {"topic": "t", "flags": 1, "blob": "eA"}}),
+    ("/clients/wallet", {"id": "m{n}", "payload": {"topic": "t", "flags": "1", "blob": "eA"}}),
+    ("/clients/wallet", {"id": "m{n}", "payload": {"topic": "t", "flags": -1, "blob": "eA"}}),
+    ("/clients/wallet", {"id": "", "payload": {"topic": "t", "flags": 1, "blob": "eA"}}),
+    ("/clients/wallet", {"id": "m{n}", "payload": {"topic": "t", "flags": 1, "blob": "x" * 5000}}),
+    ("/clients/wallet", {"id": "m\u0000{n}", "payload": {"topic": "t", "flags": 1, "blob": "eA"}}),
+    ("/clients/wallet", {"payload": {"topic": "t", "flags": 1, "blob": "eA"}}),
+    ("/clients/wallet", [1, 2]),
+    ("/clients/wallet", None),
+    ("/clients/wallet", b"{not json"),
+    ("/clients/wallet", b""),
+    ("/clients/" + "w" * 300, {"id": "m{n}", "payload": {"topic": "t", "flags": 1, "blob": "eA"}}),
+]
+
+
+@pytest.mark.parametrize(("path", "body"), PUSH_CASES)
+async def test_pushes_answer_as_the_full_route(
+    both: tuple[httpx.AsyncClient, httpx.AsyncClient], path: str, body: Any
+) -> None:
+    hot, full = both
+    answers = []
+    for client in (hot, full):
+        if isinstance(body, bytes):
+            response = await client.post(
+                path, content=body, headers={"content-type": "application/json"}
+            )
+        else:
+            response = await client.post(path, json=fresh(body) if body is not None else None)
+        answers.append(answer(response))
+    assert answers[0] == answers[1]
+    assert answers[0][0] < 500
+
+
+async def test_a_message_id_is_one_message_across_both_paths(
+    both: tuple[httpx.AsyncClient, httpx.AsyncClient], services: Services
+) -> None:
+    hot, full = both
+    body = {"id": "shared", "payload": {"topic": "t", "flags": 1, "blob": "YWJj"}}
+    assert (await hot.post("/clients/wallet", json=body)).status_code == 200
+    assert (await full.post("/clients/wallet", json=body)).status_code == 200
+    from tests.wc_support import noop_provider
+
+    sent = [n for n, _ in noop_provider(services).received if n.blob == "YWJj"]
+    assert len(sent) == 1
+
+
+async def test_health_and_metrics_label(both: tuple[httpx.AsyncClient, httpx.AsyncClient]) -> None:
+    hot, full = both
+    assert answer(await hot.get("/health")) == answer(await full.get("/health"))
+    labels = {"method": "POST", "route": "/clients/{id}", "status": "200"}
+    before = REGISTRY.get_sample_value("clarion_http_requests_total", labels) or 0.0
+    push = fresh({"id": "m{n}", "payload": {"topic": "t", "flags": 1, "blob": "eA"}})
+    assert (await hot.post("/clients/wallet", json=push)).status_code == 200
+    # The hot answer is counted under the FastAPI route's template, never the raw path.
+    assert REGISTRY.get_sample_value("clarion_http_requests_total", labels) == before + 1
+    raw = {"method": "POST", "route": "/clients/wallet", "status": "200"}
+    assert REGISTRY.get_sample_value("clarion_http_requests_total", raw) is None
+
+
+@pytest.fixture
+def settings_overrides(request: pytest.FixtureRequest) -> dict[str, Any]:
+    if "signed" in request.node.name:
+        return {"wc_validate_signatures": True, "wc_relay_public_key": ed25519_hex(RELAY)}
+    return {}
+
+
+@pytest.mark.parametrize("variant", ["good", "bad", "stale", "missing"])
+async def test_signed_pushes_answer_as_the_full_route(
+    both: tuple[httpx.AsyncClient, httpx.AsyncClient], variant: str
+) -> None:
+    hot, full = both
+    answers = []
+    for client in (hot, full):
+        body = json.dumps(
+            fresh({"id": "m{n}", "payload": {"topic": "t", "flags": 1, "blob": "eA"}})
+        )
+        raw = body.encode()
+        if variant == "good":
+            headers = relay_headers(RELAY, raw)
+        elif variant == "bad":
+            headers = relay_headers(Ed25519PrivateKey.generate(), raw)
+        elif variant == "stale":
+            headers = relay_headers(RELAY, raw, at=1_000_000)
+        else:
+            headers = {"content-type": "application/json"}
+        answers.append(answer(await client.post("/clients/wallet", content=raw, headers=headers)))
+    assert answers[0] == answers[1]
+    assert answers[0][0] == (200 if variant == "good" else 401)
+
+
+# --- the middleware alone -----------------------------------------------------------------
+
+
+class Recording:
+    """An ASGI application that records what reached it and echoes the body it received."""
+
+    def __init__(self) -> None:
+        self.paths: list[str] = []
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        self.paths.append(scope["path"])
+        message = await receive()
+        await PlainTextResponse("full:" + message.get("body", b"").decode())(scope, receive, send)
+
+
+async def echo_json(request: Any) -> Any:
+    data = request.json()
+    if not isinstance(data, dict):
+        return None
+    return PlainTextResponse(f"hot:{request.params.get('id')}:{sorted(data)}")
+
+
+async def test_regular_requests_never_reach_the_full_stack() -> None:
+    inner = Recording()
+    layer = HotRoutes(inner, [HotRoute("POST", "/things/{id}", echo_json)])
+    layer_app: Any = layer
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        scope["app"] = type("A", (), {"state": type("S", (), {"services": None})()})()
+        await layer_app(scope, receive, send)
+
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        hot = await c.post("/things/7", json={"b": 1, "a": 2})
+        fell = await c.post(
+            "/things/7", content=b"[1]", headers={"content-type": "application/json"}
+        )
+        other = await c.post("/things/7/more", content=b"x")
+        wrong_type = await c.post(
+            "/things/7", content=b"{}", headers={"content-type": "text/plain"}
+        )
+    assert hot.text == "hot:7:['a', 'b']"
+    assert fell.text == "full:[1]"  # the body this layer read is replayed to the full stack
+    assert other.text == "full:x"
+    assert wrong_type.text == "full:{}"
+    assert inner.paths == ["/things/7", "/things/7/more", "/things/7"]
+
+
+def test_every_hot_route_has_a_fastapi_route_of_the_same_template(services: Services) -> None:
+    paths = create_app(services.settings, services=services).openapi()["paths"]
+    for route in HOT_ROUTES:
+        assert route.method.lower() in paths.get(route.template, {}), route.template
