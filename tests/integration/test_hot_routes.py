@@ -224,3 +224,83 @@ def test_every_hot_route_has_a_fastapi_route_of_the_same_template(services: Serv
     paths = create_app(services.settings, services=services).openapi()["paths"]
     for route in HOT_ROUTES:
         assert route.method.lower() in paths.get(route.template, {}), route.template
+
+
+# --- PowerAuth sends ------------------------------------------------------------------------
+
+
+def _message(**changes: Any) -> dict[str, Any]:
+    message: dict[str, Any] = {"userId": "alice", "body": {"title": "Hi", "body": "There"}}
+    message.update(changes)
+    return message
+
+
+SEND_CASES: list[tuple[str, Any]] = [
+    ("/push/message/send", {"requestObject": {"appId": "mobile-app", "message": _message()}}),
+    (
+        "/push/message/send",
+        {"requestObject": {"appId": "mobile-app", "mode": "ASYNCHRONOUS", "message": _message()}},
+    ),
+    (
+        "/push/message/send",
+        {"requestObject": {"appId": "mobile-app", "message": _message(userId="bob")}},
+    ),
+    ("/push/message/send", {"requestObject": {"appId": "no-such-app", "message": _message()}}),
+    (
+        "/push/message/send",
+        {"requestObject": {"appId": "mobile-app", "message": _message(userId="")}},
+    ),
+    (
+        "/push/message/send",
+        {"requestObject": {"appId": "mobile-app", "mode": "SOMETIMES", "message": _message()}},
+    ),
+    (
+        "/push/message/send",
+        {"requestObject": {"appId": "mobile-app", "message": _message(body=None)}},
+    ),
+    ("/push/message/send", {"requestObject": {"appId": "mobile\u0000app", "message": _message()}}),
+    (
+        "/push/message/send",
+        {"requestObject": {"appId": "mobile-app", "message": _message(body={"title": 5})}},
+    ),
+    ("/push/message/send", {"requestObject": None}),
+    ("/push/message/send", {"appId": "mobile-app"}),
+    ("/push/message/send", b"[]"),
+    ("/push/message/send", b"{"),
+    (
+        "/push/message/batch/send",
+        {"requestObject": {"appId": "mobile-app", "batch": [_message(), _message(userId="bob")]}},
+    ),
+    ("/push/message/batch/send", {"requestObject": {"appId": "mobile-app", "batch": []}}),
+    ("/push/message/batch/send", {"requestObject": {"appId": "mobile-app", "batch": "x"}}),
+    ("/push/message/batch/send", {"requestObject": {"appId": "nope", "batch": [_message()]}}),
+]
+
+
+@pytest.mark.parametrize(("path", "body"), SEND_CASES)
+async def test_sends_answer_as_the_full_route(
+    both: tuple[httpx.AsyncClient, httpx.AsyncClient], path: str, body: Any
+) -> None:
+    hot, full = both
+    await full.post("/admin/app/create", json={"requestObject": {"appId": "mobile-app"}})
+    device = {
+        "appId": "mobile-app",
+        "token": "a1" * 32,
+        "platform": "ios",
+        "activationId": "act-1",
+        "userId": "alice",
+        "activationStatus": "ACTIVE",
+    }
+    created = await full.post("/push/device/create", json={"requestObject": device})
+    assert created.status_code == 200
+    answers = []
+    for client in (hot, full):
+        if isinstance(body, bytes):
+            response = await client.post(
+                path, content=body, headers={"content-type": "application/json"}
+            )
+        else:
+            response = await client.post(path, json=body)
+        answers.append(answer(response))
+    assert answers[0] == answers[1]
+    assert answers[0][0] < 500

@@ -118,8 +118,7 @@ class Sender:
     ) -> tuple[int | None, dict[str, list[Target]], Versions]:
         """In one prepared query (at most 1,000 users): the app's row id (None if it does not
         exist), these users' registrations in it, and their platforms' credentials versions."""
-        async with self._db.engine.connect() as conn:
-            rows = (await conn.execute(_LOOKUP, {"app_id": app_id, "users": users})).all()
+        rows = await self._db.read(_LOOKUP, {"app_id": app_id, "users": users})
         if not rows:
             return None, {}, {}
         found: dict[str, list[Target]] = defaultdict(list)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import threading
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -11,17 +13,25 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, event
+from sqlalchemy import URL, Connection, Dialect, Executable, Row, event
+from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import InvalidatePoolError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.pool import NullPool
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+# A pooled PostgreSQL connection is pinged on checkout only once it has been idle this long.
+PING_AFTER_IDLE_SECONDS = 1.0
+# PostgreSQL connections per process: kept open, and a few more for bursts.
+POOL_SIZE = 32
+POOL_OVERFLOW = 16
 
 
 def insert_for(dialect: str) -> Any:
@@ -43,13 +53,53 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _mark_idle(_dbapi_connection: Any, record: Any) -> None:
+    record.info["idle_since"] = time.monotonic()
+
+
+def _ping_if_idle(dialect: Dialect) -> Any:
+    """A checkout listener: SQLAlchemy's pre-ping, but only for a connection that sat idle in
+    the pool for PING_AFTER_IDLE_SECONDS.
+
+    ``pool_pre_ping`` pings on every checkout, which on asyncpg is three round trips (BEGIN,
+    ``;``, ROLLBACK) and about 240 µs of CPU: more than a whole inbox query. A connection given
+    back a moment ago is as alive as one just pinged, so under load nothing is pinged; a
+    connection that sat idle (where a database restart or a dropped idle connection shows up)
+    is pinged as before, and a dead one is replaced, with every older pooled connection,
+    before anyone uses it. If the database goes away under load, the statements in flight fail
+    as they always did, SQLAlchemy's disconnect handling invalidates the pool on the first such
+    error, and later checkouts reconnect.
+    """
+
+    def checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.pop("idle_since", None)
+        if idle_since is None or time.monotonic() - idle_since < PING_AFTER_IDLE_SECONDS:
+            return  # fresh, or back in the pool a moment ago
+        try:
+            dialect.do_ping(dbapi_connection)
+        except Exception as exc:
+            if isinstance(exc, dialect.loaded_dbapi.Error) and dialect.is_disconnect(
+                exc, dbapi_connection, None
+            ):
+                raise InvalidatePoolError(str(exc)) from exc  # the pool reconnects and retries
+            raise
+
+    return checkout
+
+
 def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
-    """An async engine; SQLite gets WAL, a busy timeout and enforced foreign keys."""
+    """An async engine; SQLite gets WAL, a busy timeout and enforced foreign keys; PostgreSQL
+    a pool whose connections are pinged after they sat idle (``_ping_if_idle``)."""
     if url.startswith("sqlite"):
         engine = create_async_engine(url, echo=echo)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
-    return create_async_engine(url, echo=echo, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    # Connections beyond pool_size are closed when given back: at 32 requests in flight a pool
+    # of 10 opened and closed a (TLS-negotiating) connection for every other request.
+    engine = create_async_engine(url, echo=echo, pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW)
+    event.listen(engine.sync_engine, "checkin", _mark_idle)
+    event.listen(engine.sync_engine, "checkout", _ping_if_idle(engine.sync_engine.dialect))
+    return engine
 
 
 def alembic_config() -> Config:
@@ -62,6 +112,67 @@ def head_revision() -> str | None:
     return ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
+class InlineReader:
+    """Read-only statements on a SQLite file, run synchronously in the calling thread.
+
+    Safe to run on the event loop: in WAL mode a reader never waits for the writer (it reads
+    the last committed snapshot), each statement is its own transaction (autocommit), and the
+    connection refuses writes (``query_only``). One connection per thread that reads.
+    """
+
+    def __init__(self, url: URL, *, echo: bool = False) -> None:
+        self._engine = create_sync_engine(
+            url.set(drivername="sqlite+pysqlite"),
+            echo=echo,
+            poolclass=NullPool,
+            connect_args={"check_same_thread": False},
+        )
+        event.listen(self._engine, "connect", _reader_pragmas)
+        self._local = threading.local()
+        self._open: list[Connection] = []
+        self._lock = threading.Lock()
+
+    @classmethod
+    def for_url(cls, url: URL, *, echo: bool = False) -> InlineReader | None:
+        """A reader for a SQLite file; None for anything else (in-memory SQLite included)."""
+        if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+            return None
+        if "mode=memory" in str(url):
+            return None
+        return cls(url, echo=echo)
+
+    def read(
+        self, statement: Executable, params: Mapping[str, Any] | None = None
+    ) -> Sequence[Row[Any]]:
+        conn: Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+            self._local.conn = conn
+            with self._lock:
+                self._open.append(conn)
+        try:
+            return conn.execute(statement, params).all()
+        finally:
+            conn.rollback()  # ends SQLAlchemy's bookkeeping; nothing is open in SQLite
+
+    def close(self) -> None:
+        with self._lock:
+            connections, self._open = self._open, []
+        for conn in connections:
+            conn.close()
+        self._local = threading.local()
+        self._engine.dispose()
+
+
+def _reader_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA query_only=ON")
+    # A WAL reader waits only in rare moments (another connection recovering the WAL index);
+    # never long, since this wait holds up the event loop.
+    cursor.execute("PRAGMA busy_timeout=1000")
+    cursor.close()
+
+
 class Database:
     """One database: its engine and a session factory for units of work."""
 
@@ -69,6 +180,24 @@ class Database:
         self.url = url
         self.engine = create_engine(url, echo=echo)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self._inline = InlineReader.for_url(self.engine.url, echo=echo)
+
+    async def read(
+        self, statement: Executable, params: Mapping[str, Any] | None = None
+    ) -> Sequence[Row[Any]]:
+        """The rows of one read-only statement, committed data only.
+
+        On a SQLite file it runs inline, on a read-only connection of the calling thread: an
+        indexed read takes tens of microseconds there, while aiosqlite's hand-off to its own
+        thread and back cost about 1 ms of CPU per query on the 2-core development machine.
+        On PostgreSQL (and in-memory SQLite) it goes through the async pool.
+        """
+        if self._inline is not None:
+            return self._inline.read(statement, params)
+        async with self.engine.connect() as conn:
+            # One statement, its own transaction: no BEGIN and ROLLBACK round trips around it.
+            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            return (await conn.execute(statement, params)).all()
 
     @property
     def dialect(self) -> str:
@@ -118,4 +247,6 @@ class Database:
             await conn.run_sync(run)
 
     async def dispose(self) -> None:
+        if self._inline is not None:
+            self._inline.close()
         await self.engine.dispose()

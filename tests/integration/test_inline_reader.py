@@ -1,0 +1,71 @@
+"""Database.read: SQLite files read inline (committed data, read-only), PostgreSQL through the
+async pool; both answer the same."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select, text
+from sqlalchemy.exc import OperationalError
+
+from clarion.store.db import Database, InlineReader
+from clarion.store.models import Application, utcnow
+
+
+async def test_reads_see_what_was_committed_a_moment_ago(database_url: str) -> None:
+    db = Database(database_url)
+    await db.upgrade()
+    try:
+        async with db.transaction() as session:
+            await session.execute(text("DELETE FROM applications"))
+        query = select(Application.app_id).order_by(Application.app_id)
+        assert list(await db.read(query)) == []
+        async with db.transaction() as session:
+            session.add(Application(app_id="first-app", created_at=utcnow()))
+        assert [r.app_id for r in await db.read(query)] == ["first-app"]
+        async with db.transaction() as session:
+            session.add(Application(app_id="second-app", created_at=utcnow()))
+            # Not yet committed: a reader does not see it.
+            await session.flush()
+            assert [r.app_id for r in await db.read(query)] == ["first-app"]
+        assert [r.app_id for r in await db.read(query)] == ["first-app", "second-app"]
+        found = await db.read(
+            select(Application.app_id).where(Application.app_id == text(":wanted")),
+            {"wanted": "second-app"},
+        )
+        assert [r[0] for r in found] == ["second-app"]
+    finally:
+        await db.dispose()
+
+
+async def test_sqlite_reads_run_inline_and_cannot_write(tmp_path: Path) -> None:
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'c.db'}")
+    await db.upgrade()
+    try:
+        inline = InlineReader.for_url(db.engine.url)
+        assert inline is not None
+        with pytest.raises(OperationalError, match=r"readonly|read-only|attempt to write"):
+            inline.read(text("INSERT INTO applications (app_id, created_at) VALUES ('x', '')"))
+        inline.close()
+        # Another thread gets a connection of its own and the same answers.
+        answers: list[int] = []
+        thread = threading.Thread(
+            target=lambda: answers.append(len(asyncio.run(db.read(select(Application.id)))))
+        )
+        thread.start()
+        thread.join()
+        assert answers == [0]
+    finally:
+        await db.dispose()
+
+
+def test_memory_and_postgresql_urls_have_no_inline_reader() -> None:
+    from sqlalchemy.engine import make_url
+
+    assert InlineReader.for_url(make_url("sqlite+aiosqlite://")) is None
+    assert InlineReader.for_url(make_url("sqlite+aiosqlite:///:memory:")) is None
+    assert InlineReader.for_url(make_url("postgresql+asyncpg://u@h/db")) is None
+    assert InlineReader.for_url(make_url("sqlite+aiosqlite:////tmp/x.db")) is not None
