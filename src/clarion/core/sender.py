@@ -15,7 +15,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import and_, bindparam, delete, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.config import Settings
 from clarion.core.apps import Applications
@@ -77,6 +76,27 @@ _LOOKUP = (
     .where(Application.app_id == bindparam("app_id"))
 )
 
+_DEVICES_OF = select(
+    Device.id,
+    Device.platform,
+    Device.environment,
+    Device.token,
+    Device.activation_id,
+    Device.active,
+    Device.user_id,
+).where(
+    Device.application_id == bindparam("app_pk"),
+    Device.user_id.in_(bindparam("users", expanding=True)),
+)
+_VERSIONS = (
+    select(Credential.platform, Credential.version, Credential.environment)
+    .join(Application, Application.id == Credential.application_id)
+    .where(Application.app_id == bindparam("app_id"))
+)
+_VERSIONS_OF = select(Credential.platform, Credential.version, Credential.environment).where(
+    Credential.application_id == bindparam("app_pk")
+)
+
 NO_CREDENTIALS = "NoCredentials"
 
 
@@ -135,23 +155,13 @@ class Sender:
                 versions[row.platform] = (row.version, row.app_environment)
         return rows[0].app_pk, found, versions
 
-    async def devices_of(
-        self, session: AsyncSession, app_pk: int, users: Iterable[str]
-    ) -> dict[str, list[Target]]:
+    async def devices_of(self, app_pk: int, users: Iterable[str]) -> dict[str, list[Target]]:
         """The registrations of these users in the app, by user."""
         found: dict[str, list[Target]] = defaultdict(list)
         users = list(users)
         for i in range(0, len(users), 1000):
-            rows = await session.execute(
-                select(
-                    Device.id,
-                    Device.platform,
-                    Device.environment,
-                    Device.token,
-                    Device.activation_id,
-                    Device.active,
-                    Device.user_id,
-                ).where(Device.application_id == app_pk, Device.user_id.in_(users[i : i + 1000]))
+            rows = await self._db.read(
+                _DEVICES_OF, {"app_pk": app_pk, "users": users[i : i + 1000]}
             )
             for row in rows:
                 found[row.user_id].append(
@@ -220,22 +230,12 @@ class Sender:
 
     async def versions(self, app_id: str) -> dict[str, tuple[int, str | None]]:
         """Credentials version and APNs environment of each configured platform of the app."""
-        async with self._db.reader() as session:
-            rows = await session.execute(
-                select(Credential.platform, Credential.version, Credential.environment)
-                .join(Application, Application.id == Credential.application_id)
-                .where(Application.app_id == app_id)
-            )
-            return {r.platform: (r.version, r.environment) for r in rows}
+        rows = await self._db.read(_VERSIONS, {"app_id": app_id})
+        return {r.platform: (r.version, r.environment) for r in rows}
 
-    @staticmethod
-    async def versions_in(session: AsyncSession, app_pk: int) -> dict[str, tuple[int, str | None]]:
-        """``versions`` in the caller's session, by the application's row id."""
-        rows = await session.execute(
-            select(Credential.platform, Credential.version, Credential.environment).where(
-                Credential.application_id == app_pk
-            )
-        )
+    async def versions_of(self, app_pk: int) -> dict[str, tuple[int, str | None]]:
+        """``versions`` by the application's row id."""
+        rows = await self._db.read(_VERSIONS_OF, {"app_pk": app_pk})
         return {r.platform: (r.version, r.environment) for r in rows}
 
     async def _build(self, key: PoolKey) -> Provider:
