@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import enum
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, TypeVar
 
 from sqlalchemy import (
+    Executable,
     Integer,
-    Row,
     Select,
     and_,
     bindparam,
@@ -25,6 +26,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from clarion.errors import InvalidRequest, MessageNotFound, NotFound
@@ -36,6 +38,8 @@ from clarion.store.models import (
     UTCDateTime,
     utcnow,
 )
+
+T = TypeVar("T")
 
 MAX_PAGE_SIZE = 1000
 MAX_PAGE = 1_000_000
@@ -180,15 +184,20 @@ _MARK_READ = (
 _MARK_READ_OF_USER = _MARK_READ.where(InboxMessage.user_id == bindparam("owner"))
 
 
-def _summary(row: Row[uuid.UUID, str, str, str, bool, datetime]) -> MessageSummary:
+def _summary(row: Any) -> MessageSummary:
     return MessageSummary(*row)
 
 
-async def _detail(
-    conn: AsyncConnection | AsyncSession, message_id: uuid.UUID, user_id: str | None
-) -> MessageDetail:
-    """The message with its applications, in one query; MessageNotFound if it is not theirs."""
-    rows = (await conn.execute(_DETAIL, {"message_id": message_id})).all()
+_DetailRows = Sequence[Any]  # rows of _DETAIL, read by column name
+
+
+async def _detail_rows(conn: AsyncConnection | AsyncSession, message_id: uuid.UUID) -> _DetailRows:
+    return (await conn.execute(_DETAIL, {"message_id": message_id})).all()
+
+
+def _detail(rows: _DetailRows, message_id: uuid.UUID, user_id: str | None) -> MessageDetail:
+    """The message with its applications (the rows of ``_DETAIL``); MessageNotFound if it is
+    not theirs."""
     if not rows or (user_id is not None and rows[0].user_id != user_id):
         # Another user's message is answered exactly like a missing one: nothing leaks.
         raise MessageNotFound(f"Inbox message not found: {message_id}")
@@ -210,8 +219,11 @@ async def _detail(
 class Inbox:
     """Post, list, count, read and mark messages in users' inboxes.
 
-    Reads and single-statement writes run on autocommit connections, one statement each, so a
-    list or a count is one round trip to the database (no BEGIN / ROLLBACK around it).
+    Reads are single statements through ``Database.read``: inline on a read-only connection on
+    a SQLite file, in autocommit on PostgreSQL (one round trip, no BEGIN / ROLLBACK around it).
+    Single-statement writes run on autocommit connections too. A read or a mark-read whose
+    connection turns out dead is run once more (the pool pings only idle connections, see
+    ``store.db``): each is a no-op the second time.
     Application ids are cached once found: an application's row id never changes, and the
     dialect has no way to delete one (if one is ever deleted, its links go with it, so a stale
     entry finds no messages rather than wrong ones).
@@ -222,16 +234,29 @@ class Inbox:
         self._autocommit = db.engine.execution_options(isolation_level="AUTOCOMMIT")
         self._app_pks: dict[str, int] = {}
 
+    async def _read(self, statement: Executable, params: dict[str, Any]) -> Sequence[Any]:
+        """The rows of one read-only statement (once more if the connection was dead)."""
+        try:
+            return await self._db.read(statement, params)
+        except DBAPIError as exc:
+            if not exc.connection_invalidated:
+                raise
+        return await self._db.read(statement, params)
+
     async def _application_pks(
-        self, conn: AsyncConnection | AsyncSession, app_ids: Sequence[str]
+        self, app_ids: Sequence[str], session: AsyncSession | None = None
     ) -> list[int]:
-        """Row ids of the applications, in order; NotFound names the first unknown one."""
+        """Row ids of the applications, in order; NotFound names the first unknown one. Looked
+        up in ``session`` if given, else by a read of its own."""
         missing = [app_id for app_id in app_ids if app_id not in self._app_pks]
         if missing:
-            rows = await conn.execute(
-                select(Application.app_id, Application.id).where(Application.app_id.in_(missing))
+            lookup = select(Application.app_id, Application.id).where(
+                Application.app_id.in_(missing)
             )
-            self._app_pks.update({app_id: pk for app_id, pk in rows})
+            rows = await (
+                session.execute(lookup) if session is not None else self._read(lookup, {})
+            )
+            self._app_pks.update({row.app_id: row.id for row in rows})
         for app_id in app_ids:
             if app_id not in self._app_pks:
                 raise NotFound(f"Application not found: {app_id[:255]}")
@@ -244,7 +269,7 @@ class Inbox:
             raise InvalidRequest("Applications must not be empty.")
         message_id = uuid.uuid4()
         async with self._db.transaction() as session:
-            app_pks = await self._application_pks(session, app_ids)
+            app_pks = await self._application_pks(app_ids, session)
             await session.execute(
                 insert(InboxMessage).values(
                     id=message_id,
@@ -261,7 +286,7 @@ class Inbox:
             await session.execute(
                 insert(_link), [{"message_id": message_id, "application_id": pk} for pk in app_pks]
             )
-            return await _detail(session, message_id, new.user_id)
+            return _detail(await _detail_rows(session, message_id), message_id, new.user_id)
 
     async def messages(
         self,
@@ -274,41 +299,58 @@ class Inbox:
     ) -> list[MessageSummary]:
         """One page of the user's messages, newest first; ``app_ids`` None means every app."""
         check_page(page, size)
-        params: dict[str, object] = {"user_id": user_id, "limit": size, "offset": page * size}
-        async with self._autocommit.connect() as conn:
-            if app_ids is not None:
-                params["app_pks"] = await self._application_pks(conn, distinct_app_ids(app_ids))
-            rows = await conn.execute(_LIST[only_unread, app_ids is not None], params)
-            return [_summary(row) for row in rows]
+        params: dict[str, Any] = {"user_id": user_id, "limit": size, "offset": page * size}
+        if app_ids is not None:
+            params["app_pks"] = await self._application_pks(distinct_app_ids(app_ids))
+        rows = await self._read(_LIST[only_unread, app_ids is not None], params)
+        return [_summary(row) for row in rows]
 
     async def count_unread(self, user_id: str, app_id: str) -> int:
         """How many of the user's messages for the application are unread."""
-        async with self._autocommit.connect() as conn:
-            [app_pk] = await self._application_pks(conn, [app_id])
-            count = await conn.scalar(_COUNT_UNREAD, {"user_id": user_id, "app_pk": app_pk})
-        return int(count or 0)
+        [app_pk] = await self._application_pks([app_id])
+        rows = await self._read(_COUNT_UNREAD, {"user_id": user_id, "app_pk": app_pk})
+        return int(rows[0][0] or 0) if rows else 0
 
     async def detail(self, message_id: uuid.UUID, user_id: str | None = None) -> MessageDetail:
         """The full message; with ``user_id``, only if it is that user's."""
+        rows = await self._read(_DETAIL, {"message_id": message_id})
+        return _detail(rows, message_id, user_id)
+
+    async def _on_connection(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        """``work`` on an autocommit connection, and once more on a fresh one if the first
+        turned out to be dead. Every caller's work is an update that is a no-op the second
+        time."""
+        try:
+            async with self._autocommit.connect() as conn:
+                return await work(conn)
+        except DBAPIError as exc:
+            if not exc.connection_invalidated:
+                raise
         async with self._autocommit.connect() as conn:
-            return await _detail(conn, message_id, user_id)
+            return await work(conn)
 
     async def read(self, message_id: uuid.UUID, user_id: str | None = None) -> MessageDetail:
         """Mark the message read (first read time kept: reading again is a no-op)."""
         params = {"message_id": message_id, "read_time": utcnow(), "owner": user_id}
-        async with self._autocommit.connect() as conn:
+
+        async def work(conn: AsyncConnection) -> _DetailRows:
             # One statement, committed on its own: the first reader sets the read time.
             await conn.execute(_MARK_READ if user_id is None else _MARK_READ_OF_USER, params)
-            return await _detail(conn, message_id, user_id)
+            return await _detail_rows(conn, message_id)
+
+        return _detail(await self._on_connection(work), message_id, user_id)
 
     async def read_all(self, user_id: str, app_id: str) -> int:
         """Mark every unread message of the user for the application read; how many changed."""
-        async with self._autocommit.connect() as conn:
-            [app_pk] = await self._application_pks(conn, [app_id])
+        [app_pk] = await self._application_pks([app_id])
+
+        async def work(conn: AsyncConnection) -> int:
             in_app = select(_link.message_id).where(_link.application_id == app_pk)
             result = await conn.execute(
                 update(InboxMessage)
                 .where(InboxMessage.user_id == user_id, _unread, InboxMessage.id.in_(in_app))
                 .values(read=True, read_at=utcnow())
             )
-        return int(getattr(result, "rowcount", 0) or 0)
+            return int(getattr(result, "rowcount", 0) or 0)
+
+        return await self._on_connection(work)

@@ -1,4 +1,7 @@
-"""The message inbox: /inbox/messages/..."""
+"""The message inbox: /inbox/messages/...
+
+The hot routes (``hot.py``) call the list, count, detail and query-form read functions below
+directly for requests in their plain form, so both paths build the same bodies."""
 
 from __future__ import annotations
 
