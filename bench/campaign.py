@@ -166,7 +166,7 @@ class Cluster:
         }
         serve = [*CLARION, "serve", "--port", str(self.port)]
         self.commands = [serve]
-        if self.postgres:
+        if self.postgres and workers > 0:
             self.commands = [[*serve, "--no-worker"]] + [[*CLARION, "worker"]] * workers
         self.log = log
         self.processes: list[subprocess.Popen[bytes]] = []
@@ -312,7 +312,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--devices", type=int, default=1_000_000)
     parser.add_argument("--database", choices=["postgresql", "sqlite"], default="postgresql")
-    parser.add_argument("--workers", type=int, default=1, help="clarion worker processes (PG)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="clarion worker processes beside an API-only serve (PostgreSQL); 0: one serve "
+        "process with its own worker, the default deployment",
+    )
     parser.add_argument("--concurrency", type=int, default=8, help="jobs per worker")
     parser.add_argument("--sink-workers", type=int, default=1)
     parser.add_argument("--baseline", type=int, default=50_000, help="pushes; 0 skips it")
