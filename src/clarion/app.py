@@ -19,7 +19,6 @@ from clarion import __version__
 from clarion.api import powerauth, walletconnect
 from clarion.api.hot import HotRoutes
 from clarion.api.powerauth.hot import ROUTES as PA_HOT_ROUTES
-from clarion.api.powerauth.messages import HOT_ROUTES as MESSAGE_HOT_ROUTES
 from clarion.api.walletconnect.hot import ROUTES as WC_HOT_ROUTES
 from clarion.config import Settings, load_settings
 from clarion.core.campaign_progress import export_progress
@@ -29,7 +28,7 @@ from clarion.metrics import MetricsMiddleware, metrics_endpoint
 
 log = logging.getLogger("clarion")
 
-HOT_ROUTES = (*WC_HOT_ROUTES, *MESSAGE_HOT_ROUTES, *PA_HOT_ROUTES)
+HOT_ROUTES = (*WC_HOT_ROUTES, *PA_HOT_ROUTES)
 
 
 def create_app(settings: Settings, *, services: Services | None = None) -> FastAPI:

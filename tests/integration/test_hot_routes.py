@@ -304,3 +304,56 @@ async def test_sends_answer_as_the_full_route(
         answers.append(answer(response))
     assert answers[0] == answers[1]
     assert answers[0][0] < 500
+
+
+def _device(**changes: Any) -> dict[str, Any]:
+    device: dict[str, Any] = {
+        "appId": "mobile-app",
+        "token": "c3" * 32,
+        "platform": "ios",
+        "activationId": "act-{n}",
+        "userId": "carol",
+        "activationStatus": "ACTIVE",
+    }
+    device.update(changes)
+    return {"requestObject": device}
+
+
+DEVICE_CASES: list[Any] = [
+    _device(),
+    _device(platform="android", token="fcm-{n}"),
+    _device(platform="huawei", token="hms-{n}", environment="production"),
+    _device(platform="IOS", environment="development"),
+    _device(userId=None),
+    _device(appId="no-such-app"),
+    _device(platform="windows"),
+    _device(token=""),
+    _device(token=None),
+    _device(activationId=None),
+    _device(activationStatus="SLEEPING"),
+    _device(environment="moon"),
+    _device(token="x" * 5000),
+    _device(token="a\u0000b"),
+    {"requestObject": "x"},
+    {"requestObject": {}},
+    b"null",
+]
+
+
+@pytest.mark.parametrize("body", DEVICE_CASES)
+async def test_device_registrations_answer_as_the_full_route(
+    both: tuple[httpx.AsyncClient, httpx.AsyncClient], body: Any
+) -> None:
+    hot, full = both
+    await full.post("/admin/app/create", json={"requestObject": {"appId": "mobile-app"}})
+    answers = []
+    for client in (hot, full):
+        if isinstance(body, bytes):
+            response = await client.post(
+                "/push/device/create", content=body, headers={"content-type": "application/json"}
+            )
+        else:
+            response = await client.post("/push/device/create", json=fresh(body))
+        answers.append(answer(response))
+    assert answers[0] == answers[1]
+    assert answers[0][0] < 500

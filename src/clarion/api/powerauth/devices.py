@@ -16,6 +16,7 @@ from clarion.api.powerauth.models import (
 )
 from clarion.core.devices import Registration
 from clarion.core.platforms import parse_activation_status, parse_environment, parse_platform
+from clarion.core.services import Services
 
 router = APIRouter(route_class=PowerAuthRoute, tags=["Devices"])
 
@@ -40,7 +41,11 @@ def _registration(
 async def create_device(
     request: ObjectRequest[CreateDeviceRequest], svc: ServicesDep
 ) -> dict[str, Any]:
-    body = request.requestObject
+    return await register_one(svc, request.requestObject)
+
+
+async def register_one(svc: Services, body: CreateDeviceRequest) -> dict[str, Any]:
+    """Register the device (the FastAPI route and the hot route share it)."""
     await svc.devices.register(_registration(body, [body.activationId]))
     return ok()
 

@@ -1,5 +1,8 @@
-"""The PowerAuth hot routes: the inbox reads, the query form of "mark read" and the service
-status (see ``clarion.api.hot``).
+"""The PowerAuth hot routes: sends, device registration, the inbox reads, the query form of
+"mark read" and the service status (see ``clarion.api.hot``).
+
+A route with a ``{"requestObject": ...}`` body takes it when it validates against the same
+``ObjectRequest[T]`` model as the FastAPI route, and calls the same function.
 
 Each handler takes the query string only in its plain form (every parameter once, texts within
 the lengths of the route's ``Query`` annotations and free of NUL, ``onlyUnread`` exactly ``true``
@@ -13,15 +16,21 @@ test_inbox_hot_routes.py`` compares the two answers.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
+from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic_core import to_json
 from starlette.responses import Response
 
 from clarion.api.hot import HotRequest, HotRoute
-from clarion.api.powerauth import inbox, status
-from clarion.api.powerauth.envelope import map_error
+from clarion.api.powerauth import devices, inbox, messages, status
+from clarion.api.powerauth import message_models as m
+from clarion.api.powerauth.envelope import ObjectRequest, map_error
+from clarion.api.powerauth.models import CreateDeviceRequest
+from clarion.core.services import Services
+
+B = TypeVar("B", bound=BaseModel)
 
 # The ``Query`` annotations of the FastAPI routes (inbox.py).
 _USER_ID_MAX = 255
@@ -57,12 +66,35 @@ def _json(body: dict[str, Any]) -> Response:
     return Response(to_json(body), media_type="application/json")
 
 
-async def _answer(body: Awaitable[dict[str, Any]]) -> Response:
+async def _answer(body: Awaitable[dict[str, Any] | Response]) -> Response:
     """The route function's answer (``body``, not yet awaited), or its error's."""
     try:
-        return _json(await body)
+        answer = await body
     except Exception as exc:  # as PowerAuthRoute: the dialect's error body
         return map_error(exc)
+    return answer if isinstance(answer, Response) else _json(answer)
+
+
+def object_route(
+    method: str,
+    path: str,
+    model: type[B],
+    action: Callable[[Services, B], Awaitable[dict[str, Any] | Response]],
+) -> HotRoute:
+    """A route whose body is ``{"requestObject": <model>}``, answered by ``action``."""
+    adapter: TypeAdapter[ObjectRequest[Any]] = TypeAdapter(ObjectRequest[model])  # type: ignore[valid-type]
+
+    async def handler(request: HotRequest) -> Response | None:
+        data = request.json()
+        if data is None:
+            return None
+        try:
+            body = adapter.validate_python(data).requestObject
+        except ValidationError:
+            return None
+        return await _answer(action(request.services, body))
+
+    return HotRoute(method, path, handler)
 
 
 def _optional(
@@ -148,6 +180,9 @@ async def service_status(request: HotRequest) -> Response:
 
 
 ROUTES = (
+    object_route("POST", "/push/message/send", m.SendRequest, messages.send_one),
+    object_route("POST", "/push/message/batch/send", m.BatchRequest, messages.send_many),
+    object_route("POST", "/push/device/create", CreateDeviceRequest, devices.register_one),
     HotRoute("GET", "/inbox/messages/list", list_messages),
     HotRoute("GET", "/inbox/messages/count", count_unread),
     HotRoute("GET", "/inbox/messages/detail", message_detail),

@@ -7,16 +7,13 @@ from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
-from pydantic import TypeAdapter, ValidationError
 
-from clarion.api.hot import HotRequest, HotRoute
 from clarion.api.powerauth import message_models as m
 from clarion.api.powerauth.deps import ServicesDep
 from clarion.api.powerauth.envelope import (
     ObjectRequest,
     ObjectResponse,
     PowerAuthRoute,
-    map_error,
     ok,
 )
 from clarion.core.messages import MessageSpec, Mode, SendResult
@@ -113,44 +110,3 @@ async def send_many(svc: Services, body: m.BatchRequest) -> Response:
     mode = Mode(body.mode)
     result = await svc.messages.send(body.appId, [to_spec(x) for x in body.batch], mode)
     return JSONResponse(render(mode, result))
-
-
-# Hot routes (see clarion.api.hot): the same validation, the same call, the same answer; any
-# request that does not validate falls through to the FastAPI route for its error body.
-
-_SEND = TypeAdapter(ObjectRequest[m.SendRequest])
-_BATCH = TypeAdapter(ObjectRequest[m.BatchRequest])
-
-
-async def _hot_send(request: HotRequest) -> Response | None:
-    data = request.json()
-    if data is None:
-        return None
-    try:
-        body = _SEND.validate_python(data).requestObject
-    except ValidationError:
-        return None
-    try:
-        return await send_one(request.services, body)
-    except Exception as exc:  # as PowerAuthRoute: the dialect's error body
-        return map_error(exc)
-
-
-async def _hot_batch(request: HotRequest) -> Response | None:
-    data = request.json()
-    if data is None:
-        return None
-    try:
-        body = _BATCH.validate_python(data).requestObject
-    except ValidationError:
-        return None
-    try:
-        return await send_many(request.services, body)
-    except Exception as exc:
-        return map_error(exc)
-
-
-HOT_ROUTES = (
-    HotRoute("POST", "/push/message/send", _hot_send),
-    HotRoute("POST", "/push/message/batch/send", _hot_batch),
-)
