@@ -61,6 +61,14 @@ def answer(response: httpx.Response) -> tuple[int, str, str | None, str | None]:
     )
 
 
+async def post(client: httpx.AsyncClient, path: str, body: Any) -> httpx.Response:
+    """POST bytes as they are, or a JSON value with ``{n}`` made fresh."""
+    if isinstance(body, bytes):
+        headers = {"content-type": "application/json"}
+        return await client.post(path, content=body, headers=headers)
+    return await client.post(path, json=fresh(body) if body is not None else None)
+
+
 CLEAR = base64.b64encode(json.dumps({"title": "T", "body": "B"}).encode()).decode()
 
 # (path, body) where body is a JSON value, or bytes sent as they are.
@@ -105,13 +113,7 @@ async def test_pushes_answer_as_the_full_route(
     hot, full = both
     answers = []
     for client in (hot, full):
-        if isinstance(body, bytes):
-            response = await client.post(
-                path, content=body, headers={"content-type": "application/json"}
-            )
-        else:
-            response = await client.post(path, json=fresh(body) if body is not None else None)
-        answers.append(answer(response))
+        answers.append(answer(await post(client, path, body)))
     assert answers[0] == answers[1]
     assert answers[0][0] < 500
 
@@ -295,13 +297,7 @@ async def test_sends_answer_as_the_full_route(
     assert created.status_code == 200
     answers = []
     for client in (hot, full):
-        if isinstance(body, bytes):
-            response = await client.post(
-                path, content=body, headers={"content-type": "application/json"}
-            )
-        else:
-            response = await client.post(path, json=body)
-        answers.append(answer(response))
+        answers.append(answer(await post(client, path, body)))
     assert answers[0] == answers[1]
     assert answers[0][0] < 500
 
@@ -348,12 +344,6 @@ async def test_device_registrations_answer_as_the_full_route(
     await full.post("/admin/app/create", json={"requestObject": {"appId": "mobile-app"}})
     answers = []
     for client in (hot, full):
-        if isinstance(body, bytes):
-            response = await client.post(
-                "/push/device/create", content=body, headers={"content-type": "application/json"}
-            )
-        else:
-            response = await client.post("/push/device/create", json=fresh(body))
-        answers.append(answer(response))
+        answers.append(answer(await post(client, "/push/device/create", body)))
     assert answers[0] == answers[1]
     assert answers[0][0] < 500

@@ -48,16 +48,19 @@ log = logging.getLogger(__name__)
 Versions = dict[str, tuple[int, str | None]]  # platform -> (credentials version, environment)
 
 # Built once: a synchronous send runs it on every request.
+_TARGET_COLUMNS = (
+    Device.id,
+    Device.platform,
+    Device.environment,
+    Device.token,
+    Device.activation_id,
+    Device.active,
+    Device.user_id,
+)
 _LOOKUP = (
     select(
         Application.id.label("app_pk"),
-        Device.id,
-        Device.platform,
-        Device.environment,
-        Device.token,
-        Device.activation_id,
-        Device.active,
-        Device.user_id,
+        *_TARGET_COLUMNS,
         Credential.version,
         Credential.environment.label("app_environment"),
     )
@@ -76,15 +79,7 @@ _LOOKUP = (
     .where(Application.app_id == bindparam("app_id"))
 )
 
-_DEVICES_OF = select(
-    Device.id,
-    Device.platform,
-    Device.environment,
-    Device.token,
-    Device.activation_id,
-    Device.active,
-    Device.user_id,
-).where(
+_DEVICES_OF = select(*_TARGET_COLUMNS).where(
     Device.application_id == bindparam("app_pk"),
     Device.user_id.in_(bindparam("users", expanding=True)),
 )
