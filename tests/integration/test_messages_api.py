@@ -165,6 +165,27 @@ async def test_dead_token_is_counted_failed_and_its_device_removed(
     assert tokens == {ANDROID_TOKEN}
 
 
+@pytest.mark.parametrize("invalid", ["before", "after"])
+async def test_a_registration_newer_than_apples_timestamp_survives_a_410(
+    client: httpx.AsyncClient, services: Services, app_ready: Emulators, invalid: str
+) -> None:
+    # APNs: Unregistered with the time the token was last known invalid. The device registered
+    # after that time (the app registered the token again) is kept; one registered before goes.
+    async with services.db.reader() as session:
+        registered = await session.scalar(
+            select(Device.registered_at).where(Device.token == IOS_TOKEN)
+        )
+    assert registered is not None
+    shift = timedelta(hours=-1) if invalid == "before" else timedelta(seconds=1)
+    app_ready.apns.unregister_device(IOS_TOKEN, int((registered + shift).timestamp() * 1000))
+    body = envelope(appId="mobile-app", message=message())
+    result = assert_ok(await client.post("/push/message/send", json=body))["responseObject"]
+    assert result["result"]["ios"]["failed"] == 1
+    async with services.db.reader() as session:
+        tokens = set((await session.scalars(select(Device.token))).all())
+    assert (IOS_TOKEN in tokens) == (invalid == "before")
+
+
 async def test_personal_message_skips_inactive_activations(
     client: httpx.AsyncClient, app_ready: Emulators
 ) -> None:

@@ -111,6 +111,19 @@ async def test_dead_token_deletes_the_client(
     assert len(apns.received) == 1
 
 
+async def test_a_client_registered_after_apples_timestamp_is_kept(
+    client: httpx.AsyncClient, apns: ApnsEmulator, wallet: str
+) -> None:
+    apns.unregister_device(TOKEN, timestamp_ms=1_000_000_000_000)  # 2001: long before
+    response = await client.post(f"/clients/{wallet}", json=encrypted_push("m-1"))
+    assert response.status_code == 202
+    assert response.json()["errors"][0]["name"] == "push_failed"
+    assert "Unregistered" in response.json()["errors"][0]["description"]
+    # Still registered: the next push goes to APNs again.
+    await client.post(f"/clients/{wallet}", json=encrypted_push("m-2"))
+    assert len(apns.received) == 2
+
+
 async def test_rejected_credentials_suspend_the_tenant_until_new_ones_are_uploaded(
     client: httpx.AsyncClient, apns: ApnsEmulator
 ) -> None:

@@ -1,6 +1,6 @@
 import pytest
 
-from clarion.providers.apns import classify, parse_retry_after
+from clarion.providers.apns import _error, classify, parse_retry_after
 from clarion.providers.base import OutcomeKind
 
 DEAD = OutcomeKind.TOKEN_DEAD
@@ -87,3 +87,28 @@ def test_retry_after_as_http_date() -> None:
 @pytest.mark.parametrize("value", [None, "", "soon"])
 def test_unreadable_retry_after_is_none(value: str | None) -> None:
     assert parse_retry_after(value) is None
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (b'{"reason":"Unregistered","timestamp":1700000000000}', ("Unregistered", 1_700_000_000.0)),
+        (b'{"reason":"Unregistered","timestamp":"1700000000000"}', ("Unregistered", None)),
+        (b'{"reason":"Unregistered","timestamp":true}', ("Unregistered", None)),
+        (b'{"reason":"Unregistered","timestamp":-5}', ("Unregistered", None)),
+        (b'{"reason":"BadDeviceToken"}', ("BadDeviceToken", None)),
+        (b"[1]", (None, None)),
+        (b"not json", (None, None)),
+        (b"", (None, None)),
+    ],
+)
+def test_error_bodies_give_reason_and_timestamp(
+    body: bytes, expected: tuple[str | None, float | None]
+) -> None:
+    assert _error(body) == expected
+
+
+def test_invalid_since_is_kept_only_for_dead_tokens() -> None:
+    dead = classify("t", 410, "Unregistered", invalid_since=1.5)
+    assert (dead.kind, dead.invalid_since) == (OutcomeKind.TOKEN_DEAD, 1.5)
+    assert classify("t", 500, "InternalServerError", invalid_since=1.5).invalid_since is None

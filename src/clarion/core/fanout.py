@@ -31,14 +31,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Integer, String, any_, bindparam, delete, exists, func, select, update
+from sqlalchemy import Integer, String, any_, bindparam, exists, func, select, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.core import ledger
 from clarion.core import notification as notification_json
 from clarion.core.campaign_progress import count_outcomes
-from clarion.core.sender import Sender, Target
+from clarion.core.sender import Sender, Target, forget_dead
 from clarion.providers.base import Notification, Outcome, OutcomeKind
 from clarion.store import jobs
 from clarion.store.db import Database
@@ -438,13 +438,14 @@ async def _recorded(session: AsyncSession, live: _Live, device_ids: list[int]) -
 async def _forget_dead(
     session: AsyncSession, targets: Sequence[Target], outcomes: Sequence[Outcome]
 ) -> None:
-    dead = [
-        t.device_id
-        for t, o in zip(targets, outcomes, strict=True)
-        if o.kind is OutcomeKind.TOKEN_DEAD
-    ]
-    if dead:
-        await session.execute(delete(Device).where(Device.id.in_(dead)))
+    await forget_dead(
+        session,
+        [
+            (t.device_id, o)
+            for t, o in zip(targets, outcomes, strict=True)
+            if o.kind is OutcomeKind.TOKEN_DEAD
+        ],
+    )
 
 
 _LEDGER_COLUMNS = (

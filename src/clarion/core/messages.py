@@ -17,19 +17,19 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.core import ledger
 from clarion.core import notification as notification_json
 from clarion.core.apps import application_pk
 from clarion.core.platforms import Platform
-from clarion.core.sender import Sender, Target
+from clarion.core.sender import Sender, Target, forget_dead
 from clarion.errors import NotFound
 from clarion.providers.base import Notification, Outcome, OutcomeKind
 from clarion.store import jobs
 from clarion.store.db import Database
-from clarion.store.models import Application, Delivery, Device, PushMessage, utcnow
+from clarion.store.models import Application, Delivery, PushMessage, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +161,7 @@ class Messages:
         ]
         outcomes = [await sends[0]] if len(sends) == 1 else await asyncio.gather(*sends)
         retry: list[tuple[MessageSpec, list[tuple[Target, Outcome]]]] = []
-        dead: list[int] = []
+        dead: list[tuple[int, Outcome]] = []
         for (spec, targets), results in zip(plans, outcomes, strict=True):
             later = []
             for target, outcome in zip(targets, results, strict=True):
@@ -173,7 +173,7 @@ class Messages:
                 else:
                     result.count(target.platform, "failed")
                     if outcome.kind is OutcomeKind.TOKEN_DEAD:
-                        dead.append(target.device_id)
+                        dead.append((target.device_id, outcome))
             if later or self._store:
                 retry.append((spec, [(t, o) for t, o in zip(targets, results, strict=True)]))
         if dead:
@@ -334,14 +334,13 @@ class Messages:
                 inserts.append({**ledger.new_row(item.message_id, item.target, now), **values})
             else:
                 updates.append({"row_id": item.ledger_id, **values})
-        dead = [w.target.device_id for w, o in outcomes if o.kind is OutcomeKind.TOKEN_DEAD]
+        dead = [(w.target.device_id, o) for w, o in outcomes if o.kind is OutcomeKind.TOKEN_DEAD]
         async with self._db.transaction() as session:
             if inserts:
                 await ledger.insert_rows(session, inserts)
             if updates:
                 await ledger.update_rows(session, updates)
-            if dead:
-                await session.execute(delete(Device).where(Device.id.in_(dead)))
+            await forget_dead(session, dead)
         return retries
 
 

@@ -13,8 +13,10 @@ import logging
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from sqlalchemy import and_, bindparam, delete, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.config import Settings
 from clarion.core.apps import Applications
@@ -218,10 +220,10 @@ class Sender:
             await asyncio.gather(*(send(key, indices) for key, indices in groups.items()))
         return [o for o in outcomes if o is not None]
 
-    async def forget_devices(self, device_ids: Sequence[int]) -> None:
-        """Remove registrations whose token the provider declared dead."""
+    async def forget_devices(self, dead: Sequence[tuple[int, Outcome]]) -> None:
+        """Remove registrations whose token the provider declared dead (see ``forget_dead``)."""
         async with self._db.transaction() as session:
-            await session.execute(delete(Device).where(Device.id.in_(device_ids)))
+            await forget_dead(session, dead)
 
     async def versions(self, app_id: str) -> dict[str, tuple[int, str | None]]:
         """Credentials version and APNs environment of each configured platform of the app."""
@@ -301,3 +303,23 @@ def build_provider(
         timeout=timeout,
         concurrency=settings.hms_concurrency,
     )
+
+
+async def forget_dead(session: AsyncSession, dead: Iterable[tuple[int, Outcome]]) -> None:
+    """Remove the registrations (device ids) whose token came back TOKEN_DEAD.
+
+    With the provider's ``invalid_since`` (APNs 410 ``timestamp``), only a registration made
+    before that time goes: the app may have registered the same token again since, which
+    revives it (Apple's rule).
+    """
+    plain: list[int] = []
+    for device_id, outcome in dead:
+        if outcome.invalid_since is None:
+            plain.append(device_id)
+            continue
+        since = datetime.fromtimestamp(outcome.invalid_since, UTC)
+        await session.execute(
+            delete(Device).where(Device.id == device_id, Device.registered_at < since)
+        )
+    if plain:
+        await session.execute(delete(Device).where(Device.id.in_(plain)))

@@ -18,6 +18,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -350,7 +351,9 @@ class WalletConnect:
         if kind is OutcomeKind.DELIVERED:
             return PushResult(PushStatus.SENT)
         if kind is OutcomeKind.TOKEN_DEAD:
-            await self._forget_token(push.tenant_id, client)
+            if not await self._forget_token(push.tenant_id, client, outcome):
+                # Registered again after the token went invalid: it stays, this push failed.
+                return PushResult(PushStatus.FAILED, outcome.reason)
             log.info("token dead: client deleted", extra={"tenant": push.tenant_id})
             return PushResult(PushStatus.CLIENT_DELETED, outcome.reason)
         if kind is OutcomeKind.CREDENTIALS_REJECTED:
@@ -363,17 +366,21 @@ class WalletConnect:
             return PushResult(PushStatus.RETRY, outcome.reason, outcome.retry_after)
         return PushResult(PushStatus.FAILED, outcome.reason)
 
-    async def _forget_token(self, tenant_id: str, client: Client) -> None:
-        """Delete the client if it still has the dead token (it may have re-registered)."""
+    async def _forget_token(self, tenant_id: str, client: Client, outcome: Outcome) -> bool:
+        """Delete the client if it still has the dead token (it may have re-registered), and
+        with APNs' ``invalid_since``, only if it registered before then. True if deleted."""
         async with self._writing() as session:
             tenant_pk = await self._tenants.pk(session, tenant_id)
-            await session.execute(
-                delete(Device).where(
-                    Device.application_id == tenant_pk,
-                    Device.client_id == client.client_id,
-                    Device.token == client.token,
-                )
+            statement = delete(Device).where(
+                Device.application_id == tenant_pk,
+                Device.client_id == client.client_id,
+                Device.token == client.token,
             )
+            if outcome.invalid_since is not None:
+                since = datetime.fromtimestamp(outcome.invalid_since, UTC)
+                statement = statement.where(Device.registered_at < since)
+            deleted = await session.execute(statement.returning(Device.id))
+            return deleted.first() is not None
 
     async def _release_id(self, push: Push, client_id: str) -> None:
         async with self._writing() as session:

@@ -84,7 +84,12 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
 
 
 def classify(
-    token: str, status: int, reason: str | None, *, retry_after: float | None = None
+    token: str,
+    status: int,
+    reason: str | None,
+    *,
+    retry_after: float | None = None,
+    invalid_since: float | None = None,
 ) -> Outcome:
     """What an APNs answer means for this token and the caller."""
     if status == 200:
@@ -108,18 +113,30 @@ def classify(
         kind,
         reason=reason or f"HTTP {status}",
         retry_after=retry_after if kind is OutcomeKind.RETRY else None,
+        invalid_since=invalid_since if kind is OutcomeKind.TOKEN_DEAD else None,
         status=status,
     )
 
 
 def _reason(body: bytes) -> str | None:
+    return _error(body)[0]
+
+
+def _error(body: bytes) -> tuple[str | None, float | None]:
+    """(reason, timestamp in epoch seconds) of an APNs error body; None for what is missing."""
     if not body:
-        return None
+        return None, None
     try:
-        reason = json.loads(body).get("reason")
-    except (ValueError, AttributeError):
-        return None
-    return reason if isinstance(reason, str) else None
+        data = json.loads(body)
+    except ValueError:
+        return None, None
+    if not isinstance(data, dict):
+        return None, None
+    reason, stamp = data.get("reason"), data.get("timestamp")
+    seconds = None
+    if isinstance(stamp, int | float) and not isinstance(stamp, bool) and stamp > 0:
+        seconds = stamp / 1000  # APNs sends milliseconds since the epoch
+    return (reason if isinstance(reason, str) else None), seconds
 
 
 def pkcs12_to_pem(data: bytes, password: bytes | None) -> bytes:
@@ -227,7 +244,10 @@ class ApnsProvider(Provider):
         if reason == "TooManyProviderTokenUpdates" and retry_after is None and signer is not None:
             # The connection stays throttled until our (unchanged) token has aged enough.
             retry_after = max(60.0, MIN_TOKEN_AGE - (time.time() - signer.issued_at))
-        return classify(token, response.status, reason, retry_after=retry_after)
+        invalid_since = _error(response.body)[1] if response.status == 410 else None
+        return classify(
+            token, response.status, reason, retry_after=retry_after, invalid_since=invalid_since
+        )
 
     async def close(self) -> None:
         """Close the transport if this provider created it."""

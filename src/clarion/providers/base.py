@@ -58,6 +58,10 @@ class Outcome:
     reason: str | None = None
     retry_after: float | None = None
     status: int | None = None  # the provider's HTTP status, when there was one
+    # TOKEN_DEAD with a time (APNs 410's ``timestamp``, epoch seconds): the token has been
+    # invalid since then, so only a registration made before it is removed; one made later
+    # (the app registered the token again) stays.
+    invalid_since: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,13 +40,15 @@ async def test_push_is_delivered_with_apples_headers_and_payload(
 
 
 async def test_unregistered_token_is_dead(provider: ApnsProvider, emulator: ApnsEmulator) -> None:
-    emulator.unregister_device(device(3))
+    emulator.unregister_device(device(3), timestamp_ms=1_700_000_123_456)
     [outcome] = await provider.send(Notification(body="b"), [device(3)])
     assert (outcome.kind, outcome.reason, outcome.status) == (
         OutcomeKind.TOKEN_DEAD,
         "Unregistered",
         410,
     )
+    # Apple's timestamp (ms): since when the token is invalid, for the caller's removal rule.
+    assert outcome.invalid_since == 1_700_000_123.456
 
 
 async def test_bad_device_token_is_dead(provider: ApnsProvider, emulator: ApnsEmulator) -> None:
