@@ -363,13 +363,13 @@ async def test_regular_requests_are_answered_by_the_hot_handlers(
 # --- the pool's disconnect handling (PostgreSQL) -------------------------------------------
 
 
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 async def test_inbox_survives_killed_connections(
     services: Services, both: tuple[httpx.AsyncClient, httpx.AsyncClient], messages: dict[str, str]
 ) -> None:
     """The pool pings only connections that sat idle: a killed idle connection is replaced
     before use, and one killed while in use makes the inbox try once more on a fresh one."""
-    if services.db.dialect != "postgresql":
-        pytest.skip("a PostgreSQL pool")
+    assert services.db.dialect == "postgresql"
     import asyncpg
     from sqlalchemy import text
 
