@@ -36,6 +36,8 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
+import procs
+
 PG_ADMIN = os.environ.get(
     "CLARION_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
@@ -135,7 +137,7 @@ def percentile(values: list[float], fraction: float) -> float:
 
 @contextmanager
 def server(
-    database_url: str, env_extra: dict[str, str]
+    database_url: str, env_extra: dict[str, str], http_server: str = "uvicorn"
 ) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLARION_")}
@@ -157,7 +159,7 @@ def server(
         )
     log = open(Path(folder) / "serve.log", "wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "clarion", "serve", "--port", str(port)],
+        [sys.executable, "-m", "clarion", "serve", "--port", str(port), "--server", http_server],
         env=env,
         cwd=folder,
         stdout=log,
@@ -209,13 +211,8 @@ def database(kind: str) -> Iterator[str]:
         asyncio.run(pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def server_cpu(pids: list[int]) -> float:
-    return sum(cpu_seconds(pid) for pid in pids)
+    return procs.cpu_seconds(pids)
 
 
 async def measure(kind: str, ports: list[int], pids: list[int], args: argparse.Namespace) -> None:
@@ -286,12 +283,15 @@ def main() -> None:
     parser.add_argument(
         "--servers", type=int, default=1, help="clarion serve processes on one database"
     )
+    parser.add_argument("--server", choices=["uvicorn", "granian"], default="uvicorn")
     args = parser.parse_args()
     for kind in args.db.split(","):
         with database(kind) as url, ExitStack() as stack:
             env = stack.enter_context(apns_sink()) if args.type == "apns" else {}
-            servers = [stack.enter_context(server(url, env)) for _ in range(args.servers)]
-            label = f"{kind} {args.type}"
+            servers = [
+                stack.enter_context(server(url, env, args.server)) for _ in range(args.servers)
+            ]
+            label = f"{kind} {args.type} {args.server}"
             label += f" x{args.servers} processes" if args.servers > 1 else ""
             asyncio.run(measure(label, [p for p, _ in servers], [s.pid for _, s in servers], args))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import os
 import signal
@@ -86,6 +87,33 @@ async def _prepare(settings: Settings) -> None:
     await services.close()
 
 
+class HttpServer(enum.StrEnum):
+    UVICORN = "uvicorn"
+    GRANIAN = "granian"
+
+
+def _serve_granian(settings: Settings, processes: int) -> None:
+    """Granian's supervisor with ``processes`` workers, each building the app from the
+    environment. It handles SIGTERM / SIGINT (workers finish their requests and run the
+    application's shutdown, which stops the job worker) and logs nothing of its own below
+    warnings; clarion's own logging is configured in each worker."""
+    from granian import Granian
+    from granian.constants import Interfaces, Loops
+    from granian.log import LogLevels
+
+    Granian(
+        "clarion.app:app_from_environment",
+        factory=True,
+        address=settings.host,
+        port=settings.port,
+        interface=Interfaces.ASGI,
+        workers=processes,
+        loop=Loops.uvloop,
+        log_level=LogLevels.warning,
+        log_access=False,
+    ).serve()
+
+
 @cli.command()
 def serve(
     config: ConfigOption = None,
@@ -97,6 +125,13 @@ def serve(
     processes: Annotated[
         int, typer.Option(min=1, help="API processes sharing the port (each with a worker).")
     ] = 1,
+    server: Annotated[
+        HttpServer,
+        typer.Option(
+            help="uvicorn: one process (with --processes 1), the default. granian: Rust HTTP "
+            "layer, about a third less CPU per request; a supervisor process runs the workers."
+        ),
+    ] = HttpServer.UVICORN,
 ) -> None:
     """Run the HTTP API (and a job worker). Applies migrations first on the embedded SQLite
     default; on PostgreSQL it refuses to start until `clarion migrate` has brought the schema up
@@ -108,12 +143,16 @@ def serve(
     settings = _settings(config, host=host, port=port, run_worker=None if worker else False)
     configure_logging(settings.log_level, json_lines=settings.log_json)
     _run(_prepare(settings))
-    if processes > 1:
+    if processes > 1 or server is HttpServer.GRANIAN:
         # Each process builds its own app from the environment (and the same config file).
         if config is not None:
             os.environ["CLARION_CONFIG_FILE"] = str(config.resolve())
         if not worker:
             os.environ["CLARION_RUN_WORKER"] = "false"
+    if server is HttpServer.GRANIAN:
+        _serve_granian(settings, processes)
+        return
+    if processes > 1:
         uvicorn.run(
             "clarion.app:app_from_environment",
             factory=True,

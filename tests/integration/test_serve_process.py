@@ -175,3 +175,34 @@ def test_postgresql_without_a_secret_key_is_refused(postgres_url: str, tmp_path:
     )
     assert result.returncode == 1
     assert b"CLARION_SECRET_KEY" in result.stderr
+
+
+def test_granian_server_answers_both_dialects_and_stops_on_sigterm(tmp_path: Path) -> None:
+    """`serve --server granian`: a supervisor and a worker process; SIGTERM stops both."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLARION_")}
+    log = tmp_path / "clarion.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [*CLARION, "serve", "--port", str(port), "--server", "granian"],
+            cwd=tmp_path,
+            env=env,
+            stdout=out,
+            stderr=out,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, proc, timeout=40)
+        register = {"client_id": "c1", "type": "noop", "token": "t1"}
+        assert httpx.post(url + "/clients", json=register).json() == {"status": "OK"}
+        push = {"id": "m1", "payload": {"topic": "t", "flags": 1, "blob": "eA"}}
+        assert httpx.post(url + "/clients/c1", json=push).json() == {"status": "OK"}
+        assert httpx.get(url + "/health").text.startswith("OK, clarion")
+        metrics = httpx.get(url + "/metrics").text
+        assert 'route="/clients/{id}",status="200"' in metrics
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    with pytest.raises(httpx.ConnectError):  # no worker process left behind serving the port
+        httpx.get(url + "/health", timeout=2)
+    assert "ready" in log.read_text()
