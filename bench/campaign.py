@@ -34,6 +34,7 @@ import asyncpg
 import httpx
 
 sys.path.insert(0, str(Path(__file__).parent))
+import procs
 from delivery import (
     BUNDLE,
     KEY_ID,
@@ -50,18 +51,6 @@ ADMIN_DSN = os.environ.get(
 CLARION = [sys.executable, "-m", "clarion"]
 USERS_PER_REQUEST = 100_000
 SECRET = "bench-secret-key-0123456789abcdef"
-
-
-def rss_mb(pids: list[int]) -> float:
-    total = 0
-    for pid in pids:
-        try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-        except OSError:
-            pass
-    return total / 1024
 
 
 def cpu_seconds(match: Any) -> float:
@@ -262,7 +251,7 @@ async def follow(client: httpx.AsyncClient, cluster: Cluster, campaign: str, dev
     ok(await client.post(f"/push/campaign/send/live/{campaign}"))
     peak, at_100k, done, tick, detail_ms = 0.0, None, 0, 0, 0.0
     while True:
-        rss = rss_mb(cluster.pids)
+        rss = procs.rss_mb(cluster.pids)
         peak = max(peak, rss)
         tick += 1
         if tick % 8:  # RSS four times a second; detail (it counts the ledger) every 2 s
@@ -292,8 +281,8 @@ async def follow(client: httpx.AsyncClient, cluster: Cluster, campaign: str, dev
     )
     print(f"cpu: µs per push: {shares} (2 cores: {2e6 / devices * elapsed:.0f} µs available)")
     print(f"detail: {detail_ms:.0f} ms for the last call (it counts the campaign's ledger rows)")
-    end = rss_mb(cluster.pids)
-    per_process = ", ".join(f"{rss_mb([pid]):.0f}" for pid in cluster.pids)
+    end = procs.rss_mb(cluster.pids)
+    per_process = ", ".join(f"{procs.rss_mb([pid]):.0f}" for pid in cluster.pids)
     print(
         f"peak RSS: {peak:.0f} MB (clarion processes: {len(cluster.pids)}; "
         f"at 100k pushes {at_100k or 0:.0f} MB, at the end {end:.0f} MB; per process "

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import procs
 
 from clarion.store.db import Database
 
@@ -163,16 +164,6 @@ def start_server(dsn: str, port: int, log: Path) -> subprocess.Popen[bytes]:
             stdout=out,
             stderr=out,
         )
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (Linux /proc); 0 once it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    ticks = os.sysconf("SC_CLK_TCK")
-    return (int(fields[11]) + int(fields[12])) / ticks
 
 
 def postgres_seconds() -> float:
@@ -310,12 +301,12 @@ async def drive(
 
     # Warm-up first (connections, prepared statements, the pool), then the measured part.
     await run(range(warmup), measure=False)
-    cpu_before, started = sum(map(cpu_seconds, server_pids)), time.perf_counter()
+    cpu_before, started = procs.cpu_seconds(server_pids), time.perf_counter()
     busy_before, client_before = machine_busy_seconds(), time.process_time()
     postgres_before = postgres_seconds()
     await run(range(warmup, warmup + requests), measure=True)
     seconds = time.perf_counter() - started
-    cpu = sum(map(cpu_seconds, server_pids)) - cpu_before
+    cpu = procs.cpu_seconds(server_pids) - cpu_before
     busy = machine_busy_seconds() - busy_before
     client = time.process_time() - client_before
     postgres = postgres_seconds() - postgres_before
