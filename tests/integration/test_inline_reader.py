@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, text
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.store.db import Database, InlineReader
 from clarion.store.models import Application, utcnow
@@ -69,3 +70,57 @@ def test_memory_and_postgresql_urls_have_no_inline_reader() -> None:
     assert InlineReader.for_url(make_url("sqlite+aiosqlite:///:memory:")) is None
     assert InlineReader.for_url(make_url("postgresql+asyncpg://u@h/db")) is None
     assert InlineReader.for_url(make_url("sqlite+aiosqlite:////tmp/x.db")) is not None
+
+
+def _locked() -> OperationalError:
+    import sqlite3
+
+    return OperationalError("INSERT ...", {}, sqlite3.OperationalError("database is locked"))
+
+
+async def test_a_record_is_written_again_after_a_lock_and_committed_once(tmp_path: Path) -> None:
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'r.db'}")
+    await db.upgrade()
+    calls = 0
+
+    async def work(session: AsyncSession) -> None:
+        nonlocal calls
+        calls += 1
+        session.add(Application(app_id=f"app-{calls}", created_at=utcnow()))
+        await session.flush()
+        if calls < 3:
+            raise _locked()  # rolled back with its unit of work
+
+    try:
+        await db.record(work)
+        assert calls == 3
+        assert [r.app_id for r in await db.read(select(Application.app_id))] == ["app-3"]
+    finally:
+        await db.dispose()
+
+
+async def test_a_record_gives_up_on_other_errors_and_after_its_attempts(tmp_path: Path) -> None:
+    import sqlite3
+
+    from clarion.store.db import RECORD_ATTEMPTS
+
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'g.db'}")
+    await db.upgrade()
+    calls = 0
+
+    async def always_locked(_session: AsyncSession) -> None:
+        nonlocal calls
+        calls += 1
+        raise _locked()
+
+    async def broken(_session: AsyncSession) -> None:
+        raise OperationalError("x", {}, sqlite3.OperationalError("no such table: nope"))
+
+    try:
+        with pytest.raises(OperationalError, match="locked"):
+            await db.record(always_locked)
+        assert calls == RECORD_ATTEMPTS
+        with pytest.raises(OperationalError, match="no such table"):
+            await db.record(broken)
+    finally:
+        await db.dispose()

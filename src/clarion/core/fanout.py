@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -179,9 +179,12 @@ class FanOut:
             row = ledger.new_row(live.message_id, target, now)
             row.update(ledger.outcome_values(outcome, now, attempts=1))
             rows.append(row)
-        async with self._db.transaction() as session:
+
+        async def record(session: AsyncSession) -> None:
             await _record(session, rows)
             await _forget_dead(session, targets, outcomes)
+
+        await self._db.record(record)
         count_outcomes(outcomes)
 
     async def _pending(
@@ -233,9 +236,7 @@ class FanOut:
                 {"row_id": row.id, **ledger.outcome_values(outcome, now, attempts=attempt)}
                 for row, outcome in zip(group, outcomes, strict=True)
             ]
-            async with self._db.transaction() as session:
-                await ledger.update_rows(session, updates)
-                await _forget_dead(session, targets, outcomes)
+            await self._db.record(_updater(updates, targets, outcomes))
             count_outcomes(outcomes)
 
     async def _complete_if_done(self, live: _Live) -> None:
@@ -433,6 +434,16 @@ async def _recorded(session: AsyncSession, live: _Live, device_ids: list[int]) -
             )
         )
     return found
+
+
+def _updater(
+    updates: list[dict[str, Any]], targets: Sequence[Target], outcomes: Sequence[Outcome]
+) -> Callable[[AsyncSession], Awaitable[None]]:
+    async def update(session: AsyncSession) -> None:
+        await ledger.update_rows(session, updates)
+        await _forget_dead(session, targets, outcomes)
+
+    return update
 
 
 async def _forget_dead(

@@ -335,12 +335,15 @@ class Messages:
             else:
                 updates.append({"row_id": item.ledger_id, **values})
         dead = [(w.target.device_id, o) for w, o in outcomes if o.kind is OutcomeKind.TOKEN_DEAD]
-        async with self._db.transaction() as session:
+
+        async def record(session: AsyncSession) -> None:
             if inserts:
                 await ledger.insert_rows(session, inserts)
             if updates:
                 await ledger.update_rows(session, updates)
             await forget_dead(session, dead)
+
+        await self._db.record(record)
         return retries
 
 

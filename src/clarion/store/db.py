@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from sqlalchemy import URL, Connection, Dialect, Executable, Row, event
 from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import InvalidatePoolError
+from sqlalchemy.exc import InvalidatePoolError, OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -32,6 +33,7 @@ PING_AFTER_IDLE_SECONDS = 1.0
 # PostgreSQL connections per process: kept open, and a few more for bursts.
 POOL_SIZE = 32
 POOL_OVERFLOW = 16
+RECORD_ATTEMPTS = 5
 
 
 def insert_for(dialect: str) -> Any:
@@ -208,6 +210,26 @@ class Database:
         """A unit of work: committed when the block ends, rolled back if it raises."""
         async with self.sessions() as session, session.begin():
             yield session
+
+    async def record(self, work: Callable[[AsyncSession], Awaitable[None]]) -> None:
+        """Run ``work`` in a unit of work; if SQLite answers "database is locked", run it again
+        (up to ``RECORD_ATTEMPTS`` times).
+
+        For records of what a provider already accepted (the delivery ledger): failing such a
+        record fails the job, which runs again and sends those pushes a second time. In WAL
+        mode a deferred transaction can get SQLITE_BUSY at once, without the busy timeout,
+        when another connection commits between its first read and its first write. ``work``
+        must be safe to run twice (the ledger's writes are).
+        """
+        for attempt in range(1, RECORD_ATTEMPTS + 1):
+            try:
+                async with self.transaction() as session:
+                    await work(session)
+                return
+            except OperationalError as exc:
+                if "locked" not in str(exc.orig) or attempt == RECORD_ATTEMPTS:
+                    raise
+            await asyncio.sleep(0.02 * attempt)
 
     @asynccontextmanager
     async def reader(self) -> AsyncIterator[AsyncSession]:
