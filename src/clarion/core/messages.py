@@ -187,10 +187,12 @@ class Messages:
     ) -> None:
         """Store synchronous sends in the ledger; what needs a retry gets a durable job."""
         now = utcnow()
-        async with self._db.transaction() as session:
+        retry_ids: list[int] = []
+
+        async def record(session: AsyncSession) -> None:
             ids = await _insert_messages(session, app_pk, [spec for spec, _ in sent], ordered=True)
             rows: list[dict[str, Any]] = []
-            retry_ids: list[int] = []
+            retry_ids.clear()  # a second run (after a lock) starts again
             first_retry: datetime | None = None
             for message_id, (_spec, results) in zip(ids, sent, strict=True):
                 for target, outcome in results:
@@ -212,6 +214,9 @@ class Messages:
             if retry_ids:
                 unique = list(dict.fromkeys(retry_ids))
                 jobs.enqueue(session, JOB_KIND, [{"messages": unique}], run_after=first_retry)
+
+        # What the providers accepted is recorded even if SQLite is momentarily locked.
+        await self._db.record(record)
         if retry_ids:
             self.wake.set()
 
