@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -42,25 +43,31 @@ async def test_reads_see_what_was_committed_a_moment_ago(database_url: str) -> N
         await db.dispose()
 
 
-async def test_sqlite_reads_run_inline_and_cannot_write(tmp_path: Path) -> None:
+@pytest.fixture
+async def sqlite_db(tmp_path: Path) -> AsyncIterator[Database]:
+    """A migrated SQLite file."""
     db = Database(f"sqlite+aiosqlite:///{tmp_path / 'c.db'}")
     await db.upgrade()
     try:
-        inline = InlineReader.for_url(db.engine.url)
-        assert inline is not None
-        with pytest.raises(OperationalError, match=r"readonly|read-only|attempt to write"):
-            inline.read(text("INSERT INTO applications (app_id, created_at) VALUES ('x', '')"))
-        inline.close()
-        # Another thread gets a connection of its own and the same answers.
-        answers: list[int] = []
-        thread = threading.Thread(
-            target=lambda: answers.append(len(asyncio.run(db.read(select(Application.id)))))
-        )
-        thread.start()
-        thread.join()
-        assert answers == [0]
+        yield db
     finally:
         await db.dispose()
+
+
+async def test_sqlite_reads_run_inline_and_cannot_write(sqlite_db: Database) -> None:
+    inline = InlineReader.for_url(sqlite_db.engine.url)
+    assert inline is not None
+    with pytest.raises(OperationalError, match=r"readonly|read-only|attempt to write"):
+        inline.read(text("INSERT INTO applications (app_id, created_at) VALUES ('x', '')"))
+    inline.close()
+    # Another thread gets a connection of its own and the same answers.
+    answers: list[int] = []
+    thread = threading.Thread(
+        target=lambda: answers.append(len(asyncio.run(sqlite_db.read(select(Application.id)))))
+    )
+    thread.start()
+    thread.join()
+    assert answers == [0]
 
 
 def test_memory_and_postgresql_urls_have_no_inline_reader() -> None:
@@ -78,9 +85,9 @@ def _locked() -> OperationalError:
     return OperationalError("INSERT ...", {}, sqlite3.OperationalError("database is locked"))
 
 
-async def test_a_record_is_written_again_after_a_lock_and_committed_once(tmp_path: Path) -> None:
-    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'r.db'}")
-    await db.upgrade()
+async def test_a_record_is_written_again_after_a_lock_and_committed_once(
+    sqlite_db: Database,
+) -> None:
     calls = 0
 
     async def work(session: AsyncSession) -> None:
@@ -91,21 +98,18 @@ async def test_a_record_is_written_again_after_a_lock_and_committed_once(tmp_pat
         if calls < 3:
             raise _locked()  # rolled back with its unit of work
 
-    try:
-        await db.record(work)
-        assert calls == 3
-        assert [r.app_id for r in await db.read(select(Application.app_id))] == ["app-3"]
-    finally:
-        await db.dispose()
+    await sqlite_db.record(work)
+    assert calls == 3
+    assert [r.app_id for r in await sqlite_db.read(select(Application.app_id))] == ["app-3"]
 
 
-async def test_a_record_gives_up_on_other_errors_and_after_its_attempts(tmp_path: Path) -> None:
+async def test_a_record_gives_up_on_other_errors_and_after_its_attempts(
+    sqlite_db: Database,
+) -> None:
     import sqlite3
 
     from clarion.store.db import RECORD_ATTEMPTS
 
-    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'g.db'}")
-    await db.upgrade()
     calls = 0
 
     async def always_locked(_session: AsyncSession) -> None:
@@ -116,11 +120,8 @@ async def test_a_record_gives_up_on_other_errors_and_after_its_attempts(tmp_path
     async def broken(_session: AsyncSession) -> None:
         raise OperationalError("x", {}, sqlite3.OperationalError("no such table: nope"))
 
-    try:
-        with pytest.raises(OperationalError, match="locked"):
-            await db.record(always_locked)
-        assert calls == RECORD_ATTEMPTS
-        with pytest.raises(OperationalError, match="no such table"):
-            await db.record(broken)
-    finally:
-        await db.dispose()
+    with pytest.raises(OperationalError, match="locked"):
+        await sqlite_db.record(always_locked)
+    assert calls == RECORD_ATTEMPTS
+    with pytest.raises(OperationalError, match="no such table"):
+        await sqlite_db.record(broken)
