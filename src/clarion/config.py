@@ -64,8 +64,9 @@ class Settings(BaseSettings):
     log_json: bool = False
     hot_routes: bool = Field(
         default=True,
-        description="Answer the hottest routes (relay pushes, inbox reads, /health) without "
-        "FastAPI's routing layer; off: every request goes through FastAPI (same answers).",
+        description="Answer the hottest routes (relay pushes, sends, device registration, inbox "
+        "reads, /health, service status) without FastAPI's routing layer; off: every request "
+        "goes through FastAPI (same answers).",
     )
 
     # PowerAuth behaviour

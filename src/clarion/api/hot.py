@@ -12,7 +12,7 @@ the same core function and the same renderer. Anything else (a body that does no
 unusual content type, a repeated query parameter, a failed signature) makes the handler return
 ``None`` and the request falls through, with its body replayed, to the FastAPI route, which
 answers it as always: every error body still comes from one place per dialect.
-``tests/api/test_hot_routes.py`` sends the same requests with and without this layer and
+``tests/integration/test_hot_routes.py`` sends the same requests with and without this layer and
 compares the answers. ``CLARION_HOT_ROUTES=false`` turns it off.
 """
 

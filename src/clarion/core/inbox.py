@@ -14,7 +14,6 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import (
-    Executable,
     Integer,
     Select,
     and_,
@@ -220,10 +219,10 @@ class Inbox:
     """Post, list, count, read and mark messages in users' inboxes.
 
     Reads are single statements through ``Database.read``: inline on a read-only connection on
-    a SQLite file, in autocommit on PostgreSQL (one round trip, no BEGIN / ROLLBACK around it).
-    Single-statement writes run on autocommit connections too. A read or a mark-read whose
-    connection turns out dead is run once more (the pool pings only idle connections, see
-    ``store.db``): each is a no-op the second time.
+    a SQLite file, in autocommit on PostgreSQL (one round trip, no BEGIN / ROLLBACK around it,
+    run once more if the connection was dead). Single-statement writes run on autocommit
+    connections too; a mark-read whose connection turns out dead is run once more (the pool
+    pings only idle connections, see ``store.db``): it is a no-op the second time.
     Application ids are cached once found: an application's row id never changes, and the
     dialect has no way to delete one (if one is ever deleted, its links go with it, so a stale
     entry finds no messages rather than wrong ones).
@@ -233,15 +232,6 @@ class Inbox:
         self._db = db
         self._autocommit = db.engine.execution_options(isolation_level="AUTOCOMMIT")
         self._app_pks: dict[str, int] = {}
-
-    async def _read(self, statement: Executable, params: dict[str, Any]) -> Sequence[Any]:
-        """The rows of one read-only statement (once more if the connection was dead)."""
-        try:
-            return await self._db.read(statement, params)
-        except DBAPIError as exc:
-            if not exc.connection_invalidated:
-                raise
-        return await self._db.read(statement, params)
 
     async def _application_pks(
         self, app_ids: Sequence[str], session: AsyncSession | None = None
@@ -254,7 +244,7 @@ class Inbox:
                 Application.app_id.in_(missing)
             )
             rows = await (
-                session.execute(lookup) if session is not None else self._read(lookup, {})
+                session.execute(lookup) if session is not None else self._db.read(lookup, {})
             )
             self._app_pks.update({row.app_id: row.id for row in rows})
         for app_id in app_ids:
@@ -302,18 +292,18 @@ class Inbox:
         params: dict[str, Any] = {"user_id": user_id, "limit": size, "offset": page * size}
         if app_ids is not None:
             params["app_pks"] = await self._application_pks(distinct_app_ids(app_ids))
-        rows = await self._read(_LIST[only_unread, app_ids is not None], params)
+        rows = await self._db.read(_LIST[only_unread, app_ids is not None], params)
         return [_summary(row) for row in rows]
 
     async def count_unread(self, user_id: str, app_id: str) -> int:
         """How many of the user's messages for the application are unread."""
         [app_pk] = await self._application_pks([app_id])
-        rows = await self._read(_COUNT_UNREAD, {"user_id": user_id, "app_pk": app_pk})
+        rows = await self._db.read(_COUNT_UNREAD, {"user_id": user_id, "app_pk": app_pk})
         return int(rows[0][0] or 0) if rows else 0
 
     async def detail(self, message_id: uuid.UUID, user_id: str | None = None) -> MessageDetail:
         """The full message; with ``user_id``, only if it is that user's."""
-        rows = await self._read(_DETAIL, {"message_id": message_id})
+        rows = await self._db.read(_DETAIL, {"message_id": message_id})
         return _detail(rows, message_id, user_id)
 
     async def _on_connection(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:

@@ -118,10 +118,6 @@ def classify(
     )
 
 
-def _reason(body: bytes) -> str | None:
-    return _error(body)[0]
-
-
 def _error(body: bytes) -> tuple[str | None, float | None]:
     """(reason, timestamp in epoch seconds) of an APNs error body; None for what is missing."""
     if not body:
@@ -226,7 +222,7 @@ class ApnsProvider(Provider):
             response = await self._transport.post(url, headers, body)
             if response.status == 200:
                 return Outcome(token, OutcomeKind.DELIVERED, status=200)
-            reason = _reason(response.body)
+            reason, invalid_since = _error(response.body)
             renewed = None
             if reason == "ExpiredProviderToken" and signer is not None:
                 renewed = signer.renew_expired(jwt)
@@ -237,14 +233,15 @@ class ApnsProvider(Provider):
                 response = await self._transport.post(url, headers, body)
                 if response.status == 200:
                     return Outcome(token, OutcomeKind.DELIVERED, status=200)
-                reason = _reason(response.body)
+                reason, invalid_since = _error(response.body)
         except TransportError as exc:
             return Outcome(token, OutcomeKind.RETRY, reason=str(exc))
         retry_after = parse_retry_after(response.headers.get("retry-after"))
         if reason == "TooManyProviderTokenUpdates" and retry_after is None and signer is not None:
             # The connection stays throttled until our (unchanged) token has aged enough.
             retry_after = max(60.0, MIN_TOKEN_AGE - (time.time() - signer.issued_at))
-        invalid_since = _error(response.body)[1] if response.status == 410 else None
+        if response.status != 410:
+            invalid_since = None  # only Unregistered carries Apple's timestamp
         return classify(
             token, response.status, reason, retry_after=retry_after, invalid_since=invalid_since
         )

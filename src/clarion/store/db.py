@@ -18,7 +18,7 @@ from sqlalchemy import URL, Connection, Dialect, Executable, Row, event
 from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import InvalidatePoolError, OperationalError
+from sqlalchemy.exc import DBAPIError, InvalidatePoolError, OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -192,10 +192,22 @@ class Database:
         On a SQLite file it runs inline, on a read-only connection of the calling thread: an
         indexed read takes tens of microseconds there, while aiosqlite's hand-off to its own
         thread and back cost about 1 ms of CPU per query on the 2-core development machine.
-        On PostgreSQL (and in-memory SQLite) it goes through the async pool.
+        On PostgreSQL (and in-memory SQLite) it goes through the async pool, and runs once
+        more on a fresh connection if the first turned out dead (the pool pings only idle
+        connections, see ``_ping_if_idle``): a read is safe to repeat.
         """
         if self._inline is not None:
             return self._inline.read(statement, params)
+        try:
+            return await self._read_pooled(statement, params)
+        except DBAPIError as exc:
+            if not exc.connection_invalidated:
+                raise
+        return await self._read_pooled(statement, params)
+
+    async def _read_pooled(
+        self, statement: Executable, params: Mapping[str, Any] | None
+    ) -> Sequence[Row[Any]]:
         async with self.engine.connect() as conn:
             # One statement, its own transaction: no BEGIN and ROLLBACK round trips around it.
             conn = await conn.execution_options(isolation_level="AUTOCOMMIT")

@@ -10,12 +10,7 @@ from fastapi.responses import JSONResponse, Response
 
 from clarion.api.powerauth import message_models as m
 from clarion.api.powerauth.deps import ServicesDep
-from clarion.api.powerauth.envelope import (
-    ObjectRequest,
-    ObjectResponse,
-    PowerAuthRoute,
-    ok,
-)
+from clarion.api.powerauth.envelope import ObjectRequest, ObjectResponse, PowerAuthRoute, ok
 from clarion.core.messages import MessageSpec, Mode, SendResult
 from clarion.core.services import Services
 from clarion.errors import InvalidRequest

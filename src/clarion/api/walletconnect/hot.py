@@ -15,7 +15,7 @@ from clarion.api.walletconnect import clients
 from clarion.api.walletconnect.errors import map_error
 from clarion.api.walletconnect.guards import check_relay_signature
 from clarion.api.walletconnect.models import PushRequest
-from clarion.core.apps import APP_ID
+from clarion.core.tenants import InvalidField, check_tenant_id
 
 _PUSH: TypeAdapter[PushRequest] = TypeAdapter(PushRequest)
 
@@ -30,8 +30,13 @@ async def push(request: HotRequest) -> Response | None:
     tenant_id = request.params.get("tenant_id")
     if len(client_id) > 255 or "\x00" in client_id:
         return None
-    if tenant_id is not None and (tenant_id == "tenants" or not APP_ID.match(tenant_id)):
-        return None  # /tenants/{id}/apns and friends, or a bad tenant id: the full route
+    if tenant_id is not None:
+        if tenant_id == "tenants":
+            return None  # /tenants/{id}/apns and friends: the full route
+        try:
+            check_tenant_id(tenant_id)
+        except InvalidField:
+            return None  # the full route answers with the dialect's field error
     svc = request.services
     if svc.walletconnect.relay_key is not None:
         try:
