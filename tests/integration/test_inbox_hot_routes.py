@@ -367,33 +367,34 @@ async def test_regular_requests_are_answered_by_the_hot_handlers(
 async def test_inbox_survives_killed_connections(
     services: Services, both: tuple[httpx.AsyncClient, httpx.AsyncClient], messages: dict[str, str]
 ) -> None:
-    """The pool pings only connections that sat idle: a killed idle connection is replaced
-    before use, and one killed while in use makes the inbox try once more on a fresh one."""
+    """The inbox's reads and mark-reads run on the reader's asyncpg pool: connections killed
+    while idle there are replaced, or the statement runs once more on a fresh one."""
     assert services.db.dialect == "postgresql"
     import asyncpg
-    from sqlalchemy import text
-
-    from clarion.store import db as store_db
+    from sqlalchemy import func, select
 
     dsn = services.db.engine.url.set(drivername="postgresql")
+    pid_query = select(func.pg_backend_pid().label("pid"), func.pg_sleep(0.05))
 
     async def kill_pooled() -> None:
-        held = [await services.db.engine.connect() for _ in range(3)]
-        pids = [await conn.scalar(text("SELECT pg_backend_pid()")) for conn in held]
-        for conn in held:
-            await conn.close()  # back in the pool, alive as far as it knows
+        held = await asyncio.gather(*(services.db.read(pid_query) for _ in range(4)))
         killer = await asyncpg.connect(dsn.render_as_string(hide_password=False))
         try:
             await killer.execute(
-                "SELECT pg_terminate_backend(pid) FROM unnest($1::int[]) pid", pids
+                "SELECT pg_terminate_backend(pid) FROM unnest($1::int[]) pid",
+                list({rows[0].pid for rows in held}),
             )
         finally:
             await killer.close()
-        await asyncio.sleep(0.05)
 
-    await kill_pooled()  # in use a moment ago: not pinged, so the inbox retries
+    await kill_pooled()  # used at once
     assert await services.inbox.count_unread(MINE, "mobile-app") == 2
     assert len(await services.inbox.messages(MINE, None, only_unread=False, page=0, size=5)) == 5
     await kill_pooled()
-    await asyncio.sleep(store_db.PING_AFTER_IDLE_SECONDS + 0.1)  # idle: pinged and replaced
-    assert await services.inbox.count_unread(MINE, "mobile-app") == 2
+    await asyncio.sleep(0.1)  # after a moment
+    unread = await services.inbox.messages(MINE, None, only_unread=True, page=0, size=5)
+    await kill_pooled()
+    marked = await services.inbox.read(unread[0].id, MINE)
+    assert marked.read and marked.read_at is not None
+    assert await services.inbox.read_all(MINE, "mobile-app") >= 0
+    assert await services.inbox.count_unread(MINE, "mobile-app") == 0

@@ -1,20 +1,29 @@
-"""Database.read: SQLite files read inline (committed data, read-only), PostgreSQL through the
-async pool; both answer the same."""
+"""Database.read: SQLite files read inline (committed data, read-only), PostgreSQL on asyncpg
+directly (PgReader); both answer what SQLAlchemy's own session answers."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
+import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 
+import asyncpg
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import bindparam, func, select, text, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from clarion.store.db import Database, InlineReader
-from clarion.store.models import Application, utcnow
+from clarion.store.db import Database, InlineReader, PgReader
+from clarion.store.models import (
+    Application,
+    InboxMessage,
+    InboxMessageApplication,
+    PushMessage,
+    utcnow,
+)
 
 
 async def test_reads_see_what_was_committed_a_moment_ago(database_url: str) -> None:
@@ -125,3 +134,179 @@ async def test_a_record_gives_up_on_other_errors_and_after_its_attempts(
     assert calls == RECORD_ATTEMPTS
     with pytest.raises(OperationalError, match="no such table"):
         await sqlite_db.record(broken)
+
+
+# --- the same rows, whichever reader ------------------------------------------------------------
+
+
+async def _seed_inbox(db: Database) -> list[uuid.UUID]:
+    ids = [uuid.uuid4() for _ in range(3)]
+    async with db.transaction() as session:
+        await session.execute(text("DELETE FROM inbox_messages"))
+        await session.execute(text("DELETE FROM applications"))
+        apps = [Application(app_id=f"app-{n}", created_at=utcnow()) for n in range(2)]
+        session.add_all(apps)
+        await session.flush()
+        for n, message_id in enumerate(ids):
+            session.add(
+                InboxMessage(
+                    id=message_id,
+                    user_id="reader-user",
+                    type="text",
+                    subject=f"s{n}",
+                    summary="",
+                    body="b",
+                    read=n == 0,
+                    created_at=datetime(2026, 11, 30, 12, n, tzinfo=UTC),
+                    read_at=datetime(2026, 11, 30, 13, 0, tzinfo=UTC) if n == 0 else None,
+                )
+            )
+        await session.flush()
+        session.add_all(
+            InboxMessageApplication(message_id=m, application_id=apps[n % 2].id)
+            for n, m in enumerate(ids)
+        )
+    return ids
+
+
+_ROWS = (
+    select(
+        InboxMessage.id,
+        InboxMessage.read,
+        InboxMessage.created_at,
+        InboxMessage.read_at,
+        Application.app_id.label("app"),
+        Application.id,
+    )
+    .join(InboxMessageApplication, InboxMessageApplication.message_id == InboxMessage.id)
+    .join(Application, Application.id == InboxMessageApplication.application_id)
+    .where(
+        InboxMessage.user_id == bindparam("user"),
+        Application.app_id.in_(bindparam("apps", expanding=True)),
+    )
+    .order_by(InboxMessage.created_at)
+)
+
+
+async def test_reads_answer_what_a_session_answers(database_url: str) -> None:
+    """Types (UUID, bool, timezone-aware UTC datetimes, NULL), labels, keys and positions, and
+    IN lists of different lengths through one statement."""
+    db = Database(database_url)
+    await db.upgrade()
+    try:
+        ids = await _seed_inbox(db)
+        for apps in (["app-0"], ["app-0", "app-1"], ["app-1", "missing", "app-0"]):
+            params = {"user": "reader-user", "apps": apps}
+            rows = await db.read(_ROWS, params)
+            async with db.reader() as session:
+                expected = (await session.execute(_ROWS, params)).all()
+            assert [tuple(r) for r in rows] == [tuple(r) for r in expected]
+            # Same keys (a repeated name, ``id``, too) and values by key.
+            assert [r._asdict() for r in rows] == [r._asdict() for r in expected]
+        rows = await db.read(_ROWS, {"user": "reader-user", "apps": ["app-0", "app-1"]})
+        assert [r.app for r in rows] == ["app-0", "app-1", "app-0"]
+        first = rows[0]
+        assert isinstance(first[0], uuid.UUID) and first[0] == ids[0]
+        assert first.read is True and rows[1].read is False
+        assert first.created_at == datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+        assert first.created_at.utcoffset() is not None
+        assert first.read_at == datetime(2026, 11, 30, 13, 0, tzinfo=UTC)
+        assert rows[1].read_at is None
+        assert await db.read(_ROWS, {"user": "nobody", "apps": ["app-0"]}) == []
+        [count] = await db.read(select(func.count()).select_from(InboxMessage))
+        assert count[0] == 3
+        # A JSON column comes back decoded; a JSON-typed parameter goes in serialised.
+        payload = {"title": "Ünïcode ✓", "n": [1, 2.5, None], "nested": {"ok": True}}
+        async with db.transaction() as session:
+            [app] = await session.execute(
+                select(Application.id).where(Application.app_id == "app-0")
+            )
+            session.add(
+                PushMessage(
+                    application_id=app.id, user_id="u", notification=payload, created_at=utcnow()
+                )
+            )
+        found = await db.read(
+            select(PushMessage.notification, PushMessage.expires_at).where(
+                PushMessage.notification.is_not(None), PushMessage.user_id == bindparam("u")
+            ),
+            {"u": "u"},
+        )
+        assert [tuple(r) for r in found] == [(payload, None)]
+    finally:
+        await db.dispose()
+
+
+async def test_execute_idempotent_commits_and_counts_changed_rows(database_url: str) -> None:
+    db = Database(database_url)
+    await db.upgrade()
+    try:
+        ids = await _seed_inbox(db)
+        mark = (
+            update(InboxMessage)
+            .where(InboxMessage.user_id == bindparam("owner"), InboxMessage.read.is_(False))
+            .values(read=True, read_at=bindparam("when", type_=InboxMessage.read_at.type))
+        )
+        when = datetime(2026, 12, 1, 8, 30, tzinfo=UTC)
+        assert await db.execute_idempotent(mark, {"owner": "reader-user", "when": when}) == 2
+        assert await db.execute_idempotent(mark, {"owner": "reader-user", "when": when}) == 0
+        async with db.reader() as session:  # committed: another connection sees it
+            found = await session.execute(
+                select(InboxMessage.id, InboxMessage.read_at).order_by(InboxMessage.created_at)
+            )
+            assert [r.read_at for r in found] == [
+                datetime(2026, 11, 30, 13, 0, tzinfo=UTC),
+                when,
+                when,
+            ]
+        assert len(ids) == 3
+    finally:
+        await db.dispose()
+
+
+def test_only_postgresql_on_asyncpg_gets_a_pg_reader() -> None:
+    for url, expected in (
+        ("postgresql+asyncpg://u@h/db", True),
+        ("sqlite+aiosqlite:///x.db", False),
+    ):
+        db = Database(url)
+        assert (PgReader.for_engine(db.engine) is not None) is expected
+
+
+async def test_a_postgresql_read_survives_its_connections_being_killed(
+    postgres_url: str,
+) -> None:
+    """Connections killed while idle in the reader's pool: used before the event loop could
+    notice (the statement fails and runs again on a fresh connection), and after a moment
+    (asyncpg replaces them on checkout). Each read still answers."""
+    db = Database(postgres_url)
+    dsn = db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    pid_query = select(func.pg_backend_pid().label("pid"), func.pg_sleep(0.05))
+
+    async def terminate(pids: list[int]) -> None:
+        killer = await asyncpg.connect(dsn)
+        try:
+            await killer.execute(
+                "SELECT pg_terminate_backend(pid) FROM unnest($1::int[]) pid", pids
+            )
+        finally:
+            await killer.close()
+
+    try:
+        for pause in (0.0, 0.1):
+            held = await asyncio.gather(*(db.read(pid_query) for _ in range(4)))
+            pids = sorted({rows[0].pid for rows in held})
+            assert len(pids) >= 2
+            # Killed from another thread while this event loop waits: when it resumes, the
+            # pooled connections look alive until a statement is sent on them.
+            thread = threading.Thread(target=asyncio.run, args=(terminate(pids),))
+            thread.start()
+            thread.join()
+            if pause:
+                await asyncio.sleep(pause)
+            # One read at once (no other task lets the loop run first), then several.
+            first = await db.read(pid_query)
+            after = await asyncio.gather(*(db.read(pid_query) for _ in range(4)))
+            assert not {rows[0].pid for rows in [first, *after]} & set(pids)
+    finally:
+        await db.dispose()

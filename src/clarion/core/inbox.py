@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
@@ -25,7 +25,6 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from clarion.errors import InvalidRequest, MessageNotFound, NotFound
@@ -181,6 +180,17 @@ _MARK_READ = (
     .values(read=True, read_at=bindparam("read_time", type_=UTCDateTime()))
 )
 _MARK_READ_OF_USER = _MARK_READ.where(InboxMessage.user_id == bindparam("owner"))
+_MARK_ALL_READ = (
+    update(InboxMessage)
+    .where(
+        InboxMessage.user_id == bindparam("owner"),
+        _unread,
+        InboxMessage.id.in_(
+            select(_link.message_id).where(_link.application_id == bindparam("app_pk"))
+        ),
+    )
+    .values(read=True, read_at=bindparam("read_time", type_=UTCDateTime()))
+)
 
 
 def _summary(row: Any) -> MessageSummary:
@@ -230,7 +240,6 @@ class Inbox:
 
     def __init__(self, db: Database) -> None:
         self._db = db
-        self._autocommit = db.engine.execution_options(isolation_level="AUTOCOMMIT")
         self._app_pks: dict[str, int] = {}
 
     async def _application_pks(
@@ -306,41 +315,19 @@ class Inbox:
         rows = await self._db.read(_DETAIL, {"message_id": message_id})
         return _detail(rows, message_id, user_id)
 
-    async def _on_connection(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
-        """``work`` on an autocommit connection, and once more on a fresh one if the first
-        turned out to be dead. Every caller's work is an update that is a no-op the second
-        time."""
-        try:
-            async with self._autocommit.connect() as conn:
-                return await work(conn)
-        except DBAPIError as exc:
-            if not exc.connection_invalidated:
-                raise
-        async with self._autocommit.connect() as conn:
-            return await work(conn)
-
     async def read(self, message_id: uuid.UUID, user_id: str | None = None) -> MessageDetail:
         """Mark the message read (first read time kept: reading again is a no-op)."""
         params = {"message_id": message_id, "read_time": utcnow(), "owner": user_id}
-
-        async def work(conn: AsyncConnection) -> _DetailRows:
-            # One statement, committed on its own: the first reader sets the read time.
-            await conn.execute(_MARK_READ if user_id is None else _MARK_READ_OF_USER, params)
-            return await _detail_rows(conn, message_id)
-
-        return _detail(await self._on_connection(work), message_id, user_id)
+        # One statement, committed on its own: the first reader sets the read time.
+        await self._db.execute_idempotent(
+            _MARK_READ if user_id is None else _MARK_READ_OF_USER, params
+        )
+        rows = await self._db.read(_DETAIL, {"message_id": message_id})
+        return _detail(rows, message_id, user_id)
 
     async def read_all(self, user_id: str, app_id: str) -> int:
         """Mark every unread message of the user for the application read; how many changed."""
         [app_pk] = await self._application_pks([app_id])
-
-        async def work(conn: AsyncConnection) -> int:
-            in_app = select(_link.message_id).where(_link.application_id == app_pk)
-            result = await conn.execute(
-                update(InboxMessage)
-                .where(InboxMessage.user_id == user_id, _unread, InboxMessage.id.in_(in_app))
-                .values(read=True, read_at=utcnow())
-            )
-            return int(getattr(result, "rowcount", 0) or 0)
-
-        return await self._on_connection(work)
+        return await self._db.execute_idempotent(
+            _MARK_ALL_READ, {"owner": user_id, "app_pk": app_pk, "read_time": utcnow()}
+        )
