@@ -166,11 +166,15 @@ async def test_count_is_unread_messages_per_application(client: httpx.AsyncClien
 async def test_reading_twice_is_a_no_op_that_keeps_the_first_read_time(
     client: httpx.AsyncClient,
 ) -> None:
-    message = await post(client)
+    message = await post(client, apps=["web-app", "mobile-app"])
     params = {"userId": "user-001", "messageId": message["id"]}
     first = assert_ok(await client.put("/inbox/messages/read", params=params))["responseObject"]
     assert first["read"] is True and first["timestampRead"] is not None
     assert first["id"] == message["id"] and first["body"] == message["body"]
+    assert first["applications"] == ["mobile-app", "web-app"]
+    assert {k: v for k, v in first.items() if k not in ("read", "timestampRead")} == {
+        k: v for k, v in message.items() if k not in ("read", "timestampRead")
+    }
     again = assert_ok(await client.put("/inbox/messages/read", params=params))["responseObject"]
     assert again == first
     detail = assert_ok(

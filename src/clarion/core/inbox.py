@@ -14,14 +14,17 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import (
+    Executable,
     Integer,
     Select,
+    Update,
     and_,
     bindparam,
     exists,
     func,
     insert,
     not_,
+    or_,
     select,
     update,
 )
@@ -180,6 +183,36 @@ _MARK_READ = (
     .values(read=True, read_at=bindparam("read_time", type_=UTCDateTime()))
 )
 _MARK_READ_OF_USER = _MARK_READ.where(InboxMessage.user_id == bindparam("owner"))
+
+
+def _mark_and_detail(mark: Update) -> Executable:
+    """PostgreSQL: mark the message read and answer its detail in one statement (one round
+    trip). The update is a CTE, whose changes the outer SELECT does not see, so the read
+    flag and time are taken from what the update returned when it changed the row."""
+    marked = mark.returning(InboxMessage.id, InboxMessage.read_at).cte("marked")
+    return (
+        select(
+            InboxMessage.id,
+            InboxMessage.type,
+            InboxMessage.subject,
+            InboxMessage.summary,
+            or_(InboxMessage.read, marked.c.id.is_not(None)).label("read"),
+            InboxMessage.created_at,
+            InboxMessage.user_id,
+            InboxMessage.body,
+            func.coalesce(marked.c.read_at, InboxMessage.read_at).label("read_at"),
+            Application.app_id,
+        )
+        .select_from(InboxMessage)
+        .outerjoin(marked, marked.c.id == InboxMessage.id)
+        .outerjoin(_link, _link.message_id == InboxMessage.id)
+        .outerjoin(Application, Application.id == _link.application_id)
+        .where(InboxMessage.id == bindparam("message_id"))
+        .order_by(Application.app_id)
+    )
+
+
+_MARK_AND_DETAIL = {False: _mark_and_detail(_MARK_READ), True: _mark_and_detail(_MARK_READ_OF_USER)}
 _MARK_ALL_READ = (
     update(InboxMessage)
     .where(
@@ -318,11 +351,14 @@ class Inbox:
     async def read(self, message_id: uuid.UUID, user_id: str | None = None) -> MessageDetail:
         """Mark the message read (first read time kept: reading again is a no-op)."""
         params = {"message_id": message_id, "read_time": utcnow(), "owner": user_id}
-        # One statement, committed on its own: the first reader sets the read time.
-        await self._db.execute_idempotent(
-            _MARK_READ if user_id is None else _MARK_READ_OF_USER, params
-        )
-        rows = await self._db.read(_DETAIL, {"message_id": message_id})
+        # Committed on its own: the first reader sets the read time.
+        if self._db.dialect == "postgresql":
+            rows = await self._db.fetch_idempotent(_MARK_AND_DETAIL[user_id is not None], params)
+        else:  # SQLite has no UPDATE in a WITH clause: two statements
+            await self._db.execute_idempotent(
+                _MARK_READ if user_id is None else _MARK_READ_OF_USER, params
+            )
+            rows = await self._db.read(_DETAIL, {"message_id": message_id})
         return _detail(rows, message_id, user_id)
 
     async def read_all(self, user_id: str, app_id: str) -> int:

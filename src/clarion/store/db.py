@@ -419,6 +419,28 @@ class Database:
                 raise
         return await self._execute_pooled(statement, params)
 
+    async def fetch_idempotent(
+        self, statement: Executable, params: Mapping[str, Any] | None = None
+    ) -> Sequence[Any]:
+        """Like ``execute_idempotent`` for a statement that writes and returns rows (a
+        ``RETURNING`` or a writing CTE): committed when this returns, run once more on a fresh
+        connection if its connection turned out dead."""
+        if self._pg is not None:
+            return await self._pg.read(statement, params)
+        try:
+            return await self._fetch_pooled(statement, params)
+        except DBAPIError as exc:
+            if not exc.connection_invalidated:
+                raise
+        return await self._fetch_pooled(statement, params)
+
+    async def _fetch_pooled(
+        self, statement: Executable, params: Mapping[str, Any] | None
+    ) -> Sequence[Any]:
+        async with self.engine.connect() as conn:
+            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            return (await conn.execute(statement, params)).all()
+
     async def _execute_pooled(self, statement: Executable, params: Mapping[str, Any] | None) -> int:
         async with self.engine.connect() as conn:
             conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
