@@ -262,10 +262,10 @@ class Inbox:
     """Post, list, count, read and mark messages in users' inboxes.
 
     Reads are single statements through ``Database.read``: inline on a read-only connection on
-    a SQLite file, in autocommit on PostgreSQL (one round trip, no BEGIN / ROLLBACK around it,
-    run once more if the connection was dead). Single-statement writes run on autocommit
-    connections too; a mark-read whose connection turns out dead is run once more (the pool
-    pings only idle connections, see ``store.db``): it is a no-op the second time.
+    a SQLite file, on asyncpg directly on PostgreSQL (one round trip, each statement its own
+    transaction, run once more if the connection was dead). Mark-read and read-all are single
+    statements in their own transaction too (``Database.execute_idempotent`` /
+    ``fetch_idempotent``), run once more if the connection was dead: a no-op the second time.
     Application ids are cached once found: an application's row id never changes, and the
     dialect has no way to delete one (if one is ever deleted, its links go with it, so a stale
     entry finds no messages rather than wrong ones).
