@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy import (
     Executable,
@@ -28,7 +28,7 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.errors import InvalidRequest, MessageNotFound, NotFound
 from clarion.store.db import Database
@@ -39,8 +39,6 @@ from clarion.store.models import (
     UTCDateTime,
     utcnow,
 )
-
-T = TypeVar("T")
 
 MAX_PAGE_SIZE = 1000
 MAX_PAGE = 1_000_000
@@ -233,8 +231,8 @@ def _summary(row: Any) -> MessageSummary:
 _DetailRows = Sequence[Any]  # rows of _DETAIL, read by column name
 
 
-async def _detail_rows(conn: AsyncConnection | AsyncSession, message_id: uuid.UUID) -> _DetailRows:
-    return (await conn.execute(_DETAIL, {"message_id": message_id})).all()
+async def _detail_rows(session: AsyncSession, message_id: uuid.UUID) -> _DetailRows:
+    return (await session.execute(_DETAIL, {"message_id": message_id})).all()
 
 
 def _detail(rows: _DetailRows, message_id: uuid.UUID, user_id: str | None) -> MessageDetail:

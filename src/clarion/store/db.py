@@ -328,32 +328,30 @@ class PgReader:
         self, statement: Executable, params: Mapping[str, Any] | None = None
     ) -> Sequence[Any]:
         plan = self._plan(statement)
-        sql, args = plan.arguments(params or {})
-        pool = await self._get_pool()
-        try:
-            records = await pool.fetch(sql, *args)
-        except _CONNECTION_LOST:
-            # A connection killed while idle in the pool (a restart, an idle timeout): the
-            # others may be dead too, so every pooled connection is replaced (as SQLAlchemy
-            # invalidates its pool on a disconnect), and the read, safe to repeat, runs again.
-            await pool.expire_connections()
-            records = await pool.fetch(sql, *args)
+        records = await self._run("fetch", plan, params)
         return plan.rows(records)
 
     async def execute(self, statement: Executable, params: Mapping[str, Any] | None = None) -> int:
         """Run one statement in its own transaction; the number of rows it changed. Run once
         more if the connection was lost, so only for statements that are no-ops the second
         time."""
-        plan = self._plan(statement)
+        status = await self._run("execute", self._plan(statement), params)
+        last = status.rpartition(" ")[2]  # "UPDATE 3"
+        return int(last) if last.isdigit() else 0
+
+    async def _run(self, method: str, plan: _Plan, params: Mapping[str, Any] | None) -> Any:
+        """``pool.fetch`` or ``pool.execute`` of the plan's SQL, run once more if the
+        connection was lost."""
         sql, args = plan.arguments(params or {})
         pool = await self._get_pool()
         try:
-            status = await pool.execute(sql, *args)
+            return await getattr(pool, method)(sql, *args)
         except _CONNECTION_LOST:
+            # A connection killed while idle in the pool (a restart, an idle timeout): the
+            # others may be dead too, so every pooled connection is replaced (as SQLAlchemy
+            # invalidates its pool on a disconnect), and the statement runs again.
             await pool.expire_connections()
-            status = await pool.execute(sql, *args)
-        last = status.rpartition(" ")[2]  # "UPDATE 3"
-        return int(last) if last.isdigit() else 0
+            return await getattr(pool, method)(sql, *args)
 
     async def close(self) -> None:
         pool, self._pool = self._pool, None
@@ -393,12 +391,8 @@ class Database:
             return self._inline.read(statement, params)
         if self._pg is not None:
             return await self._pg.read(statement, params)
-        try:
-            return await self._read_pooled(statement, params)
-        except DBAPIError as exc:
-            if not exc.connection_invalidated:
-                raise
-        return await self._read_pooled(statement, params)
+        rows: Sequence[Row[Any]] = await self._autocommit(statement, params, rows=True)
+        return rows
 
     async def execute_idempotent(
         self, statement: Executable, params: Mapping[str, Any] | None = None
@@ -412,12 +406,8 @@ class Database:
         """
         if self._pg is not None:
             return await self._pg.execute(statement, params)
-        try:
-            return await self._execute_pooled(statement, params)
-        except DBAPIError as exc:
-            if not exc.connection_invalidated:
-                raise
-        return await self._execute_pooled(statement, params)
+        count: int = await self._autocommit(statement, params, rows=False)
+        return count
 
     async def fetch_idempotent(
         self, statement: Executable, params: Mapping[str, Any] | None = None
@@ -427,33 +417,28 @@ class Database:
         connection if its connection turned out dead."""
         if self._pg is not None:
             return await self._pg.read(statement, params)
+        rows: Sequence[Any] = await self._autocommit(statement, params, rows=True)
+        return rows
+
+    async def _autocommit(
+        self, statement: Executable, params: Mapping[str, Any] | None, *, rows: bool
+    ) -> Any:
+        """One statement on a pooled connection in autocommit (no BEGIN / ROLLBACK around it):
+        its rows, or how many rows it changed; once more on a fresh connection if the first
+        turned out dead."""
+
+        async def once() -> Any:
+            async with self.engine.connect() as conn:
+                conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+                result = await conn.execute(statement, params)
+                return result.all() if rows else int(getattr(result, "rowcount", 0) or 0)
+
         try:
-            return await self._fetch_pooled(statement, params)
+            return await once()
         except DBAPIError as exc:
             if not exc.connection_invalidated:
                 raise
-        return await self._fetch_pooled(statement, params)
-
-    async def _fetch_pooled(
-        self, statement: Executable, params: Mapping[str, Any] | None
-    ) -> Sequence[Any]:
-        async with self.engine.connect() as conn:
-            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
-            return (await conn.execute(statement, params)).all()
-
-    async def _execute_pooled(self, statement: Executable, params: Mapping[str, Any] | None) -> int:
-        async with self.engine.connect() as conn:
-            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
-            result = await conn.execute(statement, params)
-            return int(getattr(result, "rowcount", 0) or 0)
-
-    async def _read_pooled(
-        self, statement: Executable, params: Mapping[str, Any] | None
-    ) -> Sequence[Row[Any]]:
-        async with self.engine.connect() as conn:
-            # One statement, its own transaction: no BEGIN and ROLLBACK round trips around it.
-            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
-            return (await conn.execute(statement, params)).all()
+        return await once()
 
     @property
     def dialect(self) -> str:
