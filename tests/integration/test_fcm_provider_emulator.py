@@ -225,3 +225,16 @@ async def test_project_quota_refuses_the_excess_until_the_minute_has_passed(
     retries = [o for o in outcomes if o.kind is OutcomeKind.RETRY]
     assert len(retries) == 3
     assert all(o.reason == "QUOTA_EXCEEDED" and o.retry_after == 60.0 for o in retries)
+
+
+async def test_send_many_gives_each_token_its_own_message(
+    emu: FcmEmulator, provider: FcmProvider
+) -> None:
+    other = Notification(title="Other", body="Text")
+    tokens = [fcm_token(i) for i in (31, 32, 33)]
+    outcomes = await provider.send_many([(HELLO, tokens[:2]), (other, tokens[2:])])
+    assert [(o.token, o.kind) for o in outcomes] == [(t, OutcomeKind.DELIVERED) for t in tokens]
+    titles = {
+        t: [m["android"]["notification"]["title"] for m in emu.messages_to(t)] for t in tokens
+    }
+    assert titles == {tokens[0]: ["Hello"], tokens[1]: ["Hello"], tokens[2]: ["Other"]}

@@ -321,6 +321,32 @@ async def test_async_batch_honours_back_pressure_and_delivers_each_once(
     assert await ledger(services) == {"sent": 20}
 
 
+async def test_async_batch_of_distinct_messages_gives_each_device_its_own(
+    client: httpx.AsyncClient, services: Services, app_ready: Emulators
+) -> None:
+    # One job, sent in one provider call per wave: every device must still get its own text.
+    tokens = {f"user-{i}": f"{i + 0x40:02x}" * 32 for i in range(30)}
+    for user, token in tokens.items():
+        await register(client, token, f"act-{user}", user=user)
+    past = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
+    batch = [message(user=u, body={"title": "Hi", "body": f"for {u}"}) for u in tokens]
+    batch.append(message(user="alice", body={"title": "Hi", "body": "for alice"}))
+    batch.append(message(user="user-0", body={"body": "too late", "validUntil": past}))
+    body = envelope(appId="mobile-app", mode="ASYNCHRONOUS", batch=batch)
+    assert_ok(await client.post("/push/message/batch/send", json=body))
+    await run_worker_until_idle(services)
+
+    got = {p.token: p.payload["aps"]["alert"]["body"] for p in app_ready.apns.delivered()}
+    assert len(app_ready.apns.delivered()) == 31  # once each, the late one never
+    assert got == {
+        **{token: f"for {user}" for user, token in tokens.items()},
+        IOS_TOKEN: "for alice",
+    }
+    [android] = app_ready.fcm.messages_to(ANDROID_TOKEN)
+    assert android["android"]["notification"]["body"] == "for alice"
+    assert await ledger(services) == {"sent": 32, "failed": 1}
+
+
 async def test_a_job_that_runs_again_sends_nothing_twice(
     client: httpx.AsyncClient, services: Services, app_ready: Emulators
 ) -> None:

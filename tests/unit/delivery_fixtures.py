@@ -82,6 +82,8 @@ class ScriptedProvider(Provider):
         self._clock = clock
         self._hold = hold
         self.calls: list[tuple[float | None, list[str]]] = []
+        self.many_calls: list[list[tuple[Notification, list[str]]]] = []  # send_many's parts
+        self.received: list[tuple[Notification, str]] = []  # what each send was given
         self.sent: Counter[str] = Counter()
         self.delivered: Counter[str] = Counter()
         self.in_flight = 0
@@ -91,6 +93,7 @@ class ScriptedProvider(Provider):
     async def send(self, notification: Notification, tokens: Sequence[str]) -> list[Outcome]:
         assert not self.closed, "send on a closed provider"
         self.calls.append((self._clock.monotonic() if self._clock else None, list(tokens)))
+        self.received.extend((notification, token) for token in tokens)
         self.in_flight += len(tokens)
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
         try:
@@ -105,6 +108,10 @@ class ScriptedProvider(Provider):
             if outcome.kind is OutcomeKind.DELIVERED:
                 self.delivered[outcome.token] += 1
         return outcomes
+
+    async def send_many(self, parts: Sequence[tuple[Notification, Sequence[str]]]) -> list[Outcome]:
+        self.many_calls.append([(n, list(tokens)) for n, tokens in parts])
+        return await super().send_many(parts)  # one ``send`` per part, as providers do by default
 
     async def close(self) -> None:
         self.closed = True

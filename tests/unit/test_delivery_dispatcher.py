@@ -435,3 +435,119 @@ async def test_without_waiting_a_held_key_answers_retry_at_once_with_the_time_le
     assert [token for _, tokens in provider.calls for token in tokens] == ["a"]  # b never sent
     [other] = await dispatcher.send_once(OTHER_KEY, 1, NOTE, ["c"], wait=False)
     assert other.kind is OutcomeKind.DELIVERED  # other keys are not held
+
+
+# --- send_many: several notifications to one key in one provider call ----------------------
+
+
+def _note(
+    text: str, *, expires_in: float | None = None, clock: FakeClock | None = None
+) -> Notification:
+    expires = None
+    if expires_in is not None and clock is not None:
+        expires = clock.now() + timedelta(seconds=expires_in)
+    return Notification(title=text, body=text, expires_at=expires)
+
+
+def _flat(outcomes: list[Outcome]) -> list[tuple[str, OutcomeKind, str | None]]:
+    return [(o.token, o.kind, o.reason) for o in outcomes]
+
+
+async def test_send_many_answers_every_part_in_order_from_one_provider_call() -> None:
+    clock = FakeClock()
+    provider = ScriptedProvider({"c": [dead()]}, clock=clock)
+    one, two, three = _note("one"), _note("two"), _note("three")
+    outcomes = await dispatcher_for(provider, clock=clock).send_many(
+        KEY, 1, [(one, ["a", "b"]), (two, ["c"]), (three, ["d", "e"])]
+    )
+    assert _flat(outcomes) == [
+        ("a", OutcomeKind.DELIVERED, None),
+        ("b", OutcomeKind.DELIVERED, None),
+        ("c", OutcomeKind.TOKEN_DEAD, "Unregistered"),
+        ("d", OutcomeKind.DELIVERED, None),
+        ("e", OutcomeKind.DELIVERED, None),
+    ]
+    assert provider.many_calls == [[(one, ["a", "b"]), (two, ["c"]), (three, ["d", "e"])]]
+
+
+async def test_send_many_drops_only_the_expired_parts() -> None:
+    clock = FakeClock()
+    provider = ScriptedProvider(clock=clock)
+    fresh, stale = _note("fresh"), _note("stale", expires_in=-1, clock=clock)
+    outcomes = await dispatcher_for(provider, clock=clock).send_many(
+        KEY, 1, [(fresh, ["a"]), (stale, ["b", "c"]), (fresh, ["d"])]
+    )
+    assert _flat(outcomes) == [
+        ("a", OutcomeKind.DELIVERED, None),
+        ("b", OutcomeKind.FAILED, "Expired"),
+        ("c", OutcomeKind.FAILED, "Expired"),
+        ("d", OutcomeKind.DELIVERED, None),
+    ]
+    assert provider.many_calls == [[(fresh, ["a"]), (fresh, ["d"])]]
+    assert provider.sent == {"a": 1, "d": 1}
+
+
+async def test_send_many_plans_each_parts_retry_against_its_own_expiry() -> None:
+    clock = FakeClock()
+    provider = ScriptedProvider(otherwise=retry(None, 503), clock=clock)
+    soon, later = _note("soon", expires_in=0.05, clock=clock), _note("later")
+    outcomes = await dispatcher_for(provider, clock=clock, jitter=1.0).send_many(
+        KEY, 1, [(soon, ["a"]), (later, ["b"])]
+    )
+    # The backoff of attempt 1 is 0.1 s: past the first part's expiry, not the second's.
+    assert [(o.kind, o.reason, o.retry_after) for o in outcomes] == [
+        (OutcomeKind.FAILED, "Expired", None),
+        (OutcomeKind.RETRY, "ServiceUnavailable", 0.1),
+    ]
+
+
+async def test_send_many_splits_big_sends_into_batches_within_the_limit() -> None:
+    clock = FakeClock()
+    provider = ScriptedProvider(clock=clock)
+    dispatcher = dispatcher_for(provider, clock=clock, max_in_flight=4, batch_size=3)
+    parts = [(_note(f"n{n}"), [f"t{n}-{i}" for i in range(n)]) for n in range(1, 6)]
+    outcomes = await dispatcher.send_many(KEY, 1, parts)
+    assert [o.token for o in outcomes] == [t for _, tokens in parts for t in tokens]
+    assert {o.kind for o in outcomes} == {OutcomeKind.DELIVERED}
+    assert max(len(tokens) for _, tokens in provider.calls) <= 3
+    assert provider.peak_in_flight <= 4
+    # Every token went with its own notification, even where a part was split.
+    assert sorted((t, n.title) for n, t in provider.received) == sorted(
+        (t, n.title) for n, tokens in parts for t in tokens
+    )
+    assert any(len(call) > 1 for call in provider.many_calls), "parts shared a provider call"
+    assert dispatcher.pool.limiter(KEY).in_use == 0
+
+
+async def test_send_many_on_a_held_key_answers_retry_for_every_part_at_once() -> None:
+    clock = FakeClock()
+    provider = ScriptedProvider({"a": [retry(30.0, 429, "TooManyRequests")]}, clock=clock)
+    dispatcher = dispatcher_for(provider, clock=clock)
+    await dispatcher.send_once(KEY, 1, NOTE, ["a"], wait=False)
+    stale = _note("stale", expires_in=10, clock=clock)
+    outcomes = await dispatcher.send_many(
+        KEY, 1, [(_note("x"), ["b"]), (stale, ["c"]), (_note("y"), ["d"])], wait=False
+    )
+    assert [(o.token, o.kind, o.reason, o.retry_after) for o in outcomes] == [
+        ("b", OutcomeKind.RETRY, "BackingOff", 30.0),
+        ("c", OutcomeKind.FAILED, "Expired", None),  # it would expire before the key opens
+        ("d", OutcomeKind.RETRY, "BackingOff", 30.0),
+    ]
+    assert provider.many_calls == [] and [t for _, ts in provider.calls for t in ts] == ["a"]
+    assert clock.sleeps == []
+
+
+async def test_send_many_after_a_rejection_sends_nothing_until_the_credentials_change() -> None:
+    clock = FakeClock()
+    provider = ScriptedProvider({"a": [rejected()]}, clock=clock)
+    renewed = ScriptedProvider(clock=clock)  # built for the new credentials
+    dispatcher = dispatcher_for(provider, renewed, clock=clock)
+    await dispatcher.send_once(KEY, 1, NOTE, ["a"])
+    outcomes = await dispatcher.send_many(KEY, 1, [(_note("x"), ["b"]), (_note("y"), ["c"])])
+    assert {(o.kind, o.reason) for o in outcomes} == {
+        (OutcomeKind.CREDENTIALS_REJECTED, "InvalidProviderToken")
+    }
+    assert provider.many_calls == []
+    again = await dispatcher.send_many(KEY, 2, [(_note("x"), ["b"]), (_note("y"), ["c"])])
+    assert {o.kind for o in again} == {OutcomeKind.DELIVERED}
+    assert [[t for _, ts in call for t in ts] for call in renewed.many_calls] == [["b", "c"]]

@@ -155,11 +155,9 @@ class Messages:
             )
             for spec in specs
         ]
-        sends = [
-            self._sender.send_once(app_id, spec.notification, targets, versions=versions)
-            for spec, targets in plans
-        ]
-        outcomes = [await sends[0]] if len(sends) == 1 else await asyncio.gather(*sends)
+        outcomes = await self._sender.send_many(
+            app_id, [(spec.notification, targets) for spec, targets in plans], versions=versions
+        )
         retry: list[tuple[MessageSpec, list[tuple[Target, Outcome]]]] = []
         dead: list[tuple[int, Outcome]] = []
         for (spec, targets), results in zip(plans, outcomes, strict=True):
@@ -239,20 +237,24 @@ class Messages:
         apps = {app_id for app_id, _ in messages.values()}
         versions = {app_id: await self._sender.versions(app_id) for app_id in apps}
 
-        async def deliver(message_id: int, attempt: int, group: list[_Work]) -> None:
-            app_id, notification = messages[message_id]
-            results = await self._sender.send_once(
+        async def deliver(app_id: str, attempt: int, wave: list[tuple[int, list[_Work]]]) -> None:
+            # The wave's messages in one call: one provider request per device, but the
+            # dispatcher's gates, slots and metrics once instead of once per message.
+            results = await self._sender.send_many(
                 app_id,
-                notification,
-                [w.target for w in group],
+                [(messages[mid][1], [w.target for w in group]) for mid, group in wave],
                 attempt=attempt,
                 versions=versions[app_id],
             )
-            outcomes.extend(zip(group, results, strict=True))
+            for (_, group), answers in zip(wave, results, strict=True):
+                outcomes.extend(zip(group, answers, strict=True))
 
         # Waves bound what a crash can leave accepted by a provider but not yet recorded.
         for wave in _waves(list(groups.items()), LEDGER_WAVE):
-            await asyncio.gather(*(deliver(mid, n, group) for (mid, n), group in wave))
+            calls: dict[tuple[str, int], list[tuple[int, list[_Work]]]] = defaultdict(list)
+            for (mid, attempt), group in wave:
+                calls[(messages[mid][0], attempt)].append((mid, group))
+            await asyncio.gather(*(deliver(a, n, part) for (a, n), part in calls.items()))
             later.extend(await self._save(outcomes))
             outcomes.clear()
         if later:

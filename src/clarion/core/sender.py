@@ -180,7 +180,7 @@ class Sender:
         targets: Sequence[Target],
         *,
         attempt: int = 1,
-        versions: dict[str, tuple[int, str | None]] | None = None,
+        versions: Versions | None = None,
         wait: bool = False,
     ) -> list[Outcome]:
         """One attempt to every target; one outcome per target, in order.
@@ -191,46 +191,77 @@ class Sender:
         """
         if not targets:
             return []
-        known = versions if versions is not None else await self.versions(app_id)
-        groups: dict[PoolKey, list[int]] = defaultdict(list)
-        outcomes: list[Outcome | None] = [None] * len(targets)
-        for index, target in enumerate(targets):
-            if target.platform not in known:
-                outcomes[index] = Outcome(target.token, OutcomeKind.FAILED, NO_CREDENTIALS)
-                continue
-            app_env = known[target.platform][1]
-            env = "production"
-            if target.platform == Platform.APNS:
-                env = target.environment or app_env or self._default_env
-            groups[PoolKey(app_id, target.platform, env)].append(index)
+        [outcomes] = await self.send_many(
+            app_id, ((notification, targets),), attempt=attempt, versions=versions, wait=wait
+        )
+        return outcomes
 
-        async def send(key: PoolKey, indices: list[int]) -> None:
-            tokens = [targets[i].token for i in indices]
-            version = known[key.platform][0]
-            results = await self.dispatcher.send_once(
-                key, version, notification, tokens, attempt=attempt, wait=wait
+    async def send_many(
+        self,
+        app_id: str,
+        items: Sequence[tuple[Notification, Sequence[Target]]],
+        *,
+        attempt: int = 1,
+        versions: Versions | None = None,
+        wait: bool = False,
+    ) -> list[list[Outcome]]:
+        """``send_once`` for several notifications of one app, each to its own targets: one
+        dispatcher call per pool key for all of them. One list of outcomes per item."""
+        known = versions if versions is not None else await self.versions(app_id)
+        outcomes: list[list[Outcome | None]] = [[None] * len(targets) for _, targets in items]
+        keys: dict[tuple[str, str | None], PoolKey] = {}
+        # Per pool key, the parts to send: (item, its notification, the positions of its targets)
+        groups: dict[PoolKey, list[tuple[int, Notification, list[int]]]] = defaultdict(list)
+        for item, (notification, targets) in enumerate(items):
+            by_key: dict[PoolKey, list[int]] = {}
+            for index, target in enumerate(targets):
+                platform = target.platform
+                if platform not in known:
+                    outcomes[item][index] = Outcome(
+                        target.token, OutcomeKind.FAILED, NO_CREDENTIALS
+                    )
+                    continue
+                key = keys.get((platform, target.environment))
+                if key is None:
+                    env = "production"
+                    if platform == Platform.APNS:
+                        env = target.environment or known[platform][1] or self._default_env
+                    key = keys[(platform, target.environment)] = PoolKey(app_id, platform, env)
+                by_key.setdefault(key, []).append(index)
+            for key, indices in by_key.items():
+                groups[key].append((item, notification, indices))
+
+        async def send(key: PoolKey, parts: list[tuple[int, Notification, list[int]]]) -> None:
+            results = await self.dispatcher.send_many(
+                key,
+                known[key.platform][0],
+                [(n, [items[item][1][i].token for i in indices]) for item, n, indices in parts],
+                attempt=attempt,
+                wait=wait,
             )
-            for i, outcome in zip(indices, results, strict=True):
-                outcomes[i] = outcome
+            answers = iter(results)
+            for item, _, indices in parts:
+                for i in indices:
+                    outcomes[item][i] = next(answers)
 
         if len(groups) == 1:
-            [(key, indices)] = groups.items()
-            await send(key, indices)
-        else:
-            await asyncio.gather(*(send(key, indices) for key, indices in groups.items()))
-        return [o for o in outcomes if o is not None]
+            [(key, parts)] = groups.items()
+            await send(key, parts)
+        elif groups:
+            await asyncio.gather(*(send(key, parts) for key, parts in groups.items()))
+        return [[o for o in item if o is not None] for item in outcomes]
 
     async def forget_devices(self, dead: Sequence[tuple[int, Outcome]]) -> None:
         """Remove registrations whose token the provider declared dead (see ``forget_dead``)."""
         async with self._db.transaction() as session:
             await forget_dead(session, dead)
 
-    async def versions(self, app_id: str) -> dict[str, tuple[int, str | None]]:
+    async def versions(self, app_id: str) -> Versions:
         """Credentials version and APNs environment of each configured platform of the app."""
         rows = await self._db.read(_VERSIONS, {"app_id": app_id})
         return {r.platform: (r.version, r.environment) for r in rows}
 
-    async def versions_of(self, app_pk: int) -> dict[str, tuple[int, str | None]]:
+    async def versions_of(self, app_pk: int) -> Versions:
         """``versions`` by the application's row id."""
         rows = await self._db.read(_VERSIONS_OF, {"app_pk": app_pk})
         return {r.platform: (r.version, r.environment) for r in rows}

@@ -12,6 +12,9 @@ Two ways in:
       again = [o for o in outcomes if o.kind is OutcomeKind.RETRY]
       # record the others; requeue each of ``again`` at now + retry_after, attempt + 1
 
+  ``Dispatcher.send_many`` is ``send_once`` for several notifications to one key (a job's
+  distinct messages), in one provider call.
+
 Both wait at the same gates: a suspended key (credentials rejected) answers at once without a
 provider call; a key backing off makes every send to it wait (other keys are not blocked); a key's
 in-flight token limit is never exceeded; an expired message is never sent.
@@ -27,7 +30,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Hashable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass
 
 from clarion.delivery import metrics
@@ -52,6 +55,8 @@ log = logging.getLogger(__name__)
 SHUTTING_DOWN = "ShuttingDown"  # the pool closed under a send; the token was not sent
 PROVIDER_UNAVAILABLE = "ProviderUnavailable"  # the factory failed to build a provider
 INVALID_PROVIDER_ANSWER = "InvalidProviderAnswer"  # a provider broke the one-outcome-per-token rule
+
+Part = tuple[Notification, Sequence[str]]  # one notification and the tokens it goes to
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,30 +183,43 @@ class Dispatcher:
         attempt, a retry past the expiry, or one past ``deadline`` (on ``self.clock.monotonic()``)
         turn into FAILED. Waits at the key's gates but never sleeps for a retry.
         """
-        if not tokens:
+        return await self.send_many(
+            key, version, ((notification, tokens),), attempt=attempt, deadline=deadline, wait=wait
+        )
+
+    async def send_many(
+        self,
+        key: PoolKey,
+        version: Hashable,
+        parts: Sequence[Part],
+        *,
+        attempt: int = 1,
+        deadline: float | None = None,
+        wait: bool = True,
+    ) -> list[Outcome]:
+        """``send_once`` for several notifications to one key, each to its own tokens (a job's
+        distinct messages): one provider call for all of them instead of one per message.
+
+        Returns one outcome per token, the parts' tokens one after the other, in order. Each
+        part keeps its own expiry; everything else (the key's gates, the in-flight limit, the
+        attempt number) is shared.
+        """
+        count = sum(len(tokens) for _, tokens in parts)
+        if not count:
             return []
         state = self._state(key, version)
         size = self._batch_size
-        if len(tokens) <= size:
+        if count <= size:
             outcomes = await self._send_batch(
-                key, version, state, notification, tokens, attempt, deadline, wait
+                key, version, state, parts, count, attempt, deadline, wait
             )
         else:
             async with asyncio.TaskGroup() as group:
                 batches = [
                     group.create_task(
-                        self._send_batch(
-                            key,
-                            version,
-                            state,
-                            notification,
-                            tokens[i : i + size],
-                            attempt,
-                            deadline,
-                            wait,
-                        )
+                        self._send_batch(key, version, state, chunk, total, attempt, deadline, wait)
                     )
-                    for i in range(0, len(tokens), size)
+                    for chunk, total in _chunks(parts, size)
                 ]
             outcomes = [outcome for batch in batches for outcome in batch.result()]
         metrics.meters(state.label).count(outcomes)
@@ -223,94 +241,122 @@ class Dispatcher:
         key: PoolKey,
         version: Hashable,
         state: _KeyState,
-        notification: Notification,
-        tokens: Sequence[str],
+        parts: Sequence[Part],
+        count: int,
         attempt: int,
         deadline: float | None,
         wait: bool = True,
     ) -> list[Outcome]:
+        """Send at most one batch's tokens (``count`` of them) after the gates; the outcomes of
+        every part, flattened in order."""
+        settled: list[list[Outcome] | None] = [None] * len(parts)
+        sent: list[int] = []  # the parts given to the provider
+        answers: list[Outcome] = []
         while True:
-            gate = self._gate(state, version, notification, tokens, deadline)
-            if isinstance(gate, list):
-                return gate
-            if gate > 0 and not wait:
-                return [Outcome(t, OutcomeKind.RETRY, BACKING_OFF, gate) for t in tokens]
-            if gate > 0:
-                await self.clock.sleep(gate)
+            delay = self._gate(state, version, parts, settled, deadline)
+            if all(s is not None for s in settled):
+                break
+            if delay > 0 and not wait:
+                for i, (_, tokens) in enumerate(parts):
+                    if settled[i] is None:
+                        settled[i] = [
+                            Outcome(t, OutcomeKind.RETRY, BACKING_OFF, delay) for t in tokens
+                        ]
+                break
+            if delay > 0:
+                await self.clock.sleep(delay)
                 continue
-            async with self.pool.slots(key, len(tokens)):
+            async with self.pool.slots(key, count):
                 # Waiting for a slot takes time: the gates may have closed meanwhile.
-                gate = self._gate(state, version, notification, tokens, deadline)
-                if isinstance(gate, list):
-                    return gate
-                if gate <= 0:
-                    answers = await self._call(key, version, state, notification, tokens)
-                    break
-        return await self._settle(key, version, state, notification, answers, attempt, deadline)
+                if self._gate(state, version, parts, settled, deadline) > 0:
+                    continue
+                sent = [i for i, s in enumerate(settled) if s is None]
+                if sent:
+                    answers = await self._call(key, version, state, [parts[i] for i in sent])
+                break
+        if sent:
+            planned = await self._settle(
+                key, version, state, [parts[i] for i in sent], answers, attempt, deadline
+            )
+            at = 0
+            for i in sent:
+                end = at + len(parts[i][1])
+                settled[i] = planned[at:end]
+                at = end
+        return [outcome for part in settled if part is not None for outcome in part]
 
     def _gate(
         self,
         state: _KeyState,
         version: Hashable,
-        notification: Notification,
-        tokens: Sequence[str],
+        parts: Sequence[Part],
+        settled: list[list[Outcome] | None],
         deadline: float | None,
-    ) -> list[Outcome] | float:
-        """Outcomes if the batch must not be sent, else the seconds to wait first (0: go)."""
+    ) -> float:
+        """Settle the parts that must not be sent (expired, rejected credentials, or a wait
+        past their expiry or the deadline); return the seconds to wait before sending the
+        others (0: go)."""
         now = self.clock.now()
-        if is_expired(notification.expires_at, now):
-            return same_outcome(tokens, OutcomeKind.FAILED, EXPIRED)
         rejected = state.rejection_for(version)
-        if rejected is not None:
-            return [
-                Outcome(
-                    token, OutcomeKind.CREDENTIALS_REJECTED, rejected.reason, None, rejected.status
-                )
-                for token in tokens
-            ]
         monotonic = self.clock.monotonic()
         wait = state.gate_until - monotonic
-        if wait <= 0:
-            return 0.0
-        expires_in = seconds_until(notification.expires_at, now)
-        if expires_in is not None and wait >= expires_in:
-            return same_outcome(tokens, OutcomeKind.FAILED, EXPIRED)
-        if deadline is not None and monotonic + wait > deadline:
-            return same_outcome(tokens, OutcomeKind.FAILED, BACKING_OFF)
-        return wait
+        for i, (notification, tokens) in enumerate(parts):
+            if settled[i] is not None:
+                continue
+            if is_expired(notification.expires_at, now):
+                settled[i] = same_outcome(tokens, OutcomeKind.FAILED, EXPIRED)
+            elif rejected is not None:
+                settled[i] = [
+                    Outcome(
+                        token,
+                        OutcomeKind.CREDENTIALS_REJECTED,
+                        rejected.reason,
+                        None,
+                        rejected.status,
+                    )
+                    for token in tokens
+                ]
+            elif wait > 0:
+                expires_in = seconds_until(notification.expires_at, now)
+                if expires_in is not None and wait >= expires_in:
+                    settled[i] = same_outcome(tokens, OutcomeKind.FAILED, EXPIRED)
+                elif deadline is not None and monotonic + wait > deadline:
+                    settled[i] = same_outcome(tokens, OutcomeKind.FAILED, BACKING_OFF)
+        return max(wait, 0.0)
 
     async def _call(
-        self,
-        key: PoolKey,
-        version: Hashable,
-        state: _KeyState,
-        notification: Notification,
-        tokens: Sequence[str],
+        self, key: PoolKey, version: Hashable, state: _KeyState, parts: Sequence[Part]
     ) -> list[Outcome]:
         try:
             async with self.pool.provider(key, version) as provider:
                 state.label = provider.name
-                return await self._timed_send(key, provider, notification, tokens)
+                return await self._timed_send(key, provider, parts)
         except CredentialsUnusable as exc:
             log.warning("credentials of %s unusable: %s", key, exc.message)
-            return same_outcome(tokens, OutcomeKind.CREDENTIALS_REJECTED, "CredentialsUnusable")
+            return same_outcome(
+                _tokens(parts), OutcomeKind.CREDENTIALS_REJECTED, "CredentialsUnusable"
+            )
         except PoolClosed:
-            return same_outcome(tokens, OutcomeKind.RETRY, SHUTTING_DOWN)
+            return same_outcome(_tokens(parts), OutcomeKind.RETRY, SHUTTING_DOWN)
         except Exception:
             log.exception("building the provider for %s failed", key)
-            return same_outcome(tokens, OutcomeKind.RETRY, PROVIDER_UNAVAILABLE)
+            return same_outcome(_tokens(parts), OutcomeKind.RETRY, PROVIDER_UNAVAILABLE)
 
     async def _timed_send(
-        self, key: PoolKey, provider: Provider, notification: Notification, tokens: Sequence[str]
+        self, key: PoolKey, provider: Provider, parts: Sequence[Part]
     ) -> list[Outcome]:
         label = provider.name
+        tokens = _tokens(parts)
         count = len(tokens)
         meters = metrics.meters(label)
         meters.attempts.inc(count)
         meters.in_flight.inc(count)
         started = time.perf_counter()
         try:
-            answers = await provider.send(notification, tokens)
+            if len(parts) == 1:
+                answers = await provider.send(*parts[0])
+            else:
+                answers = await provider.send_many(parts)
         except TransportError as exc:
             log.warning("%s send for %s got no answer: %s", label, key, exc)
             return same_outcome(tokens, OutcomeKind.RETRY, type(exc).__name__)
@@ -327,7 +373,7 @@ class Dispatcher:
         key: PoolKey,
         version: Hashable,
         state: _KeyState,
-        notification: Notification,
+        parts: Sequence[Part],
         answers: list[Outcome],
         attempt: int,
         deadline: float | None,
@@ -343,19 +389,26 @@ class Dispatcher:
         backoff = backoff_delay(
             attempt, self.policy.backoff_base, self.policy.backoff_cap, self._jitter
         )
-        expires_in = seconds_until(notification.expires_at, self.clock.now())
+        now = self.clock.now()
         deadline_in = None if deadline is None else deadline - monotonic
-        return [
-            plan_retry(
-                answer,
-                attempt=attempt,
-                policy=self.policy,
-                backoff=backoff,
-                expires_in=expires_in,
-                deadline_in=deadline_in,
+        planned: list[Outcome] = []
+        at = 0
+        for notification, tokens in parts:
+            expires_in = seconds_until(notification.expires_at, now)
+            end = at + len(tokens)
+            planned.extend(
+                plan_retry(
+                    answer,
+                    attempt=attempt,
+                    policy=self.policy,
+                    backoff=backoff,
+                    expires_in=expires_in,
+                    deadline_in=deadline_in,
+                )
+                for answer in answers[at:end]
             )
-            for answer in answers
-        ]
+            at = end
+        return planned
 
     async def _suspend(
         self, key: PoolKey, version: Hashable, state: _KeyState, answer: Outcome
@@ -371,6 +424,29 @@ class Dispatcher:
             await self._on_rejected(event)
         except Exception:
             log.exception("the credentials-rejected callback failed for %s", key)
+
+
+def _tokens(parts: Sequence[Part]) -> list[str]:
+    return [token for _, tokens in parts for token in tokens]
+
+
+def _chunks(parts: Sequence[Part], size: int) -> Iterator[tuple[list[Part], int]]:
+    """Split the parts into batches of at most ``size`` tokens (a part may be split), in order;
+    each with its number of tokens."""
+    chunk: list[Part] = []
+    count = 0
+    for notification, tokens in parts:
+        start = 0
+        while start < len(tokens):
+            take = min(size - count, len(tokens) - start)
+            chunk.append((notification, tokens[start : start + take]))
+            count += take
+            start += take
+            if count == size:
+                yield chunk, count
+                chunk, count = [], 0
+    if chunk:
+        yield chunk, count
 
 
 def _checked(label: str, tokens: Sequence[str], answers: list[Outcome]) -> list[Outcome]:

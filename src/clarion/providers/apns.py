@@ -185,27 +185,49 @@ class ApnsProvider(Provider):
 
     async def send(self, notification: Notification, tokens: Sequence[str]) -> list[Outcome]:
         """Send to every token concurrently; one outcome per token, in order."""
+        return await self.send_many(((notification, tokens),))
+
+    async def send_many(self, parts: Sequence[tuple[Notification, Sequence[str]]]) -> list[Outcome]:
+        """Every part's notification to its tokens, all concurrently: one request per token,
+        each notification's payload and headers built once."""
+        outcomes: list[Outcome | None] = []
+        requests: list[tuple[int, str, Mapping[str, str], bytes]] = []
+        for notification, tokens in parts:
+            prepared = self._prepare(notification)
+            if isinstance(prepared, str):
+                outcomes.extend(Outcome(t, OutcomeKind.FAILED, reason=prepared) for t in tokens)
+                continue
+            headers, body = prepared
+            for token in tokens:
+                requests.append((len(outcomes), token, headers, body))
+                outcomes.append(None)
+        if len(requests) == 1:  # the common case of a single push: no task to schedule
+            index, token, headers, body = requests[0]
+            outcomes[index] = await self._send_one(token, headers, body)
+        elif len(requests) <= _MAX_TASKS_PER_SEND:
+            answers = await asyncio.gather(*(self._send_one(*r[1:]) for r in requests))
+            for (index, *_), answer in zip(requests, answers, strict=True):
+                outcomes[index] = answer
+        elif requests:
+            pending = iter(requests)
+
+            async def worker() -> None:
+                for index, token, headers, body in pending:
+                    outcomes[index] = await self._send_one(token, headers, body)
+
+            await asyncio.gather(*(worker() for _ in range(_MAX_TASKS_PER_SEND)))
+        return [o for o in outcomes if o is not None]
+
+    def _prepare(self, notification: Notification) -> tuple[Mapping[str, str], bytes] | str:
+        """The headers and payload of a notification, or why it cannot be sent at all."""
         body = encode_payload(notification)
         rejected = local_rejection(notification, body)
         if rejected is not None:
-            return [Outcome(t, OutcomeKind.FAILED, reason=rejected) for t in tokens]
+            return rejected
         expires_at = notification.expires_at
         if expires_at is not None and expires_at.timestamp() < time.time():
-            return [Outcome(t, OutcomeKind.FAILED, reason="MessageExpired") for t in tokens]
-        headers = build_headers(notification, topic=self.topic)
-        if len(tokens) == 1:  # the common case of distinct messages: no task to schedule
-            return [await self._send_one(tokens[0], headers, body)]
-        if len(tokens) <= _MAX_TASKS_PER_SEND:
-            return list(await asyncio.gather(*(self._send_one(t, headers, body) for t in tokens)))
-        outcomes: list[Outcome | None] = [None] * len(tokens)
-        indices = iter(range(len(tokens)))
-
-        async def worker() -> None:
-            for i in indices:
-                outcomes[i] = await self._send_one(tokens[i], headers, body)
-
-        await asyncio.gather(*(worker() for _ in range(_MAX_TASKS_PER_SEND)))
-        return [o for o in outcomes if o is not None]
+            return "MessageExpired"
+        return build_headers(notification, topic=self.topic), body
 
     async def _send_one(self, token: str, common: Mapping[str, str], body: bytes) -> Outcome:
         if not _HEX_TOKEN.fullmatch(token):

@@ -6,6 +6,7 @@ limits and metrics are applied once, around every provider, in ``clarion.deliver
 
 from __future__ import annotations
 
+import asyncio
 import enum
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
@@ -97,6 +98,18 @@ class Provider(ABC):
     @abstractmethod
     async def send(self, notification: Notification, tokens: Sequence[str]) -> list[Outcome]:
         """Send ``notification`` to every token; return exactly one outcome per token, in order."""
+
+    async def send_many(self, parts: Sequence[tuple[Notification, Sequence[str]]]) -> list[Outcome]:
+        """Send each part's notification to its tokens; one outcome per token, the parts'
+        tokens one after the other, in order.
+
+        By default one ``send`` per part, all at once. A provider overrides it when it can do
+        better than that (APNs: one request per token whatever the notification).
+        """
+        if len(parts) == 1:
+            return await self.send(*parts[0])
+        answers = await asyncio.gather(*(self.send(n, tokens) for n, tokens in parts))
+        return [outcome for part in answers for outcome in part]
 
     async def close(self) -> None:  # noqa: B027 - optional hook, most providers own a pool
         """Release connections. Called when credentials change or on shutdown."""

@@ -377,3 +377,32 @@ async def test_goaway_is_survived_when_new_connections_start_with_one_stream(
     # Requests already queued in the pool may still overrun a new connection's single stream
     # (the emulator then drops it): more connections than GOAWAYs, but nothing is lost.
     assert emu.connection_count >= 4
+
+
+async def test_send_many_sends_each_token_its_own_notification(
+    provider: ApnsProvider, emulator: ApnsEmulator
+) -> None:
+    first, second = Notification(title="One", body="first"), Notification(body="second", badge=3)
+    too_big = Notification(body="x" * 5000)
+    late = Notification(body="late", expires_at=datetime.now(UTC) - timedelta(seconds=1))
+    outcomes = await provider.send_many(
+        [
+            (first, [device(1), device(2)]),
+            (too_big, [device(3)]),
+            (second, [device(4)]),
+            (late, [device(5)]),
+        ]
+    )
+    assert [(o.token, o.kind, o.reason) for o in outcomes] == [
+        (device(1), OutcomeKind.DELIVERED, None),
+        (device(2), OutcomeKind.DELIVERED, None),
+        (device(3), OutcomeKind.FAILED, "PayloadTooLarge"),
+        (device(4), OutcomeKind.DELIVERED, None),
+        (device(5), OutcomeKind.FAILED, "MessageExpired"),
+    ]
+    received = {r.token: r.payload for r in emulator.received}
+    assert received == {
+        device(1): {"aps": {"alert": {"title": "One", "body": "first"}}},
+        device(2): {"aps": {"alert": {"title": "One", "body": "first"}}},
+        device(4): {"aps": {"alert": {"body": "second"}, "badge": 3}},
+    }
