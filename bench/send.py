@@ -33,7 +33,7 @@ import httpx
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from sink import Sink, nginx_sink, spare_port
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, text
 
 from clarion.store.db import Database
 from clarion.store.models import Application, Delivery, Device, utcnow
@@ -104,6 +104,15 @@ async def load_devices(url: str, users: int) -> None:
                     for i in range(start, min(users, start + 20_000))
                 ],
             )
+    if url.startswith("postgresql"):
+        # Statistics for the planner, as autovacuum would gather within a minute of a bulk
+        # load (and as an operator should after one): without them PostgreSQL guesses the
+        # table holds a few rows, and the worker's device lookups (500 users a job) scan every
+        # device of the app instead of using the index: measured at 277 ms a lookup with
+        # 20,000 devices, over 90% of PostgreSQL's CPU in the async run.
+        async with db.engine.connect() as conn:
+            await conn.execution_options(isolation_level="AUTOCOMMIT")
+            await conn.execute(text("VACUUM ANALYZE devices"))
     await db.dispose()
 
 
