@@ -280,7 +280,7 @@ async def follow(client: httpx.AsyncClient, cluster: Cluster, campaign: str, dev
         f"{role} {(cpu_after[role] - cpu_before[role]) / devices * 1e6:.0f}" for role in cpu_before
     )
     print(f"cpu: µs per push: {shares} (2 cores: {2e6 / devices * elapsed:.0f} µs available)")
-    print(f"detail: {detail_ms:.0f} ms for the last call (it counts the campaign's ledger rows)")
+    print(f"detail: {detail_ms:.0f} ms for the last call (it reads the campaign's counters)")
     end = procs.rss_mb(cluster.pids)
     per_process = ", ".join(f"{procs.rss_mb([pid]):.0f}" for pid in cluster.pids)
     print(

@@ -243,7 +243,41 @@ async def test_a_page_cut_short_sends_only_what_was_not_recorded(
     await run_worker_until_idle(services)
     delivered = sorted(p.token for p in app_ready.apns.delivered())
     assert delivered == sorted(tokens[1:])
-    assert (await detail(client, campaign))["timestampCompleted"]
+    done = await detail(client, campaign)
+    assert done["timestampCompleted"]
+    # The counters saw two pushes; at completion the ledger (three rows) is the truth.
+    assert done["devices"] == {"total": 3, "sent": 3, "failed": 0, "pending": 0}
+
+
+async def test_progress_counts_each_page_as_it_is_recorded_and_retries_when_final(
+    client: httpx.AsyncClient, services: Services, app_ready: Emulators
+) -> None:
+    tokens = [f"{i + 0x10:02x}" * 32 for i in range(6)]
+    for i, token in enumerate(tokens):
+        await register(client, token, f"act-{i}", user=f"user-{i}")
+    app_ready.apns.unregister_device(tokens[2])
+    app_ready.apns.faults.by_token[tokens[1]] = (429, "TooManyRequests")
+    campaign = await create(client)
+    await add_users(client, campaign, [f"user-{i}" for i in range(6)])
+    assert_ok(await client.post(f"/push/campaign/send/live/{campaign}"))
+    assert await services.fanout.plan(int(campaign)) is None  # two pages of 3
+    async with services.db.reader() as session:
+        first = (await session.scalars(select(CampaignPage).order_by(CampaignPage.upto))).first()
+        assert first is not None
+    retry_at = await services.fanout.send_page(int(campaign), first.after, first.upto)
+    assert retry_at is not None  # user-1's push waits for its retry
+
+    progress = (await detail(client, campaign))["devices"]
+    assert progress == {"total": 6, "sent": 1, "failed": 1, "pending": 4}
+
+    del app_ready.apns.faults.by_token[tokens[1]]
+    await run_worker_until_idle(services)
+    done = await detail(client, campaign)
+    assert done["timestampCompleted"]
+    assert done["devices"] == {"total": 6, "sent": 5, "failed": 1, "pending": 0}
+    async with services.db.reader() as session:
+        row = await session.get(Campaign, int(campaign))
+        assert row is not None and (row.devices_sent, row.devices_failed) == (5, 1)
 
 
 async def test_dead_tokens_are_counted_failed_and_forgotten(

@@ -8,7 +8,7 @@ import secrets
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Connection, inspect
+from sqlalchemy import Connection, inspect, text
 
 from clarion.store.db import Database, SchemaOutOfDate, head_revision
 from clarion.store.models import Base
@@ -64,3 +64,35 @@ async def test_head_schema_matches_the_models(empty_database: Database) -> None:
 
     async with db.engine.connect() as conn:
         assert await conn.run_sync(diff) == []
+
+
+async def test_campaign_counters_are_filled_from_the_ledger_on_upgrade(
+    empty_database: Database,
+) -> None:
+    db = empty_database
+    await db.upgrade("0005")
+    statements = [
+        "INSERT INTO applications (id, app_id, created_at) "
+        "VALUES (1, 'app', '2026-11-30 12:00:00')",
+        "INSERT INTO push_messages (id, application_id, user_id, personal, notification, "
+        "created_at) VALUES (7, 1, 'campaign', false, '{}', '2026-11-30 12:00:00')",
+        "INSERT INTO campaigns (id, application_id, notification, sent, message_id, planned, "
+        "devices_total, created_at) VALUES (3, 1, '{}', true, 7, true, 5, '2026-11-30 12:00:00')",
+        "INSERT INTO campaigns (id, application_id, notification, sent, planned, "
+        "devices_total, created_at) VALUES (4, 1, '{}', false, false, 0, '2026-11-30 12:00:00')",
+    ]
+    ledger = text(
+        "INSERT INTO deliveries (message_id, device_id, platform, token, status, attempts, "
+        "updated_at) VALUES (7, :device, 'apns', :token, :status, 1, '2026-11-30 12:00:00')"
+    )
+    async with db.engine.begin() as conn:
+        for statement in statements:
+            await conn.exec_driver_sql(statement)
+        for device, status in enumerate(["sent", "sent", "failed", "pending", "sent"]):
+            await conn.execute(ledger, {"device": device, "token": f"t{device}", "status": status})
+    await db.upgrade()
+    async with db.engine.connect() as conn:
+        rows = await conn.exec_driver_sql(
+            "SELECT id, devices_sent, devices_failed FROM campaigns ORDER BY id"
+        )
+        assert [tuple(r) for r in rows] == [(3, 3, 1), (4, 0, 0)]

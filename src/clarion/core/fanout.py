@@ -183,6 +183,7 @@ class FanOut:
         async def record(session: AsyncSession) -> None:
             await _record(session, rows)
             await _forget_dead(session, targets, outcomes)
+            await _add_to_counters(session, live.campaign_id, outcomes)
 
         await self._db.record(record)
         count_outcomes(outcomes)
@@ -236,7 +237,7 @@ class FanOut:
                 {"row_id": row.id, **ledger.outcome_values(outcome, now, attempts=attempt)}
                 for row, outcome in zip(group, outcomes, strict=True)
             ]
-            await self._db.record(_updater(updates, targets, outcomes))
+            await self._db.record(_updater(live.campaign_id, updates, targets, outcomes))
             count_outcomes(outcomes)
 
     async def _complete_if_done(self, live: _Live) -> None:
@@ -262,10 +263,28 @@ class FanOut:
                     .where(PushMessage.id == live.message_id)
                     .values(completed_at=now)
                 )
+                # The counters may have counted a page twice (its lease ended while its first
+                # worker still ran it): the ledger is the truth, counted once, here.
+                sent, failed = await _final_counts(session, live.message_id)
+                await session.execute(
+                    update(Campaign)
+                    .where(Campaign.id == live.campaign_id)
+                    .values(devices_sent=sent, devices_failed=failed)
+                )
                 log.info("campaign completed", extra={"campaign": live.campaign_id})
 
 
 # --- queries -------------------------------------------------------------------------------
+
+
+async def _final_counts(session: AsyncSession, message_id: int) -> tuple[int, int]:
+    rows = await session.execute(
+        select(Delivery.status, func.count())
+        .where(Delivery.message_id == message_id, Delivery.status != "pending")
+        .group_by(Delivery.status)
+    )
+    counts = {status: int(n) for status, n in rows}
+    return counts.get("sent", 0), counts.get("failed", 0)
 
 
 async def _live(session: AsyncSession, campaign_id: int, *, lock: bool = False) -> _Live | None:
@@ -437,13 +456,40 @@ async def _recorded(session: AsyncSession, live: _Live, device_ids: list[int]) -
 
 
 def _updater(
-    updates: list[dict[str, Any]], targets: Sequence[Target], outcomes: Sequence[Outcome]
+    campaign_id: int,
+    updates: list[dict[str, Any]],
+    targets: Sequence[Target],
+    outcomes: Sequence[Outcome],
 ) -> Callable[[AsyncSession], Awaitable[None]]:
     async def update(session: AsyncSession) -> None:
         await ledger.update_rows(session, updates)
         await _forget_dead(session, targets, outcomes)
+        await _add_to_counters(session, campaign_id, outcomes)
 
     return update
+
+
+_ADD_TO_COUNTERS = (
+    update(Campaign)
+    .where(Campaign.id == bindparam("campaign_id"))
+    .values(
+        devices_sent=Campaign.devices_sent + bindparam("add_sent", type_=Integer()),
+        devices_failed=Campaign.devices_failed + bindparam("add_failed", type_=Integer()),
+    )
+)
+
+
+async def _add_to_counters(
+    session: AsyncSession, campaign_id: int, outcomes: Sequence[Outcome]
+) -> None:
+    """Add a chunk's final outcomes to the campaign's counters, in the transaction of its
+    ledger rows (a retry is not final: pending is what the total leaves)."""
+    sent = sum(1 for o in outcomes if o.kind is OutcomeKind.DELIVERED)
+    failed = sum(1 for o in outcomes if o.kind not in (OutcomeKind.DELIVERED, OutcomeKind.RETRY))
+    if sent or failed:
+        await session.execute(
+            _ADD_TO_COUNTERS, {"campaign_id": campaign_id, "add_sent": sent, "add_failed": failed}
+        )
 
 
 async def _forget_dead(

@@ -297,6 +297,10 @@ class Campaign(Base):
     planned_through: Mapped[str | None] = mapped_column(String(255))  # fan-out cursor (user id)
     planned: Mapped[bool] = mapped_column(Boolean, default=False)  # every page is scheduled
     devices_total: Mapped[int] = mapped_column(Integer, default=0)
+    # Final outcomes so far, added with each chunk's ledger rows (the ledger stays the truth:
+    # counted again from it when the campaign completes).
+    devices_sent: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    devices_failed: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
