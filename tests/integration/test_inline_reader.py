@@ -237,6 +237,62 @@ async def test_reads_answer_what_a_session_answers(database_url: str) -> None:
         await db.dispose()
 
 
+_TWO_LISTS = (
+    select(InboxMessage.subject, Application.app_id)
+    .join(InboxMessageApplication, InboxMessageApplication.message_id == InboxMessage.id)
+    .join(Application, Application.id == InboxMessageApplication.application_id)
+    .where(
+        Application.app_id.in_(bindparam("apps", expanding=True)),
+        InboxMessage.subject.in_(bindparam("subjects", expanding=True)),
+        InboxMessage.user_id.in_(["nobody", "reader-user"]),  # a list given in the statement
+    )
+    .order_by(InboxMessage.subject, Application.app_id)
+)
+
+
+async def test_in_lists_of_any_lengths_reuse_their_sql_and_keep_their_order(
+    database_url: str,
+) -> None:
+    """The PostgreSQL reader keeps a statement's SQL per tuple of list lengths: the same
+    lengths with other values, lists in another order, an empty list, and lengths seen before
+    must all answer what a session answers."""
+    db = Database(database_url)
+    await db.upgrade()
+    try:
+        await _seed_inbox(db)
+        cases = [
+            (["app-0", "app-1"], ["s0", "s1", "s2"]),
+            (["app-1", "app-0"], ["s2", "s0", "s1"]),  # same lengths, other order
+            (["app-1", "zzz"], ["s1", "s2", "nope"]),  # same lengths, other values
+            (["app-0"], ["s0", "s1", "s2"]),
+            ([], ["s0"]),  # an empty list
+            (["app-0", "app-1", "app-0"], ["s2"]),  # a repeated value
+            (["app-0", "app-1"], ["s0", "s1", "s2"]),  # lengths seen before
+        ]
+        for apps, subjects in cases:
+            params = {"apps": apps, "subjects": subjects}
+            rows = await db.read(_TWO_LISTS, params)
+            async with db.reader() as session:
+                expected = (await session.execute(_TWO_LISTS, params)).all()
+            assert [tuple(r) for r in rows] == [tuple(r) for r in expected], (apps, subjects)
+        rows = await db.read(_TWO_LISTS, {"apps": ["app-1", "app-0"], "subjects": ["s2", "s0"]})
+        assert [tuple(r) for r in rows] == [("s0", "app-0"), ("s2", "app-0")]
+        if db._pg is not None:  # the SQL was expanded once per tuple of lengths
+            plan = db._pg._plans[_TWO_LISTS]
+            assert plan.lists is not None
+            seen = [dict(zip(plan.lists, lengths, strict=True)) for lengths in plan.expanded]
+            assert sorted((d["apps"], d["subjects"]) for d in seen) == [
+                (0, 1),
+                (1, 3),
+                (2, 2),
+                (2, 3),
+                (3, 1),
+            ]
+            assert all(e is not None for e in plan.expanded.values())
+    finally:
+        await db.dispose()
+
+
 async def test_execute_idempotent_commits_and_counts_changed_rows(database_url: str) -> None:
     db = Database(database_url)
     await db.upgrade()

@@ -10,6 +10,7 @@ import weakref
 from collections import namedtuple
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -30,7 +31,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.pool import NullPool
-from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.compiler import ExpandedState, SQLCompiler
 from sqlalchemy.sql.elements import ClauseElement
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -187,13 +188,33 @@ class _Plan:
     """A statement compiled once for asyncpg: its SQL per parameter set, the bind processors of
     its parameters, and a row type with the statement's column keys and result processors."""
 
-    __slots__ = ("columns", "compiled", "expanding", "order", "processors", "row", "sql")
+    __slots__ = (
+        "columns",
+        "compiled",
+        "expanded",
+        "expanding",
+        "lists",
+        "order",
+        "processors",
+        "row",
+        "sql",
+    )
 
     def __init__(self, statement: Executable, dialect: Dialect) -> None:
         self.compiled = cast(SQLCompiler, cast(ClauseElement, statement).compile(dialect=dialect))
         # Without "expanding" parameters (IN lists) the SQL text never changes: it is kept
         # from the first call.
         self.expanding = "POSTCOMPILE" in self.compiled.string
+        # With them, it changes only with the lists' lengths: kept per tuple of lengths, unless
+        # a value is rendered into the text (a literal_execute parameter).
+        self.lists: list[str] | None = None
+        if self.expanding and not self.compiled.literal_execute_params:
+            self.lists = [
+                self.compiled.bind_names[b]
+                for b in self.compiled.post_compile_params
+                if b.expanding
+            ]
+        self.expanded: dict[tuple[int, ...], _Expanded | None] = {}
         self.sql: str | None = None
         self.order: list[str] = []
         self.processors: Mapping[str, Any] = {}
@@ -213,6 +234,15 @@ class _Plan:
 
     def arguments(self, params: Mapping[str, Any]) -> tuple[str, list[Any]]:
         """The SQL text and its positional arguments for one set of parameters."""
+        if self.lists is not None:
+            given = self.compiled.construct_params(params)
+            lengths = tuple(len(given[name]) for name in self.lists)
+            if lengths not in self.expanded:
+                state = self.compiled.construct_expanded_state(params)
+                self.expanded[lengths] = _Expanded.of(state, given, self.lists)
+            expanded = self.expanded[lengths]
+            if expanded is not None:
+                return expanded.sql, expanded.arguments(given)
         if self.expanding or self.sql is None:
             state = self.compiled.construct_expanded_state(params)
             sql, order, processors = state.statement, state.positiontup or [], state.processors
@@ -241,6 +271,49 @@ class _Plan:
                 values[i] = process(values[i])
             out.append(make(values))
         return out
+
+
+@dataclass(frozen=True, slots=True)
+class _Expanded:
+    """A statement's SQL for one tuple of IN-list lengths, and where each positional argument
+    comes from: a parameter, or an element of a list (SQLAlchemy names the n-th ``name_n``)."""
+
+    sql: str
+    sources: tuple[tuple[str, int | None], ...]
+    processors: tuple[Any, ...]
+
+    @classmethod
+    def of(
+        cls, state: ExpandedState, values: Mapping[str, Any], lists: Sequence[str]
+    ) -> _Expanded | None:
+        """None when an argument's source cannot be told (a tuple IN list, say): such a
+        statement is expanded on every call, as SQLAlchemy does."""
+        sources: list[tuple[str, int | None]] = []
+        for name in state.positiontup or []:
+            if name in values:
+                sources.append((name, None))
+                continue
+            base, _, number = name.rpartition("_")
+            if base not in lists or not number.isdigit():
+                return None
+            index = int(number) - 1
+            if (
+                not 0 <= index < len(values[base])
+                or state.parameters[name] is not values[base][index]
+            ):
+                return None
+            sources.append((base, index))
+        processors = tuple(state.processors.get(name) for name in state.positiontup or [])
+        return cls(state.statement, tuple(sources), processors)
+
+    def arguments(self, values: Mapping[str, Any]) -> list[Any]:
+        args = [
+            values[name] if index is None else values[name][index] for name, index in self.sources
+        ]
+        for n, process in enumerate(self.processors):
+            if process is not None:
+                args[n] = process(args[n])
+        return args
 
 
 # What a dead or dropped connection looks like to asyncpg: the read runs once more. A
