@@ -181,7 +181,7 @@ class FanOut:
             rows.append(row)
 
         async def record(session: AsyncSession) -> None:
-            await _record(session, rows)
+            await ledger.insert_rows(session, rows)
             await _forget_dead(session, targets, outcomes)
             await _add_to_counters(session, live.campaign_id, outcomes)
 
@@ -502,39 +502,4 @@ async def _forget_dead(
             for t, o in zip(targets, outcomes, strict=True)
             if o.kind is OutcomeKind.TOKEN_DEAD
         ],
-    )
-
-
-_LEDGER_COLUMNS = (
-    "device_id",
-    "platform",
-    "environment",
-    "token",
-    "status",
-    "attempts",
-    "next_attempt_at",
-    "reason",
-)
-_LEDGER_TYPES = ("int", "varchar", "varchar", "varchar", "varchar", "int", "timestamptz", "varchar")
-_PG_RECORD = (
-    f"INSERT INTO deliveries (message_id, updated_at, {', '.join(_LEDGER_COLUMNS)}) "
-    "SELECT $1, $2, "
-    + ", ".join(f"unnest(${i}::{t}[])" for i, t in enumerate(_LEDGER_TYPES, start=3))
-    + " ON CONFLICT (message_id, device_id) DO NOTHING"
-)
-
-
-async def _record(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
-    """Write a chunk's ledger rows; a row already there (a page run twice) is left alone."""
-    if not rows:
-        return
-    if session.get_bind().dialect.name != "postgresql":
-        await ledger.insert_rows(session, rows)
-        return
-    # One statement with a column array each: a third of the CPU of a bulk insert built by
-    # SQLAlchemy, on the path every campaign push takes.
-    connection = await session.connection()
-    columns = [[row[name] for row in rows] for name in _LEDGER_COLUMNS]
-    await connection.exec_driver_sql(
-        _PG_RECORD, (rows[0]["message_id"], rows[0]["updated_at"], *columns)
     )

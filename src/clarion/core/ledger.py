@@ -10,12 +10,12 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, update
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.core.sender import Target
 from clarion.delivery.retry import BACKING_OFF
 from clarion.providers.base import Outcome, OutcomeKind
-from clarion.store.db import insert_for
 from clarion.store.models import Delivery
 
 _deliveries = cast(Table, Delivery.__table__)
@@ -69,19 +69,46 @@ def outcome_values(outcome: Outcome, now: datetime, *, attempts: int) -> dict[st
     }
 
 
-# Built once per dialect, on the Table: the ORM's bulk insert of the same rows costs about
-# twice the CPU per row (its unit-of-work bookkeeping) for nothing a ledger row needs.
-_INSERTS = {
-    dialect: insert_for(dialect)(_deliveries).on_conflict_do_nothing(
-        index_elements=["message_id", "device_id"]
-    )
-    for dialect in ("postgresql", "sqlite")
-}
+# Built on the Table: the ORM's bulk insert of the same rows costs about twice the CPU per row
+# (its unit-of-work bookkeeping) for nothing a ledger row needs.
+_SQLITE_INSERT = sqlite_insert(_deliveries).on_conflict_do_nothing(
+    index_elements=["message_id", "device_id"]
+)
+# On PostgreSQL one array per column, unnested together: one short statement whatever the
+# number of rows, about a third of the CPU of the multi-row VALUES SQLAlchemy builds.
+_COLUMNS = (
+    "message_id",
+    "device_id",
+    "platform",
+    "environment",
+    "token",
+    "status",
+    "attempts",
+    "next_attempt_at",
+    "reason",
+    "updated_at",
+)
+_PG_INSERT = (
+    "INSERT INTO deliveries (message_id, device_id, platform, environment, token, status, "
+    "attempts, next_attempt_at, reason, updated_at) "
+    "SELECT * FROM unnest($1::bigint[], $2::int[], $3::varchar[], $4::varchar[], "
+    "$5::varchar[], $6::varchar[], $7::int[], $8::timestamptz[], $9::varchar[], "
+    "$10::timestamptz[]) "
+    "ON CONFLICT (message_id, device_id) DO NOTHING"
+)
 
 
 async def insert_rows(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
-    """Add ledger rows; a row already there (a job or page run twice) is left alone."""
-    await session.execute(_INSERTS[session.get_bind().dialect.name], rows)
+    """Add ledger rows (``new_row`` updated with ``outcome_values``); a row already there (a
+    job or page run twice) is left alone."""
+    if not rows:
+        return
+    if session.get_bind().dialect.name != "postgresql":
+        await session.execute(_SQLITE_INSERT, rows)
+        return
+    connection = await session.connection()
+    arrays = tuple([row[name] for row in rows] for name in _COLUMNS)
+    await connection.exec_driver_sql(_PG_INSERT, arrays)
 
 
 async def update_rows(session: AsyncSession, rows: list[dict[str, Any]]) -> None:

@@ -208,7 +208,7 @@ class Messages:
                         .values(completed_at=now)
                     )
             if rows:
-                await session.execute(insert(Delivery), rows)
+                await ledger.insert_rows(session, rows)
             if retry_ids:
                 unique = list(dict.fromkeys(retry_ids))
                 jobs.enqueue(session, JOB_KIND, [{"messages": unique}], run_after=first_retry)
