@@ -296,10 +296,12 @@ class Dispatcher:
         """Settle the parts that must not be sent (expired, rejected credentials, or a wait
         past their expiry or the deadline); return the seconds to wait before sending the
         others (0: go)."""
-        now = self.clock.now()
         rejected = state.rejection_for(version)
         monotonic = self.clock.monotonic()
         wait = state.gate_until - monotonic
+        if rejected is None and wait <= 0 and all(n.expires_at is None for n, _ in parts):
+            return 0.0  # the usual case: nothing to settle, nothing to wait for
+        now = self.clock.now()
         for i, (notification, tokens) in enumerate(parts):
             if settled[i] is not None:
                 continue
@@ -386,6 +388,8 @@ class Dispatcher:
         rejected = next((a for a in answers if a.kind is OutcomeKind.CREDENTIALS_REJECTED), None)
         if rejected is not None:
             await self._suspend(key, version, state, rejected)
+        if not any(a.kind is OutcomeKind.RETRY for a in answers):
+            return answers  # nothing to plan: every other outcome is final as it is
         backoff = backoff_delay(
             attempt, self.policy.backoff_base, self.policy.backoff_cap, self._jitter
         )
