@@ -69,6 +69,7 @@ async def test_send_follow_shows_progress_until_the_campaign_completes(
     try:
         out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
     finally:
+        await _reap(proc)  # a test that failed leaves no process behind
         worker.stop()
         await task
     text = out.decode()
@@ -93,5 +94,14 @@ async def run(services: Services, *args: str) -> tuple[int | None, str]:
     proc = await asyncio.create_subprocess_exec(
         *CLARION, *args, env=command_env(services), stderr=subprocess.PIPE
     )
-    _, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+    try:
+        _, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+    finally:
+        await _reap(proc)
     return proc.returncode, err.decode()
+
+
+async def _reap(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is None:
+        proc.kill()
+        await proc.wait()
