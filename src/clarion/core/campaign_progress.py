@@ -89,9 +89,15 @@ async def export_progress(db: Database) -> None:
             CAMPAIGN_DEVICES.labels(str(campaign_id), state).set(value)
 
 
-def count_outcomes(outcomes: Sequence[Outcome]) -> None:
-    """Count pushes this process finished (a retry is not finished yet)."""
+def finished(outcomes: Sequence[Outcome]) -> tuple[int, int]:
+    """How many of the outcomes are final, as (sent, failed): a retry is not finished yet."""
     sent = sum(1 for o in outcomes if o.kind is OutcomeKind.DELIVERED)
     failed = sum(1 for o in outcomes if o.kind not in (OutcomeKind.DELIVERED, OutcomeKind.RETRY))
+    return sent, failed
+
+
+def count_outcomes(outcomes: Sequence[Outcome]) -> None:
+    """Count pushes this process finished."""
+    sent, failed = finished(outcomes)
     CAMPAIGN_PUSHES.labels("sent").inc(sent)
     CAMPAIGN_PUSHES.labels("failed").inc(failed)

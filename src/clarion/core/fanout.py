@@ -37,7 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.core import ledger
 from clarion.core import notification as notification_json
-from clarion.core.campaign_progress import count_outcomes
+from clarion.core.campaign_progress import count_outcomes, finished
 from clarion.core.sender import Sender, Target, forget_dead
 from clarion.providers.base import Notification, Outcome, OutcomeKind
 from clarion.store import jobs
@@ -484,8 +484,7 @@ async def _add_to_counters(
 ) -> None:
     """Add a chunk's final outcomes to the campaign's counters, in the transaction of its
     ledger rows (a retry is not final: pending is what the total leaves)."""
-    sent = sum(1 for o in outcomes if o.kind is OutcomeKind.DELIVERED)
-    failed = sum(1 for o in outcomes if o.kind not in (OutcomeKind.DELIVERED, OutcomeKind.RETRY))
+    sent, failed = finished(outcomes)
     if sent or failed:
         await session.execute(
             _ADD_TO_COUNTERS, {"campaign_id": campaign_id, "add_sent": sent, "add_failed": failed}

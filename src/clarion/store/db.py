@@ -188,36 +188,21 @@ class _Plan:
     """A statement compiled once for asyncpg: its SQL per parameter set, the bind processors of
     its parameters, and a row type with the statement's column keys and result processors."""
 
-    __slots__ = (
-        "columns",
-        "compiled",
-        "expanded",
-        "expanding",
-        "lists",
-        "order",
-        "processors",
-        "row",
-        "sql",
-    )
+    __slots__ = ("columns", "compiled", "expanded", "lists", "row")
 
     def __init__(self, statement: Executable, dialect: Dialect) -> None:
         self.compiled = cast(SQLCompiler, cast(ClauseElement, statement).compile(dialect=dialect))
-        # Without "expanding" parameters (IN lists) the SQL text never changes: it is kept
-        # from the first call.
-        self.expanding = "POSTCOMPILE" in self.compiled.string
-        # With them, it changes only with the lists' lengths: kept per tuple of lengths, unless
-        # a value is rendered into the text (a literal_execute parameter).
+        # The SQL text changes only with the lengths of the IN lists ("expanding" parameters;
+        # none: it never changes), so it is kept per tuple of lengths. Unless a value is
+        # rendered into the text (a literal_execute parameter): None, expanded on every call.
         self.lists: list[str] | None = None
-        if self.expanding and not self.compiled.literal_execute_params:
+        if not self.compiled.literal_execute_params:
             self.lists = [
                 self.compiled.bind_names[b]
                 for b in self.compiled.post_compile_params
                 if b.expanding
             ]
         self.expanded: dict[tuple[int, ...], _Expanded | None] = {}
-        self.sql: str | None = None
-        self.order: list[str] = []
-        self.processors: Mapping[str, Any] = {}
         # A write without RETURNING has no columns (and gives no rows).
         selected = getattr(statement, "selected_columns", None)
         columns = list(selected) if selected is not None else []
@@ -243,22 +228,14 @@ class _Plan:
             expanded = self.expanded[lengths]
             if expanded is not None:
                 return expanded.sql, expanded.arguments(given)
-        if self.expanding or self.sql is None:
-            state = self.compiled.construct_expanded_state(params)
-            sql, order, processors = state.statement, state.positiontup or [], state.processors
-            values = state.parameters
-            if not self.expanding:
-                self.sql, self.order, self.processors = sql, list(order), dict(processors)
-        else:
-            sql, order, processors = self.sql, self.order, self.processors
-            values = self.compiled.construct_params(params)
-        args = [values[name] for name in order]
-        if processors:
-            for n, name in enumerate(order):
-                process = processors.get(name)
-                if process is not None:
-                    args[n] = process(args[n])
-        return sql, args
+        state = self.compiled.construct_expanded_state(params)
+        order = state.positiontup or []
+        args = [state.parameters[name] for name in order]
+        for n, name in enumerate(order):
+            process = state.processors.get(name)
+            if process is not None:
+                args[n] = process(args[n])
+        return state.statement, args
 
     def rows(self, records: list[Any]) -> list[Any]:
         make = self.row._make
