@@ -366,3 +366,24 @@ async def test_a_postgresql_read_survives_its_connections_being_killed(
             assert not {rows[0].pid for rows in [first, *after]} & set(pids)
     finally:
         await db.dispose()
+
+
+async def test_a_postgresql_read_is_one_statement_on_the_wire(postgres_url: str) -> None:
+    """The reader's pool takes a connection back without asyncpg's default reset (a second
+    round trip per read: ``pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL``)."""
+    db = Database(postgres_url)
+    statement = select(func.pg_backend_pid().label("pid"))
+    try:
+        [first] = await db.read(statement)
+        pool = db._pg._pool  # type: ignore[union-attr]
+        assert pool is not None
+        sent: list[str] = []
+        async with pool.acquire() as conn:  # the pool's only connection
+            conn.add_query_logger(lambda record: sent.append(record.query))
+        for _ in range(3):
+            [row] = await db.read(statement)
+            assert row.pid == first.pid
+        assert len(sent) == 3, sent
+        assert all("pg_backend_pid" in query for query in sent), sent
+    finally:
+        await db.dispose()

@@ -305,6 +305,14 @@ _CONNECTION_LOST = (
 )
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """What the reader's pool does to a connection it takes back: nothing beyond asyncpg's
+    own rollback of a transaction left open (there never is one). asyncpg's default reset
+    sends ``pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL`` after every
+    statement: a second round trip per read, for session state the reader never changes (it
+    runs single statements, never takes advisory locks, never listens or sets anything)."""
+
+
 async def _json_codecs(conn: asyncpg.Connection) -> None:
     """JSON columns as SQLAlchemy's asyncpg dialect has them: decoded here, into Python
     objects; a bound value arrives already serialised by the column's bind processor."""
@@ -370,7 +378,10 @@ class PgReader:
         async with self._opening:
             if self._pool is None:
                 self._pool = await asyncpg.create_pool(
-                    self._dsn, min_size=0, max_size=self._max_size, init=_json_codecs
+                    self._dsn, min_size=0,
+                    max_size=self._max_size,
+                    init=_json_codecs,
+                    reset=_keep_session,
                 )
         return self._pool
 
