@@ -150,7 +150,9 @@ def free_port() -> int:
         return port
 
 
-def start_server(dsn: str, port: int, log: Path) -> subprocess.Popen[bytes]:
+def start_server(
+    dsn: str, port: int, log: Path, server: str = "uvicorn", processes: int = 1
+) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLARION_")}
     env.update(
         CLARION_DATABASE_URL=dsn,
@@ -159,7 +161,10 @@ def start_server(dsn: str, port: int, log: Path) -> subprocess.Popen[bytes]:
     )
     with log.open("wb") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "clarion", "serve", "--port", str(port)],
+            [
+                *(sys.executable, "-m", "clarion", "serve", "--port", str(port)),
+                *("--server", server, "--processes", str(processes)),
+            ],
             env=env,
             stdout=out,
             stderr=out,
@@ -398,7 +403,7 @@ async def bench(args: argparse.Namespace) -> None:
         ports = [free_port() for _ in range(args.servers)]
         for n, port in enumerate(ports):
             log = args.server_log.with_name(f"{args.server_log.stem}-{n}{args.server_log.suffix}")
-            procs.append(start_server(dsn, port, log))
+            procs.append(start_server(dsn, port, log, args.server, args.processes))
         for port, proc in zip(ports, procs, strict=True):
             await wait_ready(port, proc)
         rng = random.Random(args.seed + 1)
@@ -435,7 +440,8 @@ async def bench(args: argparse.Namespace) -> None:
             ("read (PUT, marks unread read)", read),
         ]
         print(
-            f"clarion serve: {args.servers} process(es) (uvicorn), PostgreSQL; "
+            f"clarion serve: {args.servers} server(s) ({args.server}, "
+            f"--processes {args.processes}), PostgreSQL; "
             f"load: {args.concurrency} connections, {args.requests:,} requests per line "
             f"after {args.warmup} warm-up; "
             f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} before the run"
@@ -486,6 +492,10 @@ def main() -> None:
     )
     parser.add_argument(
         "--servers", type=int, default=1, help="clarion serve processes (connections alternate)"
+    )
+    parser.add_argument("--server", choices=["uvicorn", "granian"], default="uvicorn")
+    parser.add_argument(
+        "--processes", type=int, default=1, help="clarion serve --processes of each server"
     )
     parser.add_argument(
         "--server-log", type=Path, default=Path("/tmp/clarion-bench-inbox-server.log")

@@ -23,6 +23,7 @@ from clarion.api.walletconnect.hot import ROUTES as WC_HOT_ROUTES
 from clarion.config import Settings, load_settings
 from clarion.core.campaign_progress import export_progress
 from clarion.core.services import Services, open_services
+from clarion.heap import settle
 from clarion.logs import configure_logging
 from clarion.metrics import MetricsMiddleware, metrics_endpoint
 
@@ -31,8 +32,14 @@ log = logging.getLogger("clarion")
 HOT_ROUTES = (*WC_HOT_ROUTES, *PA_HOT_ROUTES)
 
 
-def create_app(settings: Settings, *, services: Services | None = None) -> FastAPI:
-    """The ASGI application. It opens its services on start-up unless they are given."""
+def create_app(
+    settings: Settings, *, services: Services | None = None, server_process: bool = False
+) -> FastAPI:
+    """The ASGI application. It opens its services on start-up unless they are given.
+
+    ``server_process``: the app is the long-lived application of a server process, which
+    settles its heap (``clarion.heap.settle``) once started. Tests leave it off: they start
+    many apps in one process, and a frozen heap is never collected."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -46,6 +53,8 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
             __version__,
             extra={"database": svc.db.dialect, "worker": worker is not None},
         )
+        if server_process:
+            settle()
         try:
             yield
         finally:
@@ -81,7 +90,7 @@ def app_from_environment() -> FastAPI:
     config = os.environ.get("CLARION_CONFIG_FILE")
     settings = load_settings(Path(config) if config else None)
     configure_logging(settings.log_level, json_lines=settings.log_json)
-    return create_app(settings)
+    return create_app(settings, server_process=True)
 
 
 def _error_body(code: str, message: str) -> dict[str, Any]:

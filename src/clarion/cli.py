@@ -21,6 +21,7 @@ from clarion.config import Settings, load_settings
 from clarion.core.secretbox import SecretKeyError
 from clarion.core.services import Services, open_services
 from clarion.errors import ClarionError
+from clarion.heap import settle
 from clarion.logs import configure_logging
 from clarion.store.db import Database, SchemaOutOfDate, head_revision
 
@@ -164,7 +165,7 @@ def serve(
         )
         return
     uvicorn.run(
-        create_app(settings),
+        create_app(settings, server_process=True),
         host=settings.host,
         port=settings.port,
         log_config=None,
@@ -194,6 +195,7 @@ def worker_command(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, worker.stop)
+        settle()
         log.info("worker started", extra={"concurrency": settings.worker_concurrency})
         try:
             await worker.run(grace=grace)

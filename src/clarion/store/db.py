@@ -378,7 +378,8 @@ class PgReader:
         async with self._opening:
             if self._pool is None:
                 self._pool = await asyncpg.create_pool(
-                    self._dsn, min_size=0,
+                    self._dsn,
+                    min_size=0,
                     max_size=self._max_size,
                     init=_json_codecs,
                     reset=_keep_session,

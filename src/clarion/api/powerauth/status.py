@@ -19,8 +19,20 @@ router = APIRouter(route_class=PowerAuthRoute, tags=["Service"])
 
 
 def iso(moment: datetime) -> str:
-    """ISO 8601 with milliseconds and an offset, as PowerAuth clients parse it."""
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds")
+    """ISO 8601 in UTC with milliseconds and an offset, as PowerAuth clients parse it:
+    ``datetime.isoformat(timespec="milliseconds")`` of the moment in UTC, formatted by hand
+    (half the CPU: an inbox page formats 20 of them)."""
+    if moment.tzinfo is not UTC:
+        moment = moment.astimezone(UTC)
+    return "%04d-%02d-%02dT%02d:%02d:%02d.%03d+00:00" % (  # noqa: UP031 (faster than format)
+        moment.year,
+        moment.month,
+        moment.day,
+        moment.hour,
+        moment.minute,
+        moment.second,
+        moment.microsecond // 1000,
+    )
 
 
 @cache
