@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from clarion.app import create_app
+from clarion.heap import YOUNG_THRESHOLD
 from tests.conftest import make_settings
 
 
@@ -18,6 +19,7 @@ async def test_a_server_process_freezes_what_start_up_built(
     settings = make_settings(f"sqlite+aiosqlite:///{tmp_path / 'c.db'}", run_worker=False)
     app = create_app(settings, server_process=server_process)
     gc.unfreeze()
+    thresholds = gc.get_threshold()
     try:
         async with app.router.lifespan_context(app):
             services = app.state.services
@@ -25,5 +27,8 @@ async def test_a_server_process_freezes_what_start_up_built(
             walked = any(obj is services for obj in gc.get_objects())
             assert walked is not server_process
             assert (gc.get_freeze_count() > 10_000) is server_process
+            young = gc.get_threshold()[0]
+            assert young == (YOUNG_THRESHOLD if server_process else thresholds[0])
     finally:
         gc.unfreeze()
+        gc.set_threshold(*thresholds)
