@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from sink import Sink, nginx_sink, sink_cpu_seconds
 
+from clarion.heap import settle
 from clarion.providers.apns import create_apns_provider
 from clarion.providers.apns_payload import build_payload
 from clarion.providers.base import ApnsCredentials, Notification, OutcomeKind
@@ -152,8 +153,17 @@ def main() -> None:
     parser.add_argument("--aioapns-count", type=int, default=None, help="default: --count")
     parser.add_argument("--sink-workers", type=int, default=1, help="nginx worker processes")
     parser.add_argument("--skip-aioapns", action="store_true")
+    parser.add_argument(
+        "--gc",
+        choices=["settled", "default"],
+        default="settled",
+        help="settled: the collector as in clarion's server and worker processes "
+        "(clarion.heap.settle), for both clients; default: CPython's defaults",
+    )
     args = parser.parse_args()
     key_pem = _team_key()
+    if args.gc == "settled":
+        settle()
     with nginx_sink(args.sink_workers) as sink:
         ours = asyncio.run(
             run_clarion(sink, key_pem, args.count, args.batch, args.batches_in_flight)
