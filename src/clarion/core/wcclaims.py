@@ -66,10 +66,22 @@ _CLIENT_COLUMNS = """
     d.always_raw, c.rejected_reason, c.version AS credentials_version,
     c.environment AS credentials_environment
 """
-_CLIENT_JOINS = """
-    JOIN devices AS d ON d.application_id = a.id AND d.client_id = r.client
+_CREDENTIALS_JOIN = """
     LEFT JOIN credentials AS c ON c.application_id = d.application_id AND c.platform = d.platform
 """
+_CLIENT_JOINS = (
+    "JOIN devices AS d ON d.application_id = a.id AND d.client_id = r.client" + _CREDENTIALS_JOIN
+)
+# PostgreSQL: the client by a lookup of both keys of its unique index, whatever the table's
+# statistics say. Joined plainly, a devices table never analyzed (autovacuum off, or in the
+# minute after a bulk registration) was planned as a scan of every client of the tenant,
+# filtered: 5.7 ms against 0.19 ms for two pushes at 10,000 clients, and a relay run at half
+# its rate. A LATERAL subquery with a LIMIT is planned on its own, as that index lookup.
+_PG_CLIENT_JOINS = (
+    "JOIN LATERAL (SELECT * FROM devices AS d"  # noqa: S608 - constant SQL
+    " WHERE d.application_id = a.id AND d.client_id = r.client LIMIT 1) AS d ON true"
+    + _CREDENTIALS_JOIN
+)
 
 _PG_BATCH = text(
     "WITH r AS ("  # noqa: S608 - constant SQL; every value is a bound parameter
@@ -79,7 +91,7 @@ _PG_BATCH = text(
     "), found AS (SELECT r.ord, r.message, r.blob_ok, "
     + _CLIENT_COLUMNS
     + " FROM r JOIN applications AS a ON a.app_id = r.tenant "
-    + _CLIENT_JOINS
+    + _PG_CLIENT_JOINS
     + """),
     claimed AS (
         INSERT INTO wc_messages (application_id, client_id, message_id, created_at)
