@@ -1,0 +1,104 @@
+"""On PostgreSQL the hot lookups of devices are index lookups even in a devices table that was
+never analyzed (autovacuum off, or the minute after a bulk import): the planner has no
+statistics to mislead it into scanning every device of an application."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import pytest
+from sqlalchemy import Executable
+from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
+
+from clarion.core import sender, wcclaims
+from clarion.store.models import utcnow
+
+DEVICES = 5_000
+
+
+@pytest.fixture
+async def unanalyzed(postgres_url: str) -> AsyncIterator[tuple[asyncpg.Connection, int]]:
+    """A connection whose open transaction holds one application with DEVICES devices (each
+    with a user and a WalletConnect client id), never analyzed; rolled back afterwards, since
+    the database is shared with other tests."""
+    conn = await asyncpg.connect(postgres_url.replace("postgresql+asyncpg://", "postgresql://"))
+    writes = conn.transaction()
+    await writes.start()
+    try:
+        app_pk = await conn.fetchval(
+            "INSERT INTO applications (app_id, created_at) VALUES ('plans', now()) RETURNING id"
+        )
+        await conn.execute(
+            "INSERT INTO devices (application_id, platform, token, active, registered_at,"
+            " user_id, client_id, always_raw) SELECT $1, 'apns',"
+            " md5(i::text) || md5((i + 1)::text), true, now(), 'user-' || i, 'client-' || i,"
+            " false FROM generate_series(1, $2::int) AS i",
+            app_pk,
+            DEVICES,
+        )
+        analyzed = await conn.fetchval(
+            "SELECT last_analyze IS NOT NULL OR last_autoanalyze IS NOT NULL"
+            " FROM pg_stat_user_tables WHERE relname = 'devices'"
+        )
+        assert not analyzed
+        yield conn, app_pk
+    finally:
+        await writes.rollback()
+        await conn.close()
+
+
+async def explain(conn: asyncpg.Connection, statement: Executable, params: dict[str, Any]) -> str:
+    compiled = statement.compile(dialect=asyncpg_dialect())
+    args = [params[name] for name in compiled.positiontup or []]
+    lines = await conn.fetch("EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) " + str(compiled), *args)
+    return "\n".join(line[0] for line in lines)
+
+
+def devices_scan(plan: str) -> tuple[str, str]:
+    """The plan's one step that reads devices, and its index condition."""
+    steps = plan.splitlines()
+    [at] = [n for n, step in enumerate(steps) if "on devices" in step]
+    return steps[at], steps[at + 1]
+
+
+async def test_a_claim_looks_each_client_up_by_its_index(
+    unanalyzed: tuple[asyncpg.Connection, int],
+) -> None:
+    conn, _ = unanalyzed
+    plan = await explain(
+        conn,
+        wcclaims._PG_BATCH,
+        {
+            "ords": [0, 1],
+            "tenants": ["plans", "plans"],
+            "clients": ["client-17", "client-4000"],
+            "messages": ["m-1", "m-2"],
+            "oks": [True, True],
+            "now": utcnow(),
+        },
+    )
+    scan, condition = devices_scan(plan)
+    assert "Index Cond" in condition and "client_id" in condition, plan
+    assert "Rows Removed" not in plan, plan
+    assert "actual rows=1 loops=2" in scan, plan
+
+
+USERS = [f"user-{n * 37 % DEVICES + 1}" for n in range(300)] + ["nobody"]
+
+
+@pytest.mark.parametrize("lookup", ["lookup", "devices_of"])
+async def test_a_send_looks_each_user_up_by_its_index(
+    unanalyzed: tuple[asyncpg.Connection, int], lookup: str
+) -> None:
+    conn, app_pk = unanalyzed
+    if lookup == "lookup":
+        plan = await explain(conn, sender._PG_LOOKUP, {"app_id": "plans", "users": USERS})
+    else:
+        plan = await explain(conn, sender._PG_DEVICES_OF, {"app_pk": app_pk, "users": USERS})
+    scan, condition = devices_scan(plan)
+    assert "ix_devices_user_id_application_id" in scan, plan
+    assert "user_id" in condition and "application_id" in condition, plan
+    assert f"loops={len(USERS)}" in scan, plan  # one index probe per user
+    assert "Rows Removed" not in plan, plan
