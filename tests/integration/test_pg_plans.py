@@ -50,7 +50,9 @@ async def unanalyzed(postgres_url: str) -> AsyncIterator[tuple[asyncpg.Connectio
 
 
 async def explain(conn: asyncpg.Connection, statement: Executable, params: dict[str, Any]) -> str:
-    compiled = statement.compile(dialect=asyncpg_dialect())
+    compiled = statement.compile(
+        dialect=asyncpg_dialect(), compile_kwargs={"render_postcompile": True}
+    )
     args = [params[name] for name in compiled.positiontup or []]
     lines = await conn.fetch("EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) " + str(compiled), *args)
     return "\n".join(line[0] for line in lines)
@@ -102,3 +104,17 @@ async def test_a_send_looks_each_user_up_by_its_index(
     assert "user_id" in condition and "application_id" in condition, plan
     assert f"loops={len(USERS)}" in scan, plan  # one index probe per user
     assert "Rows Removed" not in plan, plan
+
+
+async def test_a_one_user_send_looks_the_user_up_by_its_index(
+    unanalyzed: tuple[asyncpg.Connection, int],
+) -> None:
+    """One user goes through the IN-list statement (``lookup`` keeps it for that case): an
+    equality, which the planner takes to the index without statistics too."""
+    conn, _ = unanalyzed
+    statement = sender._LOOKUP.params(app_id="plans", users=["user-77"])
+    plan = await explain(conn, statement, {"app_id": "plans", "users_1": "user-77"})
+    scan, condition = devices_scan(plan)
+    assert "ix_devices_user_id_application_id" in scan, plan
+    assert "user_id" in condition and "application_id" in condition, plan
+    assert "actual rows=1 loops=1" in scan, plan
