@@ -79,7 +79,7 @@ def database(kind: str, folder: Path) -> Iterator[str]:
         asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
-async def load_devices(url: str, users: int) -> None:
+async def load_devices(url: str, users: int, analyze: bool = True) -> None:
     db = Database(url)
     await db.upgrade()
     async with db.transaction() as session:
@@ -104,12 +104,13 @@ async def load_devices(url: str, users: int) -> None:
                     for i in range(start, min(users, start + 20_000))
                 ],
             )
-    if url.startswith("postgresql"):
+    if url.startswith("postgresql") and analyze:
         # Statistics for the planner, as autovacuum would gather within a minute of a bulk
-        # load (and as an operator should after one): without them PostgreSQL guesses the
-        # table holds a few rows, and the worker's device lookups (500 users a job) scan every
-        # device of the app instead of using the index: measured at 277 ms a lookup with
-        # 20,000 devices, over 90% of PostgreSQL's CPU in the async run.
+        # load (and as an operator should after one). Before the sends' lookups became one
+        # index probe per user (2026-11-30), PostgreSQL without them guessed the table held a
+        # few rows and scanned every device of the app per job: 277 ms a lookup with 20,000
+        # devices, over 90% of PostgreSQL's CPU in the async run. --no-analyze shows how the
+        # server does without them.
         async with db.engine.connect() as conn:
             await conn.execution_options(isolation_level="AUTOCOMMIT")
             await conn.execute(text("VACUUM ANALYZE devices"))
@@ -244,7 +245,7 @@ def run(kind: str, args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="clarion-bench-") as tmp, nginx_sink(2) as sink:
         folder = Path(tmp)
         with database(kind, folder) as url:
-            asyncio.run(load_devices(url, args.messages))
+            asyncio.run(load_devices(url, args.messages, analyze=args.analyze))
             port = spare_port()
             proc = start_clarion(url, sink, folder, port, args.processes)
             api = f"http://127.0.0.1:{port}"
@@ -276,6 +277,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=30)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--keep-log", type=Path, default=None)
+    parser.add_argument(
+        "--no-analyze",
+        dest="analyze",
+        action="store_false",
+        help="PostgreSQL: leave the loaded devices without planner statistics",
+    )
     parser.add_argument(
         "--processes", type=int, default=1, help="clarion serve --processes (API + worker each)"
     )
