@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import Executable
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 
-from clarion.core import sender, wcclaims
+from clarion.core import fanout, sender, wcclaims
 from clarion.store.models import utcnow
 
 DEVICES = 5_000
@@ -90,15 +90,17 @@ async def test_a_claim_looks_each_client_up_by_its_index(
 USERS = [f"user-{n * 37 % DEVICES + 1}" for n in range(300)] + ["nobody"]
 
 
-@pytest.mark.parametrize("lookup", ["lookup", "devices_of"])
-async def test_a_send_looks_each_user_up_by_its_index(
+@pytest.mark.parametrize("lookup", ["lookup", "devices_of", "count_devices_of"])
+async def test_sends_and_campaigns_look_each_user_up_by_its_index(
     unanalyzed: tuple[asyncpg.Connection, int], lookup: str
 ) -> None:
+    """A send to many users, a job, and a campaign page (its devices and their count)."""
     conn, app_pk = unanalyzed
     if lookup == "lookup":
         plan = await explain(conn, sender._PG_LOOKUP, {"app_id": "plans", "users": USERS})
     else:
-        plan = await explain(conn, sender._PG_DEVICES_OF, {"app_pk": app_pk, "users": USERS})
+        statement = sender.PG_DEVICES_OF if lookup == "devices_of" else sender.PG_COUNT_DEVICES_OF
+        plan = await explain(conn, statement, {"app_pk": app_pk, "users": USERS})
     scan, condition = devices_scan(plan)
     assert "ix_devices_user_id_application_id" in scan, plan
     assert "user_id" in condition and "application_id" in condition, plan
@@ -118,3 +120,26 @@ async def test_a_one_user_send_looks_the_user_up_by_its_index(
     assert "ix_devices_user_id_application_id" in scan, plan
     assert "user_id" in condition and "application_id" in condition, plan
     assert "actual rows=1 loops=1" in scan, plan
+
+
+async def test_a_campaign_page_finds_shared_tokens_by_the_token_index(
+    unanalyzed: tuple[asyncpg.Connection, int],
+) -> None:
+    conn, app_pk = unanalyzed
+    tokens = [row[0] for row in await conn.fetch("SELECT token FROM devices LIMIT 200")]
+    # One token registered a second time (another user of the app): the only shared one.
+    await conn.execute(
+        "INSERT INTO devices (application_id, platform, token, active, registered_at, user_id,"
+        " always_raw) VALUES ($1, 'fcm', $2, true, now(), 'second-user', false)",
+        app_pk,
+        tokens[5],
+    )
+    params = {"app_pk": app_pk, "tokens": tokens}
+    plan = await explain(conn, fanout._PG_SHARED_TOKENS, params)
+    scan, condition = devices_scan(plan)
+    assert "ix_devices_application_id_token" in scan, plan
+    assert "application_id" in condition and "token" in condition, plan
+    assert f"loops={len(tokens)}" in scan, plan
+    compiled = fanout._PG_SHARED_TOKENS.compile(dialect=asyncpg_dialect())
+    shared = await conn.fetch(str(compiled), *(params[n] for n in compiled.positiontup or []))
+    assert [row["token"] for row in shared] == [tokens[5]]

@@ -31,14 +31,20 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Integer, String, any_, bindparam, exists, func, select, update
+from sqlalchemy import Integer, String, any_, bindparam, exists, func, select, text, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.core import ledger
 from clarion.core import notification as notification_json
 from clarion.core.campaign_progress import count_outcomes, finished
-from clarion.core.sender import Sender, Target, forget_dead
+from clarion.core.sender import (
+    PG_COUNT_DEVICES_OF,
+    PG_DEVICES_OF,
+    Sender,
+    Target,
+    forget_dead,
+)
 from clarion.providers.base import Notification, Outcome, OutcomeKind
 from clarion.store import jobs
 from clarion.store.db import Database
@@ -312,6 +318,17 @@ async def _live(session: AsyncSession, campaign_id: int, *, lock: bool = False) 
     )
 
 
+# PostgreSQL: which of these (distinct) tokens have more than one registration in the app,
+# one probe of the (application_id, token) index per token. As ``token = ANY(...)``, a devices
+# table without statistics was planned as a scan of every device of the app, filtered: 11 ms
+# for 2,000 tokens at 50,000 devices, on every page of a campaign.
+_PG_SHARED_TOKENS = text(
+    "SELECT t.token FROM unnest(CAST(:tokens AS text[])) AS t(token) CROSS JOIN LATERAL"
+    " (SELECT count(*) AS n FROM devices AS dv"
+    " WHERE dv.application_id = :app_pk AND dv.token = t.token OFFSET 0) AS c WHERE c.n > 1"
+)
+
+
 def _one_of(session: AsyncSession, column: Any, values: Sequence[Any], item: Any) -> Any:
     """``column IN values``; on PostgreSQL one array parameter (``= ANY($1)``), which spares
     SQLAlchemy rendering thousands of bind parameters for every page."""
@@ -356,32 +373,36 @@ async def _page_targets(session: AsyncSession, live: _Live, users: Sequence[str]
     whose plan could turn into a scan of the whole campaign on every page.
     """
     devices: list[Any] = []
+    postgresql = session.get_bind().dialect.name == "postgresql"
     for chunk in _chunks(users):
-        devices += (
-            await session.execute(
+        if postgresql:  # one index probe per user, whatever the statistics (sender.py)
+            found = await session.execute(
+                PG_DEVICES_OF, {"app_pk": live.app_pk, "users": list(chunk)}
+            )
+        else:
+            found = await session.execute(
                 select(
                     Device.id,
                     Device.platform,
                     Device.environment,
                     Device.token,
                     Device.user_id,
-                ).where(
-                    Device.application_id == live.app_pk,
-                    _one_of(session, Device.user_id, chunk, String()),
-                )
+                ).where(Device.application_id == live.app_pk, Device.user_id.in_(chunk))
             )
-        ).all()
+        devices += found.all()
     if not devices:
         return []
     page_users = set(users)
     shared: list[str] = []  # tokens with more than one registration in the app (rare)
     for chunk in _chunks(list({d.token for d in devices})):
+        if postgresql:  # one index probe per token, whatever the statistics
+            shared += await session.scalars(
+                _PG_SHARED_TOKENS, {"app_pk": live.app_pk, "tokens": list(chunk)}
+            )
+            continue
         shared += await session.scalars(
             select(Device.token)
-            .where(
-                Device.application_id == live.app_pk,
-                _one_of(session, Device.token, chunk, String()),
-            )
+            .where(Device.application_id == live.app_pk, Device.token.in_(chunk))
             .group_by(Device.token)
             .having(func.count() > 1)
         )
@@ -427,16 +448,19 @@ async def _count_devices(session: AsyncSession, live: _Live, users: Sequence[str
     """Registrations of a page of users (a token shared by two users counts twice here; the
     ledger has the exact figure once the campaign completes)."""
     total = 0
+    postgresql = session.get_bind().dialect.name == "postgresql"
     for chunk in _chunks(users):
-        total += int(
-            await session.scalar(
+        if postgresql:  # one index probe per user, whatever the statistics (sender.py)
+            count = await session.scalar(
+                PG_COUNT_DEVICES_OF, {"app_pk": live.app_pk, "users": list(chunk)}
+            )
+        else:
+            count = await session.scalar(
                 select(func.count()).where(
-                    Device.application_id == live.app_pk,
-                    _one_of(session, Device.user_id, chunk, String()),
+                    Device.application_id == live.app_pk, Device.user_id.in_(chunk)
                 )
             )
-            or 0
-        )
+        total += int(count or 0)
     return total
 
 

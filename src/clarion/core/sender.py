@@ -114,10 +114,15 @@ _PG_LOOKUP = text(
 ).columns(
     *(column(name) for name in ("app_pk", *_TARGET_KEYS, "version")), column("app_environment")
 )
-_PG_DEVICES_OF = text(
+PG_DEVICES_OF = text(
     "SELECT d.* FROM "  # noqa: S608 - constant SQL; every value is a bound parameter
     + _PG_USER_DEVICES.format(app=":app_pk")
 ).columns(*(column(name) for name in _TARGET_KEYS))
+# For the campaign fan-out: how many registrations these (distinct) users have in the app.
+PG_COUNT_DEVICES_OF = text(
+    "SELECT count(*) FROM "  # noqa: S608 - constant SQL; every value is a bound parameter
+    + _PG_USER_DEVICES.format(app=":app_pk")
+)
 
 _VERSIONS = (
     select(Credential.platform, Credential.version, Credential.environment)
@@ -195,7 +200,7 @@ class Sender:
         """The registrations of these users in the app, by user."""
         found: dict[str, list[Target]] = defaultdict(list)
         users = list(dict.fromkeys(users))
-        statement = _PG_DEVICES_OF if self._postgresql else _DEVICES_OF
+        statement = PG_DEVICES_OF if self._postgresql else _DEVICES_OF
         for i in range(0, len(users), 1000):
             rows = await self._db.read(statement, {"app_pk": app_pk, "users": users[i : i + 1000]})
             for row in rows:
