@@ -106,7 +106,7 @@ async def drop_postgres(name: str) -> None:
         await conn.close()
 
 
-async def register_devices(url: str, count: int) -> float:
+async def register_devices(url: str, count: int, analyze: bool = True) -> float:
     """One device per user, by one INSERT ... SELECT on the server; returns seconds taken."""
     from sqlalchemy import text
 
@@ -130,7 +130,7 @@ async def register_devices(url: str, count: int) -> float:
     )
     async with db.transaction() as session:
         await session.execute(statement, {"count": count})
-    if db.dialect == "postgresql":
+    if db.dialect == "postgresql" and analyze:  # as autovacuum would (--no-analyze: not)
         async with db.engine.connect() as conn:
             await conn.execution_options(isolation_level="AUTOCOMMIT")
             await conn.execute(text("VACUUM ANALYZE devices"))
@@ -225,7 +225,7 @@ async def bench(args: argparse.Namespace, sink: Sink, key: bytes) -> None:
                 "privateKeyBase64": base64.b64encode(key).decode(),
             }
             ok(await client.put("/admin/app/ios/update", json={"requestObject": ios}))
-            seconds = await register_devices(url, args.devices)
+            seconds = await register_devices(url, args.devices, analyze=args.analyze)
             print(f"devices: {args.devices:,} registered by bulk SQL in {seconds:.1f} s")
             body = {"appId": "bench", "message": {"title": "Bench", "body": "A campaign push"}}
             created = ok(await client.post("/push/campaign/create", json={"requestObject": body}))
@@ -310,6 +310,12 @@ def main() -> None:
     )
     parser.add_argument("--concurrency", type=int, default=8, help="jobs per worker")
     parser.add_argument("--sink-workers", type=int, default=1)
+    parser.add_argument(
+        "--no-analyze",
+        dest="analyze",
+        action="store_false",
+        help="PostgreSQL: leave the registered devices without planner statistics",
+    )
     parser.add_argument("--baseline", type=int, default=50_000, help="pushes; 0 skips it")
     args = parser.parse_args()
     key = _team_key()
