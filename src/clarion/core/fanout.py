@@ -369,7 +369,8 @@ async def _page_targets(session: AsyncSession, live: _Live, users: Sequence[str]
 
     A token registered under several users of the campaign (one phone, two activations) goes
     to its lowest registration id among them, whichever page that registration is in, so two
-    pages never both send it. Every query is an index lookup with a bounded IN list: no join
+    pages never both send it. Every query is an index lookup over a bounded list of users or
+    tokens (on PostgreSQL one index probe per value, whatever the table's statistics): no join
     whose plan could turn into a scan of the whole campaign on every page.
     """
     devices: list[Any] = []
