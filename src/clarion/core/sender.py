@@ -97,15 +97,15 @@ _DEVICES_OF = select(*_TARGET_COLUMNS).where(
 # must be distinct (each is looked up once).
 _TARGET_KEYS = tuple(c.key for c in _TARGET_COLUMNS)
 _PG_USER_DEVICES = (
-    "unnest(CAST(:users AS text[])) AS u(user_id) CROSS JOIN LATERAL ("
-    "SELECT dv.id, dv.platform, dv.environment, dv.token, dv.activation_id, dv.active,"
-    " dv.user_id FROM devices AS dv"
+    "unnest(CAST(:users AS text[])) AS u(user_id) CROSS JOIN LATERAL (SELECT "  # noqa: S608
+    + ", ".join(f"dv.{key}" for key in _TARGET_KEYS)
+    + " FROM devices AS dv"
     " WHERE dv.application_id = {app} AND dv.user_id = u.user_id OFFSET 0) AS d"
 )
 _PG_LOOKUP = text(
-    "SELECT a.id AS app_pk,"  # noqa: S608 - constant SQL; every value is a bound parameter
-    " d.id, d.platform, d.environment, d.token, d.activation_id,"
-    " d.active, d.user_id, c.version, c.environment AS app_environment"
+    "SELECT a.id AS app_pk, "  # noqa: S608 - constant SQL; every value is a bound parameter
+    + ", ".join(f"d.{key}" for key in _TARGET_KEYS)
+    + ", c.version, c.environment AS app_environment"
     " FROM applications AS a LEFT JOIN LATERAL (SELECT d.* FROM "
     + _PG_USER_DEVICES.format(app="a.id")
     + ") AS d ON true"

@@ -47,7 +47,7 @@ from clarion.delivery.retry import (
     same_outcome,
     seconds_until,
 )
-from clarion.providers.base import Notification, Outcome, OutcomeKind, Provider
+from clarion.providers.base import Notification, Outcome, OutcomeKind, Part, Provider
 from clarion.providers.transport import TransportError
 
 log = logging.getLogger(__name__)
@@ -55,8 +55,6 @@ log = logging.getLogger(__name__)
 SHUTTING_DOWN = "ShuttingDown"  # the pool closed under a send; the token was not sent
 PROVIDER_UNAVAILABLE = "ProviderUnavailable"  # the factory failed to build a provider
 INVALID_PROVIDER_ANSWER = "InvalidProviderAnswer"  # a provider broke the one-outcome-per-token rule
-
-Part = tuple[Notification, Sequence[str]]  # one notification and the tokens it goes to
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,14 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 
 from clarion.providers.apns_jwt import MIN_TOKEN_AGE, ProviderTokenSigner, shared_signer
 from clarion.providers.apns_payload import build_headers, encode_payload, local_rejection
-from clarion.providers.base import ApnsCredentials, Notification, Outcome, OutcomeKind, Provider
+from clarion.providers.base import (
+    ApnsCredentials,
+    Notification,
+    Outcome,
+    OutcomeKind,
+    Part,
+    Provider,
+)
 from clarion.providers.transport import Transport, TransportError, create_transport
 
 PRODUCTION_URL = "https://api.push.apple.com"
@@ -187,7 +194,7 @@ class ApnsProvider(Provider):
         """Send to every token concurrently; one outcome per token, in order."""
         return await self.send_many(((notification, tokens),))
 
-    async def send_many(self, parts: Sequence[tuple[Notification, Sequence[str]]]) -> list[Outcome]:
+    async def send_many(self, parts: Sequence[Part]) -> list[Outcome]:
         """Every part's notification to its tokens, all concurrently: one request per token,
         each notification's payload and headers built once."""
         outcomes: list[Outcome | None] = []

@@ -90,6 +90,9 @@ class HmsCredentials:
     client_secret: str = field(repr=False)
 
 
+Part = tuple[Notification, Sequence[str]]  # one notification and the tokens it goes to
+
+
 class Provider(ABC):
     """A connection to one push service for one application, platform and environment."""
 
@@ -99,7 +102,7 @@ class Provider(ABC):
     async def send(self, notification: Notification, tokens: Sequence[str]) -> list[Outcome]:
         """Send ``notification`` to every token; return exactly one outcome per token, in order."""
 
-    async def send_many(self, parts: Sequence[tuple[Notification, Sequence[str]]]) -> list[Outcome]:
+    async def send_many(self, parts: Sequence[Part]) -> list[Outcome]:
         """Send each part's notification to its tokens; one outcome per token, the parts'
         tokens one after the other, in order.
 
