@@ -35,6 +35,6 @@ async def test_list_reads_one_users_range_of_an_index(
 
 
 async def test_unread_count_uses_the_partial_unread_index(services: Services) -> None:
-    found = await plan(services, inbox._COUNT_UNREAD.params(user_id="u", app_pk=1))
+    found = await plan(services, inbox._COUNT_UNREAD.params(user_id="u", app_pk=1, app_id="a"))
     assert "ix_inbox_messages_unread" in found, found
     assert "pk_inbox_message_applications" in found or "autoindex" in found, found

@@ -133,6 +133,21 @@ _SUMMARY_COLUMNS = (
 _DETAIL_COLUMNS = (*_SUMMARY_COLUMNS, InboxMessage.user_id, InboxMessage.body, InboxMessage.read_at)
 
 
+# Application row ids come from a per-process cache (``Inbox._application_pks``), and an
+# application can be deleted (a WalletConnect tenant) and created again under a new row id,
+# by any process; SQLite may even give the old row id to another application. So every
+# statement that takes cached row ids also checks, in the same statement, that they still
+# belong to the application ids asked for (an uncorrelated subquery on the primary key,
+# evaluated once): if not, the statement finds nothing and the caller looks the ids up again.
+_APPS_STAND = select(func.count()).select_from(Application).where(
+    Application.id.in_(bindparam("app_pks", expanding=True)),
+    Application.app_id.in_(bindparam("app_ids", expanding=True)),
+).scalar_subquery() == bindparam("app_count", type_=Integer())
+_APP_STANDS = exists().where(
+    Application.id == bindparam("app_pk"), Application.app_id == bindparam("app_id")
+)
+
+
 # The hot statements are built once, with bound parameters: building a statement per request
 # costs more CPU than running it.
 def _list_statement(
@@ -152,7 +167,8 @@ def _list_statement(
             exists().where(
                 _link.message_id == InboxMessage.id,
                 _link.application_id.in_(bindparam("app_pks", expanding=True)),
-            )
+            ),
+            _APPS_STAND,
         )
     return query
 
@@ -165,7 +181,7 @@ _COUNT_UNREAD = (
         _link,
         and_(_link.message_id == InboxMessage.id, _link.application_id == bindparam("app_pk")),
     )
-    .where(InboxMessage.user_id == bindparam("user_id"), _unread)
+    .where(InboxMessage.user_id == bindparam("user_id"), _unread, _APP_STANDS)
 )
 _DETAIL = (
     select(*_DETAIL_COLUMNS, Application.app_id)
@@ -216,6 +232,7 @@ _MARK_ALL_READ = (
     .where(
         InboxMessage.user_id == bindparam("owner"),
         _unread,
+        _APP_STANDS,
         InboxMessage.id.in_(
             select(_link.message_id).where(_link.application_id == bindparam("app_pk"))
         ),
@@ -264,9 +281,11 @@ class Inbox:
     transaction, run once more if the connection was dead). Mark-read and read-all are single
     statements in their own transaction too (``Database.execute_idempotent`` /
     ``fetch_idempotent``), run once more if the connection was dead: a no-op the second time.
-    Application ids are cached once found: an application's row id never changes, and the
-    dialect has no way to delete one (if one is ever deleted, its links go with it, so a stale
-    entry finds no messages rather than wrong ones).
+    Application row ids are cached once found. An application can be deleted (a WalletConnect
+    tenant) and created again under another row id, by any process, so a cached id is never
+    trusted alone: a post looks its applications up in its own transaction, and the reads
+    check the cached ids in the same statement (``_APPS_STAND``); an empty answer is checked
+    again against the table (``_recheck``) before it is believed.
     """
 
     def __init__(self, db: Database) -> None:
@@ -277,7 +296,11 @@ class Inbox:
         self, app_ids: Sequence[str], session: AsyncSession | None = None
     ) -> list[int]:
         """Row ids of the applications, in order; NotFound names the first unknown one. Looked
-        up in ``session`` if given, else by a read of its own."""
+        up in ``session`` if given (never from the cache: the caller writes with them), else
+        from the cache or by a read of its own."""
+        if session is not None:
+            for app_id in app_ids:
+                self._app_pks.pop(app_id, None)
         missing = [app_id for app_id in app_ids if app_id not in self._app_pks]
         if missing:
             lookup = select(Application.app_id, Application.id).where(
@@ -291,6 +314,20 @@ class Inbox:
             if app_id not in self._app_pks:
                 raise NotFound(f"Application not found: {app_id[:255]}")
         return [self._app_pks[app_id] for app_id in app_ids]
+
+    async def _recheck(self, app_ids: Sequence[str], params: dict[str, Any]) -> bool:
+        """After an empty answer from a statement given cached row ids: look the applications
+        up afresh (NotFound if one is gone). False if the row ids stood, so the answer was
+        right; True if they had changed and ``params`` now holds the fresh ones (ask again)."""
+        cached = [self._app_pks.pop(app_id, None) for app_id in app_ids]
+        fresh = await self._application_pks(app_ids)
+        if fresh == cached:
+            return False
+        if "app_pks" in params:
+            params["app_pks"] = fresh
+        else:
+            [params["app_pk"]] = fresh
+        return True
 
     async def post(self, new: NewMessage) -> MessageDetail:
         """Store a message for a user and the given (existing) applications."""
@@ -330,15 +367,30 @@ class Inbox:
         """One page of the user's messages, newest first; ``app_ids`` None means every app."""
         check_page(page, size)
         params: dict[str, Any] = {"user_id": user_id, "limit": size, "offset": page * size}
-        if app_ids is not None:
-            params["app_pks"] = await self._application_pks(distinct_app_ids(app_ids))
-        rows = await self._db.read(_LIST[only_unread, app_ids is not None], params)
+        statement = _LIST[only_unread, app_ids is not None]
+        if app_ids is None:
+            rows = await self._db.read(statement, params)
+        else:
+            unique = distinct_app_ids(app_ids)
+            params.update(
+                app_pks=await self._application_pks(unique), app_ids=unique, app_count=len(unique)
+            )
+            rows = await self._db.read(statement, params)
+            if not rows and await self._recheck(unique, params):
+                rows = await self._db.read(statement, params)
         return [_summary(row) for row in rows]
 
     async def count_unread(self, user_id: str, app_id: str) -> int:
         """How many of the user's messages for the application are unread."""
         [app_pk] = await self._application_pks([app_id])
-        rows = await self._db.read(_COUNT_UNREAD, {"user_id": user_id, "app_pk": app_pk})
+        params = {"user_id": user_id, "app_pk": app_pk, "app_id": app_id}
+        count = await self._count(params)
+        if not count and await self._recheck([app_id], params):
+            count = await self._count(params)
+        return count
+
+    async def _count(self, params: dict[str, Any]) -> int:
+        rows = await self._db.read(_COUNT_UNREAD, params)
         return int(rows[0][0] or 0) if rows else 0
 
     async def detail(self, message_id: uuid.UUID, user_id: str | None = None) -> MessageDetail:
@@ -362,6 +414,8 @@ class Inbox:
     async def read_all(self, user_id: str, app_id: str) -> int:
         """Mark every unread message of the user for the application read; how many changed."""
         [app_pk] = await self._application_pks([app_id])
-        return await self._db.execute_idempotent(
-            _MARK_ALL_READ, {"owner": user_id, "app_pk": app_pk, "read_time": utcnow()}
-        )
+        params = {"owner": user_id, "app_pk": app_pk, "app_id": app_id, "read_time": utcnow()}
+        changed = await self._db.execute_idempotent(_MARK_ALL_READ, params)
+        if not changed and await self._recheck([app_id], params):
+            changed = await self._db.execute_idempotent(_MARK_ALL_READ, params)
+        return changed
