@@ -103,7 +103,7 @@ async def test_ios_credentials_are_validated_encrypted_and_never_returned(
     assert creds is not None
     apns, version = creds
     assert isinstance(apns, ApnsCredentials) and apns.sandbox is True  # server default
-    assert version == 1
+    assert 1 <= version <= 2**30  # a new row's history starts at a random version
 
 
 async def test_credential_update_bumps_version_and_environment(
@@ -111,11 +111,27 @@ async def test_credential_update_bumps_version_and_environment(
 ) -> None:
     await create_app(client)
     assert_ok(await client.put("/admin/app/ios/update", json=ios_body()))
+    first = await services.apps.credentials("mobile-app", Platform.APNS)
     assert_ok(await client.put("/admin/app/ios/update", json=ios_body(environment="production")))
     creds = await services.apps.credentials("mobile-app", Platform.APNS)
-    assert creds is not None
+    assert first is not None and creds is not None
     assert isinstance(creds[0], ApnsCredentials) and creds[0].sandbox is False
-    assert creds[1] == 2
+    assert creds[1] == first[1] + 1
+
+
+async def test_credentials_removed_and_uploaded_again_get_a_version_never_seen(
+    client: httpx.AsyncClient, services: Services
+) -> None:
+    """A process may still hold a provider built for the removed credentials' version: the
+    new row must not start where the old one did."""
+    await create_app(client)
+    seen = set()
+    for _ in range(3):
+        assert_ok(await client.put("/admin/app/ios/update", json=ios_body()))
+        creds = await services.apps.credentials("mobile-app", Platform.APNS)
+        assert creds is not None and creds[1] not in seen
+        seen.add(creds[1])
+        assert_ok(await client.post("/admin/app/ios/remove", json=envelope(appId="mobile-app")))
 
 
 @pytest.mark.parametrize(

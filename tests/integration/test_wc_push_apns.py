@@ -205,3 +205,26 @@ async def test_suspending_one_tenant_leaves_another_untouched(
     assert (await client.get("/tenants/tenant-a")).json()["suspended"] is True
     assert (await client.get("/tenants/tenant-b")).json()["suspended"] is False
     assert len(delivered(apns)) == 1
+
+
+async def test_a_tenant_deleted_and_created_again_sends_with_its_new_credentials(
+    client: httpx.AsyncClient, apns: ApnsEmulator
+) -> None:
+    """The provider built for the first tenant's key must not outlive it: the re-created
+    tenant's credentials start a new history, which must not look like the old one's."""
+    assert (await client.post("/tenants", json={"id": "tenant-a"})).status_code == 200
+    await upload_key(client, apns.create_team_key(TEAM, KEY), tenant="tenant-a")
+    await client.post("/tenant-a/clients", json=register_body("ios", TOKEN, "apns"))
+    assert (
+        await client.post("/tenant-a/clients/ios", json=encrypted_push("m-1"))
+    ).status_code == 200
+    assert (await client.delete("/tenants/tenant-a")).json() == {"success": True}
+
+    assert (await client.post("/tenants", json={"id": "tenant-a"})).status_code == 200
+    # The same key id and team, but a key APNs does not know.
+    await upload_key(client, ApnsEmulator().create_team_key(TEAM, KEY), tenant="tenant-a")
+    await client.post("/tenant-a/clients", json=register_body("ios", TOKEN, "apns"))
+    response = await client.post("/tenant-a/clients/ios", json=encrypted_push("m-2"))
+    assert response.status_code == 202, response.text
+    assert response.json()["errors"][0]["name"] == "tenant_suspended"
+    assert len(delivered(apns)) == 1

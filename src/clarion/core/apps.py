@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +20,9 @@ from clarion.store.db import Database
 from clarion.store.models import Application, Credential, utcnow
 
 APP_ID = re.compile(r"^[a-zA-Z0-9_-]{3,255}$")
+# A credentials row's first version is drawn from [1, 2**30]: room for 2**30 changes before
+# the 32-bit column is full, and one chance in a billion of meeting a deleted row's version.
+_FIRST_VERSIONS = 1 << 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,7 +223,12 @@ class Applications:
                         .with_for_update()
                     )
                     if row is None:
-                        row = Credential(application_id=pk, platform=platform.value, version=0)
+                        # Providers are pooled by key and version, and this row may follow one
+                        # deleted (by ``remove``, or with its WalletConnect tenant) whose
+                        # provider a process still holds: a new row's history starts at a
+                        # random version, not at 1, so that it cannot be taken for the old one.
+                        first = secrets.randbelow(_FIRST_VERSIONS)
+                        row = Credential(application_id=pk, platform=platform.value, version=first)
                         session.add(row)
                     row.auth = fields.get("auth", "token")
                     row.secret = sealed
