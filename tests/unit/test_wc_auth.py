@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import time
 
 import jwt
@@ -53,6 +54,10 @@ def test_relay_signature_over_timestamp_length_and_body() -> None:
         (body, f"{int(signature[:2], 16) ^ 1:02x}{signature[2:]}", stamp),
         (body, "zz", stamp),
         (body, signature, "yesterday"),
+        (body, signature, "9" * 400),  # no number too large to compare with the clock
+        (body, signature, f"+{stamp}"),
+        (body, signature, f" {stamp}"),
+        (body, signature, f"{stamp[:4]}_{stamp[4:]}"),
         (body, None, stamp),
         (body, signature, None),
     ]:
@@ -85,6 +90,7 @@ def test_client_jwt_rules() -> None:
     key = Ed25519PrivateKey.generate()
     client_id = wcauth.did_key(raw_public(key)).removeprefix("did:key:")
     check = dict(client_id=client_id, audience="https://push.example", now=NOW)
+    deep = base64.urlsafe_b64encode(b"[" * 5000).decode().rstrip("=")
     wcauth.verify_client_jwt(client_token(key), **check)  # type: ignore[arg-type]
     wcauth.verify_client_jwt(client_token(key, aud=["x", "https://push.example/"]), **check)  # type: ignore[arg-type]
     for token in [
@@ -96,6 +102,8 @@ def test_client_jwt_rules() -> None:
         client_token(Ed25519PrivateKey.generate(), iss=f"did:key:{client_id}"),
         jwt.encode({"iss": f"did:key:{client_id}", "exp": NOW + 60}, "k" * 32, algorithm="HS256"),
         "a.b",
+        f"{deep}.{deep}.AAAA",  # nested deeper than the JSON parser goes
+        "\xff.e30.AAAA",
     ]:
         with pytest.raises(Unauthorized):
             wcauth.verify_client_jwt(token, **check)  # type: ignore[arg-type]

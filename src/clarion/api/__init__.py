@@ -1,1 +1,15 @@
 """The HTTP edge: parse, validate, render each dialect's envelope and errors."""
+
+from __future__ import annotations
+
+from starlette.exceptions import HTTPException
+
+# FastAPI's answer when reading the body failed other than as a JSON syntax error: invalid
+# UTF-8, a document nested deeper than the parser goes, a broken multipart form.
+_BODY_UNREADABLE = "There was an error parsing the body"
+
+
+def body_unreadable(exc: HTTPException) -> bool:
+    """True for FastAPI's 400 for a body it could not parse: the dialects answer it as the
+    bad input it is, in their own format, instead of as a bare HTTP error."""
+    return exc.status_code == 400 and exc.detail == _BODY_UNREADABLE

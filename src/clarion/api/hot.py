@@ -18,7 +18,6 @@ compares the answers. ``CLARION_HOT_ROUTES=false`` turns it off.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +26,7 @@ from urllib.parse import parse_qsl
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from clarion import jsontext
 from clarion.core.services import Services
 
 
@@ -64,7 +64,7 @@ class HotRequest:
         if content_type is not None and not content_type.lower().startswith("application/json"):
             return None
         try:
-            return json.loads(self.body)
+            return jsontext.loads(self.body)
         except ValueError:
             return None
 

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import re
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from clarion import jsontext
 from clarion.errors import InvalidRequest
 
 SERVICE_ACCOUNT_FIELDS = ("type", "project_id", "client_email", "private_key", "token_uri")
@@ -58,8 +58,8 @@ def fcm_service_account(document: bytes) -> dict[str, Any]:
     project can be granted FCM rights in another, so the uploaded ``projectId`` decides.
     """
     try:
-        account = json.loads(document)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        account = jsontext.loads(document)
+    except ValueError:
         raise InvalidRequest("Private key is not a valid service account JSON document.") from None
     if not isinstance(account, dict):
         raise InvalidRequest("Private key must be a service account JSON object.")

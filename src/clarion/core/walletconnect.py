@@ -13,7 +13,6 @@ import base64
 import binascii
 import enum
 import hashlib
-import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -26,6 +25,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from clarion import jsontext
 from clarion.core.sender import Sender, Target
 from clarion.core.tenants import InvalidField, Tenants
 from clarion.core.wcclaims import Claims
@@ -184,7 +184,7 @@ class BadBlob(ClarionError):
 def cleartext(blob: str) -> tuple[str, str]:
     """(title, body) of a cleartext blob: base64 of JSON ``{title, body, image?, url?}``."""
     try:
-        data = json.loads(base64.b64decode(blob + "=" * (-len(blob) % 4), validate=True))
+        data = jsontext.loads(base64.b64decode(blob + "=" * (-len(blob) % 4), validate=True))
     except (binascii.Error, ValueError):
         raise BadBlob("The blob of a cleartext message must be base64 of a JSON object.") from None
     if not isinstance(data, dict):

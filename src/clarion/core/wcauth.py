@@ -12,12 +12,12 @@ import base64
 import binascii
 import hashlib
 import hmac
-import json
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from clarion import jsontext
 from clarion.errors import ClarionError, Unauthorized
 
 DID_KEY_PREFIX = "did:key:"
@@ -55,8 +55,12 @@ def verify_relay_signature(
     """Raise Unauthorized unless the relay signed ``body`` at a recent ``timestamp``."""
     if not signature_hex or not timestamp:
         raise Unauthorized("Missing X-Ed25519-Signature or X-Ed25519-Timestamp header.")
+    # Unix seconds in decimal digits only: int() would also take signs, spaces and
+    # underscores, and a number too large to compare with the clock.
+    if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 12):
+        raise Unauthorized("Malformed relay signature or timestamp.")
+    signed_at = int(timestamp)
     try:
-        signed_at = int(timestamp)
         signature = bytes.fromhex(signature_hex)
     except ValueError:
         raise Unauthorized("Malformed relay signature or timestamp.") from None
@@ -121,9 +125,9 @@ def _split(token: str, alg: str) -> tuple[bytes, dict[str, Any], bytes]:
     if len(parts) != 3:
         raise Unauthorized("Malformed JWT.")
     try:
-        header = json.loads(_b64url(parts[0]))
-        claims = json.loads(_b64url(parts[1]))
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        header = jsontext.loads(_b64url(parts[0]))
+        claims = jsontext.loads(_b64url(parts[1]))
+    except ValueError:
         raise Unauthorized("Malformed JWT.") from None
     if not isinstance(header, dict) or not isinstance(claims, dict):
         raise Unauthorized("Malformed JWT.")

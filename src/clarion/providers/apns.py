@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import itertools
-import json
 import re
 import time
 import uuid
@@ -15,6 +14,7 @@ from typing import ClassVar
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
+from clarion import jsontext
 from clarion.providers.apns_jwt import MIN_TOKEN_AGE, ProviderTokenSigner, shared_signer
 from clarion.providers.apns_payload import build_headers, encode_payload, local_rejection
 from clarion.providers.base import (
@@ -130,7 +130,7 @@ def _error(body: bytes) -> tuple[str | None, float | None]:
     if not body:
         return None, None
     try:
-        data = json.loads(body)
+        data = jsontext.loads(body)
     except ValueError:
         return None, None
     if not isinstance(data, dict):

@@ -8,12 +8,12 @@ Answers are classified by the v1 error model (``google.rpc.Status`` with an ``Fc
 from __future__ import annotations
 
 import asyncio
-import json
 import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from clarion import jsontext
 from clarion.providers.base import FcmCredentials, Notification, Outcome, OutcomeKind, Provider
 from clarion.providers.fcm_payload import fcm_message, fcm_request_body
 from clarion.providers.oauth import (
@@ -56,7 +56,7 @@ class FcmError:
 def parse_fcm_error(body: bytes) -> FcmError:
     """Read a v1 error body; anything that is not the expected JSON gives an empty FcmError."""
     try:
-        error = json.loads(body)["error"]
+        error = jsontext.loads(body)["error"]
     except (ValueError, KeyError, TypeError):
         return FcmError()
     if not isinstance(error, dict):

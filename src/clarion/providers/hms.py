@@ -10,11 +10,11 @@ Push Kit answers with a result code in the body (a string), whatever the HTTP st
 from __future__ import annotations
 
 import asyncio
-import json
 import urllib.parse
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
+from clarion import jsontext
 from clarion.providers.base import HmsCredentials, Notification, Outcome, OutcomeKind, Provider
 from clarion.providers.hms_payload import HMS_MAX_TOKENS, hms_message, hms_request_body
 from clarion.providers.oauth import (
@@ -45,7 +45,7 @@ TEMPORARY_CODES = frozenset({"81000001", "80100017"})
 def parse_hms_result(body: bytes) -> tuple[str | None, str | None]:
     """The ``code`` and ``msg`` of a Push Kit answer; (None, None) if it is not that JSON."""
     try:
-        data = json.loads(body)
+        data = jsontext.loads(body)
     except ValueError:
         return None, None
     if not isinstance(data, dict):
@@ -57,7 +57,7 @@ def parse_hms_result(body: bytes) -> tuple[str | None, str | None]:
 def illegal_tokens(msg: str | None) -> set[str]:
     """Tokens a partial success (80100000) names as invalid, in the v1 or v3 ``msg`` shape."""
     try:
-        detail = json.loads(msg or "")
+        detail = jsontext.loads(msg or "")
     except ValueError:
         return set()
     if not isinstance(detail, dict):

@@ -21,6 +21,7 @@ from typing import Any
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from clarion import jsontext
 from clarion.providers.base import Outcome, OutcomeKind
 from clarion.providers.transport import Transport, TransportError
 
@@ -195,7 +196,7 @@ async def _post_token_form(
 def parse_token_response(body: bytes) -> AccessToken:
     """Read ``{"access_token", "expires_in", "token_type"}``; a malformed answer is unavailable."""
     try:
-        data = json.loads(body)
+        data = jsontext.loads(body)
         value = data["access_token"]
         expires_in = float(data.get("expires_in", 3600))
     except (ValueError, KeyError, TypeError):
@@ -207,7 +208,7 @@ def parse_token_response(body: bytes) -> AccessToken:
 
 def _oauth_error_reason(body: bytes, status: int) -> str:
     try:
-        data = json.loads(body)
+        data = jsontext.loads(body)
     except ValueError:
         return f"token endpoint HTTP {status}"
     if not isinstance(data, dict):

@@ -19,6 +19,7 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
+from clarion.api import body_unreadable
 from clarion.errors import (
     ClarionError,
     Conflict,
@@ -224,7 +225,9 @@ class PowerAuthRoute(APIRoute):
         async def guarded(request: Request) -> Response:
             try:
                 return await handler(request)
-            except HTTPException:
+            except HTTPException as exc:
+                if body_unreadable(exc):
+                    return error(400, "ERROR_REQUEST", "Request body is not valid JSON.")
                 raise
             except Exception as exc:  # every other failure gets the dialect's error body
                 return map_error(exc)

@@ -21,6 +21,7 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException
 
+from clarion.api import body_unreadable
 from clarion.core.tenants import InvalidField
 from clarion.errors import ClarionError, Conflict, InvalidRequest, NotFound, Unauthorized
 
@@ -179,6 +180,12 @@ class WalletConnectRoute(APIRoute):
             try:
                 return await handler(request)
             except HTTPException as exc:
+                if body_unreadable(exc):
+                    form = request.headers.get("content-type", "").startswith("multipart/")
+                    what = "a valid multipart form" if form else "valid JSON"
+                    return failed(
+                        400, fields=[("body", f"The request body is not {what}.", "body")]
+                    )
                 return http_failure(exc.status_code, str(exc.detail))
             except Exception as exc:  # every other failure gets the dialect's error body
                 return map_error(exc)

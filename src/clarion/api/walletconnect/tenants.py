@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.datastructures import FormData, UploadFile
+from starlette.exceptions import HTTPException
 
 from clarion.api.walletconnect.errors import FailedBody, OkBody, WalletConnectRoute, ok
 from clarion.api.walletconnect.guards import (
@@ -76,6 +77,10 @@ async def _form(request: Request) -> FormData:
         return await request.form(max_files=8, max_fields=16, max_part_size=MAX_FIELD)
     except (AssertionError, ValueError, KeyError) as exc:
         raise InvalidField("body", f"The body must be a multipart form: {exc}"[:200]) from None
+    except HTTPException as exc:  # Starlette's answer to a broken form (no boundary, ...)
+        raise InvalidField(
+            "body", f"The body must be a multipart form: {exc.detail}"[:200]
+        ) from None
 
 
 async def _value(form: FormData, name: str, *, required: bool = True) -> bytes | None:

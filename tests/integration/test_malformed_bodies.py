@@ -1,0 +1,104 @@
+"""Bodies no JSON parser reads as a document: invalid UTF-8, nesting deeper than the parser
+goes, a broken multipart form. Each dialect answers them as bad input in its own format, with
+or without the hot routes, never with a 500 or a bare HTTP error."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from clarion.app import create_app
+from clarion.core.services import Services
+from tests.wc_support import register_body
+
+DEEP = b'{"requestObject": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+NOT_UTF8 = b'{"requestObject": {"appId": "\xff\xfe"}}'
+JSON = {"content-type": "application/json"}
+
+POWERAUTH_PATHS = [
+    "/push/device/create",
+    "/push/message/send",
+    "/push/message/batch/send",
+    "/inbox/messages",
+    "/inbox/messages/read",
+    "/admin/app/create",
+    "/push/campaign/create",
+]
+
+
+@pytest.fixture(params=[True, False], ids=["hot", "full"])
+async def api(
+    request: pytest.FixtureRequest, services: Services
+) -> AsyncIterator[httpx.AsyncClient]:
+    settings = services.settings.model_copy(update={"hot_routes": request.param})
+    transport = httpx.ASGITransport(app=create_app(settings, services=services))
+    async with httpx.AsyncClient(transport=transport, base_url="http://clarion.test") as client:
+        yield client
+
+
+def powerauth_error(response: httpx.Response) -> dict[str, Any]:
+    assert response.status_code == 400, (response.status_code, response.text)
+    data = response.json()
+    assert data["status"] == "ERROR", data
+    error: dict[str, Any] = data["responseObject"]
+    return error
+
+
+@pytest.mark.parametrize("path", POWERAUTH_PATHS)
+@pytest.mark.parametrize("body", [DEEP, NOT_UTF8], ids=["deep", "not-utf8"])
+async def test_powerauth_answers_unreadable_json_as_a_bad_request(
+    api: httpx.AsyncClient, path: str, body: bytes
+) -> None:
+    error = powerauth_error(await api.post(path, content=body, headers=JSON))
+    assert error == {"code": "ERROR_REQUEST", "message": "Request body is not valid JSON."}
+
+
+def wc_body_failure(response: httpx.Response) -> str:
+    assert response.status_code == 400, (response.status_code, response.text)
+    data = response.json()
+    assert data["status"] == "FAILED", data
+    [field] = data["fields"]
+    assert field["field"] == "body" and field["location"] == "body", field
+    description: str = field["description"]
+    return description
+
+
+@pytest.mark.parametrize("path", ["/clients", "/clients/wallet", "/tenants"])
+@pytest.mark.parametrize("body", [b"[" * 5000 + b"]" * 5000, NOT_UTF8], ids=["deep", "not-utf8"])
+async def test_walletconnect_answers_unreadable_json_in_its_format(
+    api: httpx.AsyncClient, path: str, body: bytes
+) -> None:
+    response = await api.post(path, content=body, headers=JSON)
+    assert "not valid JSON" in wc_body_failure(response)
+
+
+async def test_walletconnect_answers_a_broken_form_in_its_format(api: httpx.AsyncClient) -> None:
+    assert (await api.post("/tenants", json={"id": "tenant-a"})).status_code == 200
+    response = await api.post(
+        "/tenants/tenant-a/apns",
+        content=b"--x\r\nnot a part",
+        headers={"content-type": "multipart/form-data"},  # no boundary
+    )
+    assert "multipart form" in wc_body_failure(response)
+    assert "boundary" in wc_body_failure(response)
+
+
+async def test_a_cleartext_blob_nested_too_deeply_is_a_json_error(api: httpx.AsyncClient) -> None:
+    assert (await api.post("/clients", json=register_body("wallet", "noop-token"))).status_code
+    blob = base64.b64encode(b"[" * 3000).decode()
+    push = {"id": "m-1", "payload": {"topic": "t" * 64, "flags": 0, "blob": blob}}
+    response = await api.post("/clients/wallet", json=push)
+    assert response.status_code == 202, response.text
+    assert response.json()["errors"][0]["name"] == "json"
+
+
+async def test_a_service_account_nested_too_deeply_is_refused(api: httpx.AsyncClient) -> None:
+    assert (await api.post("/tenants", json={"id": "tenant-a"})).status_code == 200
+    files = {"credentials": ("sa.json", b"[" * 5000, "application/json")}
+    response = await api.post("/tenants/tenant-a/fcm_v1", files=files)
+    assert response.status_code == 400, response.text
+    assert response.json()["status"] == "FAILED"
