@@ -3,7 +3,9 @@ answers), parsed so that every way it can be malformed is a ValueError.
 
 ``json.loads`` raises ``RecursionError`` for a document nested deeper than the interpreter's
 recursion limit (a few kilobytes of ``[``), which handlers that catch ValueError let through
-as a 500; invalid UTF-8 is already a ValueError (UnicodeDecodeError).
+as a 500, and it accepts ``NaN``, ``Infinity`` and ``-Infinity``, which are not JSON: stored
+in PostgreSQL's json type they fail, and passed on to a provider they make its payload
+invalid. Invalid UTF-8 is already a ValueError (UnicodeDecodeError).
 """
 
 from __future__ import annotations
@@ -12,9 +14,20 @@ import json
 from typing import Any
 
 
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not a JSON value")
+
+
+# One decoder for every call: json.loads with any option builds a new one each time.
+_DECODER = json.JSONDecoder(parse_constant=_not_json)
+
+
 def loads(document: str | bytes | bytearray) -> Any:
-    """``json.loads``, with a document nested too deeply reported as a ValueError."""
+    """``json.loads`` without NaN and the infinities, with a document nested too deeply
+    reported as a ValueError."""
+    if not isinstance(document, str):
+        document = document.decode(json.detect_encoding(document), "surrogatepass")
     try:
-        return json.loads(document)
+        return _DECODER.decode(document)
     except RecursionError:
         raise ValueError("JSON nested too deeply") from None

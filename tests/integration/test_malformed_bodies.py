@@ -102,3 +102,32 @@ async def test_a_service_account_nested_too_deeply_is_refused(api: httpx.AsyncCl
     response = await api.post("/tenants/tenant-a/fcm_v1", files=files)
     assert response.status_code == 400, response.text
     assert response.json()["status"] == "FAILED"
+
+
+NAN_SEND = (
+    b'{"requestObject": {"appId": "mobile-app", "mode": "ASYNCHRONOUS", "message": '
+    b'{"userId": "alice", "body": {"title": "x", "extras": {"n": NaN, "i": Infinity}}}}}'
+)
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/push/message/send", NAN_SEND),
+        ("/push/message/send", NAN_SEND.replace(b"NaN", b"-Infinity")),
+        ("/push/campaign/create", b'{"requestObject": {"appId": "mobile-app", "message": NaN}}'),
+    ],
+)
+async def test_powerauth_refuses_nan_and_infinity(
+    api: httpx.AsyncClient, path: str, body: bytes
+) -> None:
+    """Not JSON: PostgreSQL's json type refuses them and providers' payloads would carry them."""
+    assert await api.post("/admin/app/create", json={"requestObject": {"appId": "mobile-app"}})
+    error = powerauth_error(await api.post(path, content=body, headers=JSON))
+    assert error == {"code": "ERROR_REQUEST", "message": "Request body is not valid JSON."}
+
+
+async def test_walletconnect_refuses_nan(api: httpx.AsyncClient) -> None:
+    body = b'{"id": "m-1", "payload": {"topic": "t", "flags": NaN, "blob": "x"}}'
+    response = await api.post("/clients/wallet", content=body, headers=JSON)
+    assert "not valid JSON" in wc_body_failure(response)

@@ -266,6 +266,17 @@ async def test_unknown_app_is_a_generic_error(client: httpx.AsyncClient) -> None
         ({"userId": "alice", "body": {"badge": -1}}, "badge"),
         ({"userId": "alice", "priority": "URGENT", "body": {}}, "priority"),
         ({"userId": "alice", "body": {"validUntil": "tomorrow"}}, "validUntil"),
+        # No UTC instant: the largest and smallest datetimes, shifted out of range.
+        ({"userId": "alice", "body": {"validUntil": "9999-12-31T23:59:59-12:00"}}, "out of range"),
+        ({"userId": "alice", "body": {"validUntil": "0001-01-01T00:00:00+01:00"}}, "out of range"),
+        # Wrongly typed, not guessed at.
+        ({"userId": "alice", "body": {"badge": "3"}}, "badge must be an integer."),
+        ({"userId": "alice", "body": {"badge": True}}, "badge must be an integer."),
+        ({"userId": "alice", "body": {"badge": 1e2}}, "badge must be an integer."),
+        ({"userId": "alice", "attributes": {"personal": "yes"}, "body": {}}, "boolean"),
+        ({"userId": "alice", "attributes": {"silent": 1}, "body": {}}, "boolean"),
+        # APNs' limit for apns-collapse-id is 64 bytes: 64 characters of two bytes each is over.
+        ({"userId": "alice", "body": {"collapseKey": "\u00e9" * 64}}, "64 bytes"),
     ],
 )
 async def test_bad_message_is_a_request_error(

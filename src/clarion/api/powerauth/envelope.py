@@ -19,7 +19,7 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
-from clarion.api import body_unreadable
+from clarion.api import JsonRequest, body_unreadable
 from clarion.errors import (
     ClarionError,
     Conflict,
@@ -179,7 +179,7 @@ def validation_message(errors: Sequence[Any]) -> str:
         what = (
             "contain only " + _TYPE_NAMES[kind] + "s"
             if isinstance(loc[-1], int)
-            else ("be a " + _TYPE_NAMES[kind])
+            else ("be an " if _TYPE_NAMES[kind][0] in "aeiou" else "be a ") + _TYPE_NAMES[kind]
         )
         return f"{label} must {what}."
     if kind == "extra_forbidden":
@@ -224,7 +224,7 @@ class PowerAuthRoute(APIRoute):
 
         async def guarded(request: Request) -> Response:
             try:
-                return await handler(request)
+                return await handler(JsonRequest(request.scope, request.receive))
             except HTTPException as exc:
                 if body_unreadable(exc):
                     return error(400, "ERROR_REQUEST", "Request body is not valid JSON.")

@@ -5,8 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator
 
+from clarion.errors import InvalidRequest
+
+# Booleans and numbers are taken only as JSON booleans and numbers: "yes", 1 or "3" for them
+# is a wrongly typed field (400), not something to guess at.
 Text = Annotated[str, Field(max_length=2048)]
 Args = Annotated[list[Annotated[str, Field(max_length=512)]], Field(max_length=32)]
 MAX_BATCH = 100_000
@@ -25,11 +29,13 @@ class MessageBody(Body):
     body: Text | None = None
     bodyLocKey: Text | None = None
     bodyLocArgs: Args | None = None
-    badge: int | None = Field(default=None, ge=0, le=1_000_000)
+    badge: StrictInt | None = Field(default=None, ge=0, le=1_000_000)
     sound: Annotated[str, Field(max_length=255)] | None = None
     icon: Annotated[str, Field(max_length=255)] | None = None
     category: Annotated[str, Field(max_length=255)] | None = None
-    collapseKey: Annotated[str, Field(max_length=64)] | None = None
+    collapseKey: Annotated[str, Field(max_length=64)] | None = Field(
+        default=None, description="At most 64 bytes in UTF-8 (APNs' limit for apns-collapse-id)"
+    )
     validUntil: datetime | None = Field(
         default=None, description="After this instant the message is dropped, never sent late"
     )
@@ -38,14 +44,27 @@ class MessageBody(Body):
     @field_validator("validUntil")
     @classmethod
     def _aware(cls, value: datetime | None) -> datetime | None:
-        if value is not None and value.tzinfo is None:
-            return value.replace(tzinfo=UTC)  # a time without an offset is taken as UTC
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)  # a time without an offset is taken as UTC
+        try:
+            # Stored and compared in UTC: 9999-12-31T23:59-12:00 has no UTC instant.
+            return value.astimezone(UTC)
+        except OverflowError:
+            raise ValueError(InvalidRequest("Valid until is out of range.")) from None
+
+    @field_validator("collapseKey")
+    @classmethod
+    def _collapse_key_bytes(cls, value: str | None) -> str | None:
+        if value is not None and len(value.encode()) > 64:
+            raise ValueError(InvalidRequest("Collapse key must be at most 64 bytes in UTF-8."))
         return value
 
 
 class Attributes(Body):
-    personal: bool = False
-    silent: bool = False
+    personal: StrictBool = False
+    silent: StrictBool = False
 
 
 class Message(Body):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 AppId = Annotated[str, Field(min_length=1, max_length=255, examples=["mobile-app"])]
 ActivationId = Annotated[
@@ -83,9 +83,9 @@ class AppIdRequest(Body):
 
 class AppDetailRequest(Body):
     appId: AppId
-    includeIos: bool = True
-    includeAndroid: bool = True
-    includeHuawei: bool = True
+    includeIos: StrictBool = True
+    includeAndroid: StrictBool = True
+    includeHuawei: StrictBool = True
 
 
 class IosUpdateRequest(Body):

@@ -21,7 +21,7 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException
 
-from clarion.api import body_unreadable
+from clarion.api import JsonRequest, body_unreadable
 from clarion.core.tenants import InvalidField
 from clarion.errors import ClarionError, Conflict, InvalidRequest, NotFound, Unauthorized
 
@@ -178,7 +178,7 @@ class WalletConnectRoute(APIRoute):
 
         async def guarded(request: Request) -> Response:
             try:
-                return await handler(request)
+                return await handler(JsonRequest(request.scope, request.receive))
             except HTTPException as exc:
                 if body_unreadable(exc):
                     form = request.headers.get("content-type", "").startswith("multipart/")
