@@ -8,6 +8,7 @@ import json
 import pytest
 
 from clarion.api.walletconnect.guards import RateLimiter
+from clarion.core.notification import from_json, to_json
 from clarion.core.walletconnect import (
     BadBlob,
     Payload,
@@ -20,6 +21,7 @@ from clarion.core.walletconnect import (
     parse_push_type,
     raw_message_id,
 )
+from clarion.providers.apns_payload import WALLETCONNECT_GENERIC_TITLE, build_payload
 
 
 def b64json(value: object) -> str:
@@ -47,6 +49,23 @@ def test_raw_payload_passes_tag_and_message() -> None:
     n = build_notification(RawPayload("topic", 4002, "msg"), always_raw=False)
     assert n.topic == "topic" and n.blob is None
     assert dict(n.extras) == {"tag": 4002, "message": "msg"}
+
+
+def test_raw_payload_reaches_apns_for_the_wallets_extension_to_rewrite() -> None:
+    """As an opaque blob does: the generic title, mutable-content and content-available, and
+    the raw form's keys beside ``aps`` (an empty ``aps`` would show nothing and wake nothing)."""
+    n = build_notification(RawPayload("topic", 4002, "msg"), always_raw=False)
+    assert build_payload(n) == {
+        "aps": {
+            "alert": {"title": WALLETCONNECT_GENERIC_TITLE},
+            "mutable-content": 1,
+            "content-available": 1,
+        },
+        "topic": "topic",
+        "tag": 4002,
+        "message": "msg",
+    }
+    assert to_json(n)["rewritable"] is True and from_json(to_json(n)) == n
 
 
 @pytest.mark.parametrize(

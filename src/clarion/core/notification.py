@@ -22,7 +22,7 @@ def to_json(notification: Notification) -> dict[str, Any]:
         value = getattr(notification, name)
         if value is None or value == () or (name == "extras" and not value):
             continue
-        if name == "silent" and not value:
+        if name in ("silent", "rewritable") and not value:
             continue
         if isinstance(value, datetime):
             value = value.isoformat()

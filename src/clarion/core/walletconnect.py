@@ -213,12 +213,14 @@ def build_notification(
     """
     if isinstance(payload, RawPayload):
         return Notification(
-            topic=payload.topic, extras={"tag": payload.tag, "message": payload.message}
+            topic=payload.topic,
+            extras={"tag": payload.tag, "message": payload.message},
+            rewritable=True,
         )
     extras = {"flags": payload.flags}
     if always_raw or payload.flags & FLAG_ENCRYPTED:
         # Opaque: the wallet's notification extension decrypts it and rewrites the alert.
-        return Notification(topic=payload.topic, blob=payload.blob, extras=extras)
+        return Notification(topic=payload.topic, blob=payload.blob, extras=extras, rewritable=True)
     title, body = shown or cleartext(payload.blob)
     return Notification(
         title=title, body=body, topic=payload.topic, blob=payload.blob, extras=extras

@@ -38,7 +38,8 @@ def build_payload(n: Notification) -> dict[str, Any]:
         aps["content-available"] = 1
     else:
         alert = _alert(n)
-        if n.blob is not None and not alert:
+        rewritable = n.rewritable or n.blob is not None
+        if rewritable and not alert:
             alert = {"title": WALLETCONNECT_GENERIC_TITLE}
         if alert:
             aps["alert"] = alert
@@ -48,7 +49,7 @@ def build_payload(n: Notification) -> dict[str, Any]:
             aps["sound"] = n.sound
         if n.category is not None:
             aps["category"] = n.category
-        if n.blob is not None:
+        if rewritable:
             # The app's notification service extension decrypts the blob and rewrites the alert.
             aps["mutable-content"] = 1
             aps["content-available"] = 1

@@ -42,6 +42,10 @@ class Notification:
     # WalletConnect: an opaque (usually encrypted) blob for a topic, passed through untouched.
     topic: str | None = None
     blob: str | None = None
+    # WalletConnect: for the wallet's notification extension to open and rewrite (an opaque
+    # blob, or the raw form's tag and message): APNs gets the generic title, mutable-content
+    # and content-available.
+    rewritable: bool = False
 
 
 class OutcomeKind(enum.StrEnum):
