@@ -162,8 +162,11 @@ def serve(
             port=settings.port,
             log_config=None,
             server_header=False,
+            proxy_headers=False,
         )
         return
+    # proxy_headers=False: uvicorn would otherwise take X-Forwarded-For from any local peer as
+    # the client's address; clarion believes it only from CLARION_WC_TRUSTED_PROXIES.
     uvicorn.run(
         create_app(settings, server_process=True),
         host=settings.host,
@@ -171,6 +174,7 @@ def serve(
         log_config=None,
         access_log=True,
         server_header=False,
+        proxy_headers=False,
     )
 
 

@@ -23,9 +23,10 @@ PUSH = {"id": "msg-1", "payload": {"topic": "demo", "flags": 1, "blob": "c2VhbGV
 
 
 @contextmanager
-def serve(folder: Path) -> Iterator[str]:
+def serve(folder: Path, **settings: str) -> Iterator[str]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLARION_")}
+    env.update(settings)
     with (folder / f"serve-{port}.log").open("wb") as log:
         proc = subprocess.Popen(
             [*CLARION, "serve", "--port", str(port)], cwd=folder, env=env, stdout=log, stderr=log
@@ -67,3 +68,15 @@ def test_readme_walkthrough_and_dedup_across_restart_and_processes(tmp_path: Pat
             assert pushes(url, "duplicate") == 1 and pushes(url, "sent") == 0
         new = httpx.post(second + "/clients/z6MkwalletDemo", json={**PUSH, "id": "msg-2"})
         assert new.status_code == 200 and pushes(second, "sent") == 1
+
+
+def test_a_forwarded_for_header_from_an_untrusted_peer_does_not_dodge_the_rate_limit(
+    tmp_path: Path,
+) -> None:
+    """uvicorn believes X-Forwarded-For from 127.0.0.1 unless told not to; clarion believes it
+    only from CLARION_WC_TRUSTED_PROXIES (unset here)."""
+    with serve(tmp_path, CLARION_WC_RATE_LIMIT_PER_MINUTE="2") as url:
+        statuses = [httpx.get(url + "/rate_limit_test").status_code for _ in range(3)]
+        assert statuses == [200, 200, 429]
+        forged = httpx.get(url + "/rate_limit_test", headers={"X-Forwarded-For": "9.9.9.9"})
+        assert forged.status_code == 429
