@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException
 from clarion import __version__
 from clarion.api import powerauth, walletconnect
 from clarion.api.hot import HotRoutes
+from clarion.api.limits import BodyLimit
 from clarion.api.powerauth.hot import ROUTES as PA_HOT_ROUTES
 from clarion.api.walletconnect.hot import ROUTES as WC_HOT_ROUTES
 from clarion.config import Settings, load_settings
@@ -79,6 +80,7 @@ def create_app(
     app.add_route("/metrics", _metrics, include_in_schema=False)
     if settings.hot_routes:  # inside the metrics middleware, which counts its answers too
         app.add_middleware(HotRoutes, routes=HOT_ROUTES)
+    app.add_middleware(BodyLimit, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

@@ -62,6 +62,12 @@ class Settings(BaseSettings):
     # Logging
     log_level: str = "INFO"
     log_json: bool = False
+    max_body_bytes: int = Field(
+        default=64 << 20,
+        ge=1024,
+        description="The largest PowerAuth request body (a batch send of 100,000 messages, a "
+        "million campaign user ids); WalletConnect bodies are limited to 1 MiB. Larger: 413.",
+    )
     hot_routes: bool = Field(
         default=True,
         description="Answer the hottest routes (relay pushes, sends, device registration, inbox "

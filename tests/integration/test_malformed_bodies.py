@@ -131,3 +131,59 @@ async def test_walletconnect_refuses_nan(api: httpx.AsyncClient) -> None:
     body = b'{"id": "m-1", "payload": {"topic": "t", "flags": NaN, "blob": "x"}}'
     response = await api.post("/clients/wallet", content=body, headers=JSON)
     assert "not valid JSON" in wc_body_failure(response)
+
+
+@pytest.fixture
+def settings_overrides() -> dict[str, Any]:
+    return {"max_body_bytes": 100_000}
+
+
+def chunks(total: int) -> Any:
+    """A body without Content-Length (chunked), ``total`` bytes of a JSON string."""
+
+    async def generate() -> AsyncIterator[bytes]:
+        yield b'{"requestObject": {"appId": "'
+        for _ in range(total // 10_000):
+            yield b"a" * 10_000
+        yield b'"}}'
+
+    return generate()
+
+
+@pytest.mark.parametrize("declared", [True, False], ids=["content-length", "chunked"])
+async def test_powerauth_body_over_the_limit_is_413_never_read_whole(
+    api: httpx.AsyncClient, declared: bool
+) -> None:
+    body: Any = b'{"requestObject": {"appId": "' + b"a" * 200_000 + b'"}}'
+    response = await api.post(
+        "/admin/app/create", content=body if declared else chunks(200_000), headers=JSON
+    )
+    assert response.status_code == 413, response.text
+    assert response.json() == {
+        "status": "ERROR",
+        "responseObject": {
+            "code": "ERROR_REQUEST",
+            "message": "Request body is larger than 100000 bytes.",
+        },
+    }
+    # Just under the limit is read and judged as usual (an app id that long is a 400).
+    under = b'{"requestObject": {"appId": "' + b"a" * 90_000 + b'"}}'
+    assert (await api.post("/admin/app/create", content=under, headers=JSON)).status_code == 400
+
+
+@pytest.mark.parametrize("path", ["/clients/wallet", "/tenants"])
+async def test_walletconnect_body_over_its_limit_is_413_in_its_format(
+    api: httpx.AsyncClient, path: str
+) -> None:
+    response = await api.post(path, content=b"{" + b" " * 100_001 + b"}", headers=JSON)
+    assert response.status_code == 413, response.text
+    assert response.json() == {
+        "status": "FAILED",
+        "fields": [
+            {
+                "field": "body",
+                "description": "The request body is larger than 100000 bytes.",
+                "location": "body",
+            }
+        ],
+    }
