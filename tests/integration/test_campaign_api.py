@@ -170,6 +170,31 @@ async def test_live_send_reaches_every_device_once_even_one_shared_by_two_users(
     assert_error(again, "ERROR_GENERIC", contains="already sent")
 
 
+async def test_the_users_of_a_sent_campaign_are_fixed(
+    client: httpx.AsyncClient, services: Services, app_ready: Emulators
+) -> None:
+    """Once the fan-out walks the users, a user added or removed might or might not get the
+    message: both are refused instead, before and after the fan-out ends."""
+    await register(client, IOS_TOKEN, "act-late", user="late")
+    campaign = await create(client)
+    await add_users(client, campaign, ["alice"])
+    assert_ok(await client.post(f"/push/campaign/send/live/{campaign}"))
+    for when in ("during", "after"):
+        for method, action in (("PUT", "add"), ("DELETE", "delete")):
+            response = await client.request(
+                method, f"/push/campaign/{campaign}/user/{action}", json={"requestObject": ["late"]}
+            )
+            assert_error(response, "ERROR_GENERIC", contains="already sent")
+        if when == "during":
+            await run_worker_until_idle(services)
+    assert app_ready.apns.received == []  # "late" got nothing
+    users = assert_ok(await client.get(f"/push/campaign/{campaign}/user/list"))
+    assert users["responseObject"]["users"] == ["alice"]
+    # An unknown campaign is still "not found", not "already sent".
+    response = await client.put("/push/campaign/999/user/add", json={"requestObject": ["x"]})
+    assert_error(response, "ERROR_GENERIC", contains="does not exist")
+
+
 async def test_test_send_reaches_the_user_and_leaves_the_campaign_unsent(
     client: httpx.AsyncClient, services: Services, app_ready: Emulators
 ) -> None:

@@ -117,7 +117,7 @@ class Campaigns:
         """Add users; a user already in the campaign stays once."""
         unique = list(dict.fromkeys(users))
         async with self._db.transaction() as session:
-            await _require(session, campaign_id)
+            await _lock_unsent(session, campaign_id)
             if session.get_bind().dialect.name == "postgresql":
                 await _add_users_postgresql(session, campaign_id, unique)
             else:
@@ -126,7 +126,7 @@ class Campaigns:
     async def remove_users(self, campaign_id: int, users: Sequence[str]) -> None:
         unique = list(dict.fromkeys(users))
         async with self._db.transaction() as session:
-            await _require(session, campaign_id)
+            await _lock_unsent(session, campaign_id)
             for i in range(0, len(unique), _USERS_PER_STATEMENT):
                 await session.execute(
                     delete(CampaignUser).where(
@@ -193,6 +193,21 @@ class Campaigns:
             campaign.message_id = message_id
             jobs.enqueue(session, JOB_KIND, [{"campaign": campaign_id}])
         self._messages.wake.set()
+
+
+async def _lock_unsent(session: AsyncSession, campaign_id: int) -> None:
+    """Refuse to change the users of a campaign already sent: the fan-out walks them, so a user
+    added (or removed) during it might (or might not) get the message. A write first, as in
+    ``send_live``: it takes the campaign's row lock (PostgreSQL) or the write lock (SQLite), so
+    a concurrent live send either comes after this change or makes it fail."""
+    locked = await session.execute(
+        update(Campaign)
+        .where(Campaign.id == campaign_id, Campaign.sent.is_(False))
+        .values(sent=False)
+    )
+    if not getattr(locked, "rowcount", 0):
+        await _require(session, campaign_id)
+        raise Conflict(f"Campaign was already sent: {campaign_id}")
 
 
 async def _require(session: AsyncSession, campaign_id: int) -> None:
