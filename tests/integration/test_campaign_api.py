@@ -353,3 +353,19 @@ async def test_a_deleted_campaign_stops_its_fan_out(
     assert app_ready.apns.received == []
     async with services.db.reader() as session:
         assert await session.scalar(select(func.count()).select_from(Campaign)) == 0
+
+
+async def test_a_deleted_campaigns_id_is_never_given_again(
+    client: httpx.AsyncClient, app_ready: Emulators
+) -> None:
+    """SQLite gives a new row the largest row id plus one: without care, the newest campaign
+    deleted and another created would share an id, and a retried DELETE would hit it."""
+    first = await create(client)
+    second = await create(client)
+    deleted = await client.request("DELETE", f"/push/campaign/{second}/delete")
+    assert assert_ok(deleted)["responseObject"] == {"deleted": True}
+    third = await create(client)
+    assert int(third) > int(second) > int(first)
+    again = await client.request("DELETE", f"/push/campaign/{second}/delete")
+    assert assert_ok(again)["responseObject"] == {"deleted": False}
+    assert (await detail(client, third))["id"] == third

@@ -10,6 +10,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, inspect, text
 
+from clarion.core.campaigns import Campaigns
+from clarion.providers.base import Notification
 from clarion.store.db import Database, SchemaOutOfDate, head_revision
 from clarion.store.models import Base
 from tests.conftest import _pg_admin, _pg_url
@@ -96,3 +98,29 @@ async def test_campaign_counters_are_filled_from_the_ledger_on_upgrade(
             "SELECT id, devices_sent, devices_failed FROM campaigns ORDER BY id"
         )
         assert [tuple(r) for r in rows] == [(3, 3, 1), (4, 0, 0)]
+
+
+async def test_campaign_ids_continue_after_the_existing_campaigns_on_upgrade(
+    empty_database: Database,
+) -> None:
+    """On SQLite the counter of 0007 starts past the campaigns already there; a campaign
+    created after the upgrade (through the service, as the API does) gets a new id."""
+    db = empty_database
+    await db.upgrade("0006")
+    async with db.engine.begin() as conn:
+        await conn.exec_driver_sql(
+            "INSERT INTO applications (id, app_id, created_at) "
+            "VALUES (1, 'app', '2026-11-30 12:00:00')"
+        )
+        await conn.exec_driver_sql(
+            "INSERT INTO campaigns (id, application_id, notification, sent, planned, "
+            "devices_total, created_at) VALUES (41, 1, '{}', false, false, 0, "
+            "'2026-11-30 12:00:00')"
+        )
+        if db.dialect == "postgresql":  # as if made through the sequence
+            await conn.exec_driver_sql("SELECT setval('campaigns_id_seq', 41)")
+    await db.upgrade()
+    campaigns = Campaigns(db, messages=None)  # type: ignore[arg-type]
+    assert await campaigns.create("app", Notification(title="x")) == 42
+    assert await campaigns.delete(42)
+    assert await campaigns.create("app", Notification(title="x")) == 43

@@ -27,7 +27,14 @@ from clarion.errors import Conflict, NotFound, Refused
 from clarion.providers.base import Notification
 from clarion.store import jobs
 from clarion.store.db import Database
-from clarion.store.models import Application, Campaign, CampaignUser, PushMessage, utcnow
+from clarion.store.models import (
+    Application,
+    Campaign,
+    CampaignId,
+    CampaignUser,
+    PushMessage,
+    utcnow,
+)
 
 NOT_FOUND = "Campaign with entered ID does not exist"
 MAX_CAMPAIGN_ID = 2**31 - 1
@@ -72,6 +79,7 @@ class Campaigns:
         async with self._db.transaction() as session:
             app_pk = await application_pk(session, app_id)
             campaign = Campaign(
+                id=await _new_sqlite_id(session) if self._db.dialect == "sqlite" else None,
                 application_id=app_pk,
                 notification=notification_json.to_json(notification),
                 sent=False,
@@ -193,6 +201,13 @@ class Campaigns:
             campaign.message_id = message_id
             jobs.enqueue(session, JOB_KIND, [{"campaign": campaign_id}])
         self._messages.wake.set()
+
+
+async def _new_sqlite_id(session: AsyncSession) -> int:
+    """A campaign id SQLite never gave before (see ``CampaignId``)."""
+    new_id = (await session.execute(insert(CampaignId).returning(CampaignId.id))).scalar_one()
+    await session.execute(delete(CampaignId).where(CampaignId.id == new_id))
+    return int(new_id)
 
 
 async def _lock_unsent(session: AsyncSession, campaign_id: int) -> None:

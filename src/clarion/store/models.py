@@ -306,6 +306,17 @@ class Campaign(Base):
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
+class CampaignId(Base):
+    """SQLite's memory of the largest campaign id ever given (AUTOINCREMENT), so that a deleted
+    campaign's id is never given again; rows live only inside the transaction that creates a
+    campaign. Unused on PostgreSQL, whose sequence never reuses an id."""
+
+    __tablename__ = "campaign_ids"
+    __table_args__ = {"sqlite_autoincrement": True}
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+
+
 class CampaignUser(Base):
     """A user of a campaign; the primary key keeps one row per (campaign, user).
 
