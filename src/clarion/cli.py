@@ -18,9 +18,10 @@ from rich.table import Table
 
 from clarion import __version__
 from clarion.config import Settings, load_settings
+from clarion.core.campaigns import parse_id
 from clarion.core.secretbox import SecretKeyError
 from clarion.core.services import Services, open_services
-from clarion.errors import ClarionError
+from clarion.errors import ClarionError, Refused
 from clarion.heap import settle
 from clarion.logs import configure_logging
 from clarion.store.db import Database, SchemaOutOfDate, head_revision
@@ -366,7 +367,7 @@ def campaign_send(
     settings = _settings(config)
 
     async def run(services: Services) -> None:
-        await services.campaigns.send_live(campaign_id)
+        await services.campaigns.send_live(parse_id(campaign_id))
         out.print(f"campaign {campaign_id} scheduled: the workers deliver it")
         if follow:
             await follow_campaign(services, campaign_id, out)
@@ -385,7 +386,14 @@ def campaign_follow(
 
 
 async def follow_campaign(services: Services, campaign_id: int, console: Console) -> None:
-    """A progress bar over the campaign's devices, with rate and ETA, until it completes."""
+    """A progress bar over the campaign's devices, with rate and ETA, until it completes.
+    NotFound for an unknown campaign, Refused for one not sent (it would never complete)."""
+    view = await services.campaigns.detail(parse_id(campaign_id))
+    if not view.sent:
+        raise Refused(
+            f"Campaign was not sent: {campaign_id}. Send it with `clarion campaign send "
+            f"{campaign_id} --follow`."
+        )
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,

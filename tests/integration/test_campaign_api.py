@@ -355,6 +355,26 @@ async def test_a_deleted_campaign_stops_its_fan_out(
         assert await session.scalar(select(func.count()).select_from(Campaign)) == 0
 
 
+async def test_a_planner_that_died_after_marking_the_campaign_planned_completes_it(
+    client: httpx.AsyncClient, services: Services, app_ready: Emulators
+) -> None:
+    """Killed between marking the campaign planned and completing it, with every page done:
+    no page job is left to complete it, so the planner's next run must."""
+    await register(client, IOS_TOKEN, "act-1", user="alice")
+    campaign = await create(client)
+    await add_users(client, campaign, ["alice"])
+    assert_ok(await client.post(f"/push/campaign/send/live/{campaign}"))
+    await run_worker_until_idle(services)
+    assert (await detail(client, campaign))["timestampCompleted"] is not None
+    async with services.db.transaction() as session:  # the state that crash leaves
+        await session.execute(update(Campaign).values(completed_at=None))
+    assert await services.fanout.plan(int(campaign)) is None
+    done = await detail(client, campaign)
+    assert done["timestampCompleted"] is not None
+    assert done["devices"] == {"total": 1, "sent": 1, "failed": 0, "pending": 0}
+    assert len(app_ready.apns.delivered()) == 1
+
+
 async def test_a_deleted_campaigns_id_is_never_given_again(
     client: httpx.AsyncClient, app_ready: Emulators
 ) -> None:

@@ -88,6 +88,20 @@ async def test_send_of_a_sent_or_unknown_campaign_fails_with_a_message(
     assert again[0] == 1 and "already sent" in again[1]
     unknown = await run(services, "campaign", "send", "999")
     assert unknown[0] == 1 and "does not exist" in unknown[1]
+    # Past PostgreSQL's integer: the same message, not a traceback.
+    huge = await run(services, "campaign", "send", "99999999999")
+    assert huge[0] == 1 and "does not exist" in huge[1] and "Traceback" not in huge[1]
+
+
+async def test_follow_refuses_an_unsent_or_unknown_campaign_instead_of_waiting_forever(
+    services: Services,
+) -> None:
+    campaign = await campaign_with_devices(services, 1)
+    unsent = await run(services, "campaign", "follow", str(campaign))
+    assert unsent[0] == 1 and "was not sent" in unsent[1]
+    for unknown in ("999", "99999999999"):
+        code, err = await run(services, "campaign", "follow", unknown)
+        assert code == 1 and "does not exist" in err and "Traceback" not in err
 
 
 async def run(services: Services, *args: str) -> tuple[int | None, str]:

@@ -116,10 +116,16 @@ class FanOut:
                     return None
                 campaign = await session.get(Campaign, campaign_id)
                 assert campaign is not None
-                if campaign.planned:
-                    return None
+                # Planned already: a run that ended (a crash) between marking it planned and
+                # completing it. Every page may be done, and no page job would complete it.
+                users = (
+                    []
+                    if campaign.planned
+                    else await _next_users(
+                        session, campaign_id, campaign.planned_through, self._page_size
+                    )
+                )
                 after = campaign.planned_through
-                users = await _next_users(session, campaign_id, after, self._page_size)
                 if not users:
                     campaign.planned = True
                 else:
