@@ -72,7 +72,8 @@ def test_walletconnect_blob_is_a_data_message_with_topic_and_blob() -> None:
 def test_cleartext_walletconnect_push_shows_title_and_carries_topic_and_blob() -> None:
     notification = Notification(title="Sign", body="Approve?", topic="t", blob="b")
     assert fcm_message(notification, now=NOW) == {
-        "android": {"priority": "HIGH", "notification": {"title": "Sign", "body": "Approve?"}},
+        "android": {"priority": "HIGH"},
+        "notification": {"title": "Sign", "body": "Approve?"},
         "data": {"topic": "t", "blob": "b"},
     }
 

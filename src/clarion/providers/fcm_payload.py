@@ -1,8 +1,9 @@
 """A provider-neutral notification as FCM HTTP v1 ``message`` JSON: pure functions only.
 
 Everything visible goes in ``android.notification`` (title, body, their localisation keys and
-arguments, sound, icon, and the category as ``tag``); extras and a WalletConnect topic and blob
-go in ``data`` with string values. A silent notification, or one with nothing to show, is a
+arguments, sound, icon, and the category as ``tag``), except a WalletConnect cleartext push's
+title and body, which go in the message's own ``notification`` (the spec's mapping: FCM shows it
+on iOS too); extras and a WalletConnect topic and blob go in ``data`` with string values. A silent notification, or one with nothing to show, is a
 data-only message, so the app's messaging service receives it even in the background.
 
 WalletConnect's Android SDK decrypts a push whose data holds ``topic``, ``blob`` and ``flags``
@@ -90,12 +91,18 @@ def fcm_message(notification: Notification, *, now: datetime | None = None) -> d
         android["ttl"] = f"{ttl}s"
     if notification.collapse_key is not None:
         android["collapse_key"] = notification.collapse_key
-    if has_visible_content(notification):
+    message: dict[str, Any] = {"android": android}
+    if notification.topic is not None and has_visible_content(notification):
+        # WalletConnect cleartext: the message's own notification block, which FCM also shows
+        # on the iOS apps it serves (a wallet's FCM token may be an iPhone's).
+        message["notification"] = {
+            k: v for k, v in (("title", notification.title), ("body", notification.body)) if v
+        }
+    elif has_visible_content(notification):
         shown = visible_fields(notification)
         if notification.sound is not None:
             shown["sound"] = notification.sound
         android["notification"] = shown
-    message: dict[str, Any] = {"android": android}
     data = string_data(notification)
     if data:
         message["data"] = data
