@@ -77,8 +77,35 @@ async def test_malformed_tenant_id_is_400_naming_it(client: httpx.AsyncClient) -
         "description": response.json()["fields"][0]["description"],
         "location": "body",
     }
+    assert response.json()["errors"][0]["name"] == "tenant"  # the spec's name
     in_path = await client.get("/tenants/x")
     assert in_path.status_code == 400 and in_path.json()["fields"][0]["location"] == "path"
+
+
+@pytest.mark.parametrize("reserved", ["tenants", "clients", "health", "rate_limit_test", "Docs"])
+async def test_a_tenant_named_after_a_path_of_the_api_is_refused(
+    client: httpx.AsyncClient, reserved: str
+) -> None:
+    """/tenants/clients/... would be read as a tenant route, not as the tenant's clients."""
+    response = await client.post("/tenants", json={"id": reserved})
+    assert response.status_code == 400, response.text
+    assert response.json()["errors"][0]["name"] == "tenant"
+    assert "reserved" in response.json()["fields"][0]["description"]
+
+
+@pytest.mark.parametrize(
+    ("client_id", "token"),
+    [("a/b", "tok"), ("did:key:a/b", "tok"), ("   ", "tok"), ("did:key:", "tok"), ("c1", "  ")],
+)
+async def test_a_client_that_could_never_be_reached_is_refused(
+    client: httpx.AsyncClient, client_id: str, token: str
+) -> None:
+    response = await client.post(
+        "/clients", json={"client_id": client_id, "type": "noop", "token": token}
+    )
+    assert response.status_code == 400, response.text
+    [field] = response.json()["fields"]
+    assert field["field"] == ("token" if token.isspace() else "client_id")
 
 
 async def test_apns_token_credentials_are_validated_stored_and_never_returned(

@@ -51,12 +51,29 @@ class TenantInfo:
     suspended_reason: str | None = None
 
 
+# A tenant's routes are /{tenant_id}/clients...: a tenant named after one of the dialect's own
+# top-level paths would have routes that answer as something else (/tenants/clients/...).
+RESERVED_TENANT_IDS = frozenset(
+    {"health", "clients", "tenants", "rate_limit_test", "metrics", "docs", "redoc"}
+)
+
+
 def check_tenant_id(tenant_id: str, *, location: str = "path") -> None:
+    """A well-formed tenant id; in a body (a tenant being created), not a reserved one."""
+    field = "tenant_id" if location == "path" else "id"
     if not APP_ID.match(tenant_id):
         raise InvalidField(
-            "tenant_id" if location == "path" else "id",
+            field,
             "Tenant id must be 3 to 255 characters of letters, digits, '-' and '_'.",
             location=location,
+            name="tenant",  # the spec's error name for an unknown or malformed tenant
+        )
+    if location == "body" and tenant_id.lower() in RESERVED_TENANT_IDS:
+        raise InvalidField(
+            field,
+            f"Tenant id {tenant_id!r} is reserved: it is a path of this API.",
+            location=location,
+            name="tenant",
         )
 
 

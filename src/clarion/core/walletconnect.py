@@ -92,8 +92,10 @@ def parse_push_type(value: str) -> PushType:
 def normalise_client_id(client_id: str) -> str:
     """The relay's pairing id, without a leading ``did:key:``."""
     stripped = client_id.removeprefix("did:key:")
-    if not stripped:
+    if not stripped.strip():
         raise InvalidField("client_id", "client_id must not be empty.")
+    if "/" in stripped:  # it could never be pushed to or removed: it is a path segment
+        raise InvalidField("client_id", "client_id must not contain '/'.")
     return stripped
 
 
@@ -267,6 +269,8 @@ class WalletConnect:
         """Upsert the client: a new token replaces its old one; a token seen under another
         client id moves to this one (whose old message ids are dropped)."""
         client_id = normalise_client_id(reg.client_id)
+        if not reg.token.strip():
+            raise InvalidField("token", "token must not be empty.")
         if reg.push_type is not PushType.NOOP:
             available = await self._tenants.platforms(reg.tenant_id)
             if reg.push_type.platform not in available:

@@ -3,8 +3,9 @@
 Everything visible goes in ``android.notification`` (title, body, their localisation keys and
 arguments, sound, icon, and the category as ``tag``), except a WalletConnect cleartext push's
 title and body, which go in the message's own ``notification`` (the spec's mapping: FCM shows it
-on iOS too); extras and a WalletConnect topic and blob go in ``data`` with string values. A silent notification, or one with nothing to show, is a
-data-only message, so the app's messaging service receives it even in the background.
+on iOS too); extras and a WalletConnect topic and blob go in ``data`` with string values. A
+silent notification, or one with nothing to show, is a data-only message, so the app's
+messaging service receives it even in the background.
 
 WalletConnect's Android SDK decrypts a push whose data holds ``topic``, ``blob`` and ``flags``
 (or ``topic``, ``tag`` and ``message`` for raw clients), so the caller passes ``flags`` (or
