@@ -134,6 +134,7 @@ LIST_QUERIES = [
     "userId=user-001&applications=" + "a" * 25_601,
     "userId=user-001&unknown=1",
     "userId=%20",
+    "userId=%20%20%09",
     "userId={max}",
     "userId={long}",
     "userId=",
@@ -189,6 +190,8 @@ COUNT_QUERIES = [
     "appId=mobile-app",
     "",
     "userId=&appId=mobile-app",
+    "userId=%20&appId=mobile-app",
+    "userId=user-001&appId=%20",
     "userId=user-001&appId=",
     "userId={long}&appId=mobile-app",
     "userId={max}&appId=mobile-app",
@@ -199,6 +202,31 @@ COUNT_QUERIES = [
     "userId=user-001&appId=mobile-app&appId=web-app",
     "userId=user-001&userId=user-001&appId=mobile-app",
 ]
+
+
+async def test_odd_paths_are_answered_as_the_full_route(
+    both: tuple[httpx.AsyncClient, httpx.AsyncClient], messages: dict[str, str]
+) -> None:
+    """A trailing slash (FastAPI redirects it) or an empty segment (FastAPI finds nothing) is
+    not a hot route's path."""
+    for path in ("/inbox/messages/list/", "//inbox/messages/list", "/inbox//messages/list"):
+        await compare(both, "GET", path, ["userId=user-001"], messages)
+
+
+async def test_a_blank_user_id_is_refused_in_the_query_forms(
+    both: tuple[httpx.AsyncClient, httpx.AsyncClient], messages: dict[str, str]
+) -> None:
+    for client in both:
+        for path, query in (
+            ("/inbox/messages/list", {"userId": " "}),
+            ("/inbox/messages/count", {"userId": " ", "appId": "mobile-app"}),
+        ):
+            response = await client.get(path, params=query)
+            assert response.status_code == 400, response.text
+            assert response.json()["responseObject"] == {
+                "code": "ERROR_REQUEST",
+                "message": "User ID must not be empty.",
+            }
 
 
 async def test_count_answers_as_the_full_route(

@@ -117,7 +117,13 @@ class HotRoutes:
         if scope["type"] != "http" or scope.get("root_path"):
             await self.app(scope, receive, send)  # behind a path prefix: FastAPI strips it
             return
-        parts = scope["path"].strip("/").split("/")
+        path: str = scope["path"]
+        if not path.startswith("/") or path.startswith("//") or path.endswith("/"):
+            # FastAPI redirects a trailing slash and finds nothing for an empty segment: so
+            # must the answer be here.
+            await self.app(scope, receive, send)
+            return
+        parts = path[1:].split("/")
         candidates = self._routes.get((scope["method"], len(parts)))
         if candidates:
             for route in candidates:

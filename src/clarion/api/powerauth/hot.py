@@ -44,6 +44,8 @@ def _text(value: str | None, max_length: int, *, min_length: int = 1) -> str | N
     """``value`` if the route's annotation accepts it as it stands, else None."""
     if value is None or not min_length <= len(value) <= max_length or "\x00" in value:
         return None
+    if min_length and value.isspace():  # blank: the full route refuses it
+        return None
     if not value.isascii():
         try:
             value.encode("utf-8")

@@ -9,6 +9,7 @@ import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
+from pydantic import AfterValidator
 
 from clarion.api.powerauth.deps import ServicesDep
 from clarion.api.powerauth.envelope import (
@@ -40,13 +41,26 @@ from clarion.errors import InvalidRequest
 
 router = APIRouter(route_class=PowerAuthRoute, tags=["Inbox"])
 
-UserIdQuery = Annotated[str, Query(min_length=1, max_length=255), NoNul]
-AppIdQuery = Annotated[str, Query(min_length=1, max_length=255), NoNul]
+
+def _not_blank(label: str) -> AfterValidator:
+    """A blank query value is refused as the body forms refuse one (the spec: empty → 400)."""
+
+    def check(value: str | None) -> str | None:
+        if value is not None and value.isspace():
+            raise ValueError(InvalidRequest(f"{label} must not be empty."))
+        return value
+
+    return AfterValidator(check)
+
+
+UserIdQuery = Annotated[str, Query(min_length=1, max_length=255), NoNul, _not_blank("User ID")]
+AppIdQuery = Annotated[str, Query(min_length=1, max_length=255), NoNul, _not_blank("App ID")]
 MessageIdQuery = Annotated[str | None, Query(max_length=64), NoNul]
 OptionalUserIdQuery = Annotated[
     str | None,
     Query(min_length=1, max_length=255, description="When given, the message must be theirs."),
     NoNul,
+    _not_blank("User ID"),
 ]
 
 
