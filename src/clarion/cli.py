@@ -301,7 +301,12 @@ def emulate(
             stop=stop,
         )
 
-    _run(main())
+    try:
+        asyncio.run(main())
+    except OSError as exc:  # not the database: an emulator's port (in use, not allowed)
+        err.print(f"[red]cannot start the emulators:[/red] {exc} (choose other ports with ")
+        err.print("--apns-port, --fcm-port and --hms-port; 0 takes any free one)")
+        raise typer.Exit(1) from None
 
 
 @cli.command()
