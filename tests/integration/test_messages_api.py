@@ -475,3 +475,22 @@ class TestStoredMessages:
             rows = {(d.token, d.status) for d in (await session.scalars(select(Delivery))).all()}
         assert rows == {(IOS_TOKEN, "failed"), (ANDROID_TOKEN, "sent")}
         assert (await queue_depth(services.db)) == {}  # nothing to retry, no job
+
+
+@pytest.mark.parametrize(
+    ("item", "expected"),
+    [
+        (None, "Push message at position 1 must not be null."),
+        ("x", "Push message at position 1 must be a JSON object."),
+        ({"body": {}}, "Push message at position 1 must contain a user ID."),
+        ({"userId": "bob"}, "Push message at position 1 payload (body) must not be null."),
+        ({"userId": "bob", "body": {"badge": "3"}}, "Push message at position 1: badge must"),
+        ({"userId": "bob", "body": {"title": 5}}, "Push message at position 1: title must"),
+    ],
+)
+async def test_a_bad_message_in_a_batch_is_named_by_its_position(
+    client: httpx.AsyncClient, app_ready: Emulators, item: Any, expected: str
+) -> None:
+    body = envelope(appId="mobile-app", batch=[message(), item])
+    response = await client.post("/push/message/batch/send", json=body)
+    assert_error(response, "ERROR_REQUEST", contains=expected)

@@ -145,10 +145,29 @@ _EXACT = {
 
 
 def validation_message(errors: Sequence[Any]) -> str:
-    """One clear sentence for the first validation error, naming the field."""
+    """One clear sentence for the first validation error, naming the field (and, in a batch,
+    the message's position)."""
     if not errors:
         return "Invalid request."
     err = errors[0]
+    loc = list(err.get("loc", ()))
+    if "batch" in loc:
+        at = loc.index("batch") + 1
+        if at < len(loc) and isinstance(loc[at], int):
+            position = loc[at]
+            if at + 1 == len(loc):  # the item itself: null, or not an object
+                if err.get("input") is None:
+                    return f"Push message at position {position} must not be null."
+                return f"Push message at position {position} must be a JSON object."
+            # Read as the single send's message is, then placed.
+            message = _field_message({**err, "loc": ["requestObject", "message", *loc[at + 1 :]]})
+            if message.startswith("Push message "):
+                return f"Push message at position {position} {message[13:]}"
+            return f"Push message at position {position}: {message}"
+    return _field_message(err)
+
+
+def _field_message(err: Any) -> str:
     kind = str(err.get("type", ""))
     loc = list(err.get("loc", ()))
     if loc and loc[0] in ("body", "query"):  # where FastAPI found it, not a field
