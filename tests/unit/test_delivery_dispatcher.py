@@ -551,3 +551,56 @@ async def test_send_many_after_a_rejection_sends_nothing_until_the_credentials_c
     again = await dispatcher.send_many(KEY, 2, [(_note("x"), ["b"]), (_note("y"), ["c"])])
     assert {o.kind for o in again} == {OutcomeKind.DELIVERED}
     assert [[t for _, ts in call for t in ts] for call in renewed.many_calls] == [["b", "c"]]
+
+
+def bad_token(reason: str = "BadDeviceToken") -> Outcome:
+    return Outcome("x", OutcomeKind.TOKEN_DEAD, reason, status=400)
+
+
+async def test_a_wrong_environment_does_not_pass_for_a_thousand_dead_tokens() -> None:
+    """Every token of the other APNs environment is a BadDeviceToken: believed one by one,
+    a campaign would delete every iOS device of the app."""
+    clock = FakeClock()
+    provider = ScriptedProvider(otherwise=lambda t: replace(bad_token(), token=t), clock=clock)
+    dispatcher = dispatcher_for(provider, clock=clock)
+    tokens = [f"t{i}" for i in range(1000)]
+    outcomes = await dispatcher.send(KEY, 1, NOTE, tokens)
+    kinds = [o.kind for o in outcomes]
+    # The first answers are believed until there are too many to (SUSPECT_MIN of them).
+    assert kinds.count(OutcomeKind.TOKEN_DEAD) < 20
+    assert kinds.count(OutcomeKind.FAILED) > 980
+    failed = next(o for o in outcomes if o.kind is OutcomeKind.FAILED)
+    assert failed.reason is not None and failed.reason.startswith("BadDeviceToken (not deleted")
+
+
+async def test_a_few_bad_tokens_among_deliveries_are_dead_and_unregistered_always() -> None:
+    clock = FakeClock()
+    script = {f"bad{i}": [lambda t: replace(bad_token(), token=t)] for i in range(30)}
+    provider = ScriptedProvider(script, clock=clock)
+    dispatcher = dispatcher_for(provider, clock=clock)
+    tokens = [f"ok{i}" for i in range(170)] + [f"bad{i}" for i in range(30)]
+    outcomes = await dispatcher.send(KEY, 1, NOTE, tokens)
+    assert [o.kind for o in outcomes].count(OutcomeKind.TOKEN_DEAD) == 30  # 15 %: believed
+    # 410 Unregistered is believed however many there are.
+    gone = ScriptedProvider(otherwise=dead("Unregistered"), clock=clock)
+    outcomes = await dispatcher_for(gone, clock=clock).send(KEY, 1, NOTE, tokens)
+    assert all(o.kind is OutcomeKind.TOKEN_DEAD for o in outcomes)
+
+
+async def test_the_guard_lifts_once_deliveries_come_back() -> None:
+    clock = FakeClock()
+    answers = {"mode": "bad"}
+
+    def step(token: str) -> Outcome:
+        if answers["mode"] == "bad" or token == "really-bad":
+            return replace(bad_token("DeviceTokenNotForTopic"), token=token)
+        return Outcome(token, OutcomeKind.DELIVERED, status=200)
+
+    dispatcher = dispatcher_for(ScriptedProvider(otherwise=step, clock=clock), clock=clock)
+    await dispatcher.send(KEY, 1, NOTE, [f"a{i}" for i in range(100)])
+    [guarded] = await dispatcher.send(KEY, 1, NOTE, ["really-bad"])
+    assert guarded.kind is OutcomeKind.FAILED
+    answers["mode"] = "fixed"  # the operator fixed the topic
+    await dispatcher.send(KEY, 1, NOTE, [f"b{i}" for i in range(200)])
+    [believed] = await dispatcher.send(KEY, 1, NOTE, ["really-bad"])
+    assert believed.kind is OutcomeKind.TOKEN_DEAD

@@ -19,6 +19,15 @@ Both wait at the same gates: a suspended key (credentials rejected) answers at o
 provider call; a key backing off makes every send to it wait (other keys are not blocked); a key's
 in-flight token limit is never exceeded; an expired message is never sent.
 
+Dead tokens are forgotten by the callers, so a misconfiguration must not pass for dead tokens:
+APNs answers ``BadDeviceToken`` to every token of the other environment and
+``DeviceTokenNotForTopic`` to every token of another app, FCM ``SENDER_ID_MISMATCH`` to every
+token of another project. Only ``Unregistered`` / ``ExpiredToken`` / ``UNREGISTERED`` are
+trusted alone. The other dead-token answers are counted per key over its last
+``SUSPECT_WINDOW`` outcomes: when at least ``SUSPECT_MIN`` of them, and half, are such answers,
+they are reported FAILED (the device is kept) with the reason saying why, and a warning is
+logged, until deliveries outnumber them again (the token-hygiene guard of spec §1.7).
+
 Provider contract: set ``Outcome.retry_after`` only when the service said how long to wait
 (``Retry-After``, a quota): it holds back the whole key for that long. Leave it ``None`` for a
 plain transient error and the policy's jittered backoff applies to that token alone.
@@ -30,8 +39,9 @@ import asyncio
 import logging
 import random
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Hashable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 from clarion.delivery import metrics
 from clarion.delivery.clock import Clock, SystemClock
@@ -51,6 +61,11 @@ from clarion.providers.base import Notification, Outcome, OutcomeKind, Part, Pro
 from clarion.providers.transport import TransportError
 
 log = logging.getLogger(__name__)
+
+# Dead-token answers that are final on their own: the service says the token was unregistered.
+TRUSTED_DEATHS = frozenset({"Unregistered", "ExpiredToken", "UNREGISTERED"})
+SUSPECT_WINDOW = 200
+SUSPECT_MIN = 20
 
 SHUTTING_DOWN = "ShuttingDown"  # the pool closed under a send; the token was not sent
 PROVIDER_UNAVAILABLE = "ProviderUnavailable"  # the factory failed to build a provider
@@ -77,6 +92,22 @@ class _KeyState:
     label: str  # metrics label: the provider's name once one was built, else the platform
     gate_until: float = float("-inf")  # monotonic time until which the service asked us to wait
     rejected: CredentialsRejected | None = None
+    # The key's last SUSPECT_WINDOW final answers: True for an untrusted dead-token answer.
+    recent: deque[bool] = field(default_factory=lambda: deque(maxlen=SUSPECT_WINDOW))
+    suspects: int = 0  # how many True in ``recent``
+    guarding: bool = False  # untrusted dead-token answers are being reported FAILED
+
+    def observe(self, answers: Sequence[Outcome]) -> bool:
+        """Count the answers; True if untrusted dead-token answers are too many to believe."""
+        for answer in answers:
+            if answer.kind is OutcomeKind.RETRY:
+                continue
+            suspect = answer.kind is OutcomeKind.TOKEN_DEAD and answer.reason not in TRUSTED_DEATHS
+            if len(self.recent) == self.recent.maxlen and self.recent[0]:
+                self.suspects -= 1
+            self.recent.append(suspect)
+            self.suspects += suspect
+        return self.suspects >= SUSPECT_MIN and 2 * self.suspects >= len(self.recent)
 
     def rejection_for(self, version: Hashable) -> CredentialsRejected | None:
         if self.rejected is not None and self.rejected.version == version:
@@ -386,6 +417,7 @@ class Dispatcher:
         rejected = next((a for a in answers if a.kind is OutcomeKind.CREDENTIALS_REJECTED), None)
         if rejected is not None:
             await self._suspend(key, version, state, rejected)
+        answers = self._guard_tokens(key, state, answers)
         if not any(a.kind is OutcomeKind.RETRY for a in answers):
             return answers  # nothing to plan: every other outcome is final as it is
         backoff = backoff_delay(
@@ -412,6 +444,33 @@ class Dispatcher:
             at = end
         return planned
 
+    def _guard_tokens(
+        self, key: PoolKey, state: _KeyState, answers: list[Outcome]
+    ) -> list[Outcome]:
+        """Untrusted dead-token answers as FAILED (the device kept) while they are too many."""
+        guarding = state.observe(answers)
+        if guarding != state.guarding:
+            state.guarding = guarding
+            if guarding:
+                log.warning(
+                    "%s: %d of the last %d answers call the token bad (%s): a wrong "
+                    "environment, topic or project? Devices are kept, these sends FAILED",
+                    key,
+                    state.suspects,
+                    len(state.recent),
+                    next((a.reason for a in answers if _untrusted_death(a)), None),
+                )
+            else:
+                log.info("%s: dead-token answers are believed again", key)
+        if not guarding:
+            return answers
+        return [
+            replace(a, kind=OutcomeKind.FAILED, reason=f"{a.reason} ({MISCONFIGURED})")
+            if _untrusted_death(a)
+            else a
+            for a in answers
+        ]
+
     async def _suspend(
         self, key: PoolKey, version: Hashable, state: _KeyState, answer: Outcome
     ) -> None:
@@ -426,6 +485,13 @@ class Dispatcher:
             await self._on_rejected(event)
         except Exception:
             log.exception("the credentials-rejected callback failed for %s", key)
+
+
+MISCONFIGURED = "not deleted: too many tokens refused at once for this app and environment"
+
+
+def _untrusted_death(answer: Outcome) -> bool:
+    return answer.kind is OutcomeKind.TOKEN_DEAD and answer.reason not in TRUSTED_DEATHS
 
 
 def _tokens(parts: Sequence[Part]) -> list[str]:
