@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -163,6 +164,9 @@ async def test_live_send_reaches_every_device_once_even_one_shared_by_two_users(
     done = await detail(client, campaign)
     assert done["devices"] == {"total": 9, "sent": 9, "failed": 0, "pending": 0}
     assert done["timestampCompleted"] >= done["timestampSent"]
+    # The dialect's one time format (as the inbox and the service status write it).
+    for name in ("timestampCreated", "timestampSent", "timestampCompleted"):
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00", done[name])
     listed = assert_ok(await client.get("/push/campaign/list"))["responseObject"]
     assert [c["id"] for c in listed] == [campaign]
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
@@ -74,9 +73,10 @@ class CampaignDetail(BaseModel):
     appId: str
     sent: bool
     message: dict[str, Any]
-    timestampCreated: datetime | None = None
-    timestampSent: datetime | None = None
-    timestampCompleted: datetime | None = None
+    # As the inbox and the service status write times: UTC, milliseconds, "+00:00".
+    timestampCreated: str | None = Field(default=None, examples=["2026-12-01T14:12:43.123+00:00"])
+    timestampSent: str | None = None
+    timestampCompleted: str | None = None
     devices: DeviceProgress | None = None
 
 

@@ -17,6 +17,7 @@ from clarion.api.powerauth.envelope import (
     ok,
 )
 from clarion.api.powerauth.messages import to_notification
+from clarion.api.powerauth.status import iso
 from clarion.core.campaign_progress import Progress
 from clarion.core.campaigns import CampaignView, parse_id
 from clarion.errors import InvalidRequest, NotFound
@@ -53,9 +54,9 @@ def detail_body(view: CampaignView, progress: Progress | None = None) -> dict[st
         "appId": view.app_id,
         "sent": view.sent,
         "message": message_body(view.notification),
-        "timestampCreated": view.created_at.isoformat(),
-        "timestampSent": view.sent_at.isoformat() if view.sent_at else None,
-        "timestampCompleted": view.completed_at.isoformat() if view.completed_at else None,
+        "timestampCreated": iso(view.created_at),
+        "timestampSent": iso(view.sent_at) if view.sent_at else None,
+        "timestampCompleted": iso(view.completed_at) if view.completed_at else None,
     }
     if progress is not None:
         body["devices"] = {
