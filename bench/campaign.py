@@ -1,12 +1,13 @@
 """A live campaign end to end: 1,000,000 devices of 1,000,000 users, pushes/s and memory.
 
-    python bench/campaign.py [--devices 1000000] [--database postgresql|sqlite] [--workers 1]
+    python bench/campaign.py [--devices 1000000] [--database postgresql|sqlite] [--workers 0]
 
 Starts an nginx HTTP/2 sink (as ``bench/delivery.py``; ``apt-get install -y nginx-light``), a
 fresh database (PostgreSQL at CLARION_BENCH_POSTGRES_DSN, default
 postgresql://postgres@127.0.0.1:5432/postgres, or a SQLite file), and clarion as real processes:
-``clarion serve`` (with its worker on SQLite; API only on PostgreSQL, beside ``--workers``
-``clarion worker`` processes). Devices are registered by one bulk SQL statement, users are added
+``clarion serve`` with its own worker, the default deployment (on PostgreSQL, ``--workers N``
+runs the serve API-only beside N ``clarion worker`` processes: on two cores that is slower,
+8,067 against 10,278 pushes/s on 2026-12-01, and each process adds its own ~130 MB). Devices are registered by one bulk SQL statement, users are added
 through ``user/add`` (100,000 per request), then the campaign is sent live and followed through
 ``detail`` (every 2 s) until ``timestampCompleted``. Prints one line per figure:
 
@@ -304,9 +305,9 @@ def main() -> None:
     parser.add_argument(
         "--workers",
         type=int,
-        default=1,
-        help="clarion worker processes beside an API-only serve (PostgreSQL); 0: one serve "
-        "process with its own worker, the default deployment",
+        default=0,
+        help="clarion worker processes beside an API-only serve (PostgreSQL); 0 (the default): "
+        "one serve process with its own worker, the default deployment",
     )
     parser.add_argument("--concurrency", type=int, default=8, help="jobs per worker")
     parser.add_argument("--sink-workers", type=int, default=1)
