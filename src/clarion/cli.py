@@ -227,15 +227,28 @@ def send(
     config: ConfigOption = None,
 ) -> None:
     """Send a push to a user's devices now and print the outcome per platform."""
-    from clarion.core.messages import MessageSpec, Mode
-    from clarion.providers.base import Notification
+    from pydantic import ValidationError
 
+    from clarion.api.powerauth.envelope import validation_message
+    from clarion.api.powerauth.message_models import Message
+    from clarion.api.powerauth.messages import to_spec
+    from clarion.core.messages import Mode
+
+    if title is None and body is None and not silent:
+        err.print("[red]error:[/red] give --title or --body (or --silent for a background push)")
+        raise typer.Exit(1)
     settings = _settings(config)
-    spec = MessageSpec(
-        user_id=user,
-        activation_id=activation,
-        notification=Notification(title=title, body=body, silent=silent),
-    )
+    # Checked as the API checks a message: the same limits, the same sentences.
+    message = {"userId": user, "body": {"title": title, "body": body}}
+    if activation is not None:
+        message["activationId"] = activation
+    if silent:
+        message["attributes"] = {"silent": True}
+    try:
+        spec = to_spec(Message.model_validate(message))
+    except ValidationError as exc:
+        err.print(f"[red]error:[/red] {validation_message(exc.errors())}")
+        raise typer.Exit(1) from None
     mode = Mode.ASYNCHRONOUS if queue else Mode.SYNCHRONOUS
     result = _run(_with_services(settings, lambda s: s.messages.send(app, [spec], mode)))
     if result is None:

@@ -65,3 +65,14 @@ def test_every_command_has_useful_help(tmp_path: Path) -> None:
         result = run(tmp_path, *args)
         assert result.returncode == 0 and "Usage" in result.stdout
     assert "--port" in run(tmp_path, "serve", "--help").stdout
+
+
+def test_send_checks_the_message_as_the_api_does(tmp_path: Path) -> None:
+    assert run(tmp_path, "app", "create", "mobile-app").returncode == 0
+    empty = run(tmp_path, "send", "--app", "mobile-app", "--user", "alice")
+    assert empty.returncode == 1 and "--title or --body" in empty.stderr
+    long = run(tmp_path, "send", "--app", "mobile-app", "--user", "alice", "--title", "x" * 3000)
+    assert long.returncode == 1 and "title" in long.stderr and "Traceback" not in long.stderr
+    sent = run(tmp_path, "send", "--app", "mobile-app", "--user", "alice", "--title", "Hi")
+    assert sent.returncode == 0, sent.stderr  # no devices: a table of zeros
+    assert "total" in sent.stdout

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import shlex
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -89,7 +90,10 @@ def describe(
     def curl(method: str, path: str, name: str, body: dict[str, str]) -> str:
         request = _write(folder, f"{name}.json", json.dumps({"requestObject": body}).encode())
         headers = "-H 'content-type: application/json'"
-        return f"curl -s -X {method} {api}{path} {headers} -d @{request}"
+        # An absolute path: the script and the printed commands work from any folder.
+        return (
+            f"curl -s -X {method} {api}{path} {headers} -d @{shlex.quote(str(request.resolve()))}"
+        )
 
     commands = [
         curl("POST", "/admin/app/create", "create-app", {"appId": app_id}),
