@@ -91,6 +91,7 @@ async def test_created_campaign_is_listed_with_its_message(
     assert assert_ok(await client.get("/push/campaign/list"))["responseObject"] == []
     listed = assert_ok(await client.get("/push/campaign/list?all=true"))["responseObject"]
     assert [c["id"] for c in listed] == [campaign]
+    assert "devices" not in listed[0]  # the detail's extension, not the list's
     assert listed[0]["message"]["title"] == "Balance update"
 
 

@@ -68,7 +68,9 @@ class DeviceProgress(BaseModel):
     pending: int
 
 
-class CampaignDetail(BaseModel):
+class CampaignSummary(BaseModel):
+    """A campaign as the list shows it (no devices' progress: that is the detail's)."""
+
     id: str
     appId: str
     sent: bool
@@ -77,6 +79,9 @@ class CampaignDetail(BaseModel):
     timestampCreated: str | None = Field(default=None, examples=["2026-12-01T14:12:43.123+00:00"])
     timestampSent: str | None = None
     timestampCompleted: str | None = None
+
+
+class CampaignDetail(CampaignSummary):
     devices: DeviceProgress | None = None
 
 

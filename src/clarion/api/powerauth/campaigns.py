@@ -117,7 +117,7 @@ async def campaign_detail(campaign_id: CampaignId, svc: ServicesDep) -> dict[str
 
 @router.get(
     "/push/campaign/list",
-    response_model=ObjectResponse[list[c.CampaignDetail]],
+    response_model=ObjectResponse[list[c.CampaignSummary]],
     summary="List campaigns: only the sent ones unless all=true",
 )
 async def list_campaigns(
