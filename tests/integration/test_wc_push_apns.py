@@ -228,3 +228,19 @@ async def test_a_tenant_deleted_and_created_again_sends_with_its_new_credentials
     assert response.status_code == 202, response.text
     assert response.json()["errors"][0]["name"] == "tenant_suspended"
     assert len(delivered(apns)) == 1
+
+
+async def test_an_unreachable_push_service_is_503_without_its_address(
+    client: httpx.AsyncClient, apns: ApnsEmulator, wallet: str
+) -> None:
+    """The relay learns to retry, not where clarion's provider connections go."""
+    assert (await client.post(f"/clients/{wallet}", json=encrypted_push("m-0"))).status_code == 200
+    await apns.stop()  # the provider and its connection are up: now they fail
+    response = await client.post(f"/clients/{wallet}", json=encrypted_push("m-1"))
+    assert response.status_code == 503, response.text
+    [error] = response.json()["errors"]
+    assert error == {
+        "name": "provider_unavailable",
+        "description": "The push service could not be reached.",
+    }
+    assert "127.0.0.1" not in response.text

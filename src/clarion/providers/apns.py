@@ -25,7 +25,12 @@ from clarion.providers.base import (
     Part,
     Provider,
 )
-from clarion.providers.transport import Transport, TransportError, create_transport
+from clarion.providers.transport import (
+    TRANSPORT_PREFIX,
+    Transport,
+    TransportError,
+    create_transport,
+)
 
 PRODUCTION_URL = "https://api.push.apple.com"
 SANDBOX_URL = "https://api.sandbox.push.apple.com"
@@ -264,7 +269,7 @@ class ApnsProvider(Provider):
                     return Outcome(token, OutcomeKind.DELIVERED, status=200)
                 reason, invalid_since = _error(response.body)
         except TransportError as exc:
-            return Outcome(token, OutcomeKind.RETRY, reason=str(exc))
+            return Outcome(token, OutcomeKind.RETRY, reason=f"{TRANSPORT_PREFIX}{exc}")
         retry_after = parse_retry_after(response.headers.get("retry-after"))
         if reason == "TooManyProviderTokenUpdates" and retry_after is None and signer is not None:
             # The connection stays throttled until our (unchanged) token has aged enough.

@@ -27,7 +27,7 @@ from clarion.providers.oauth import (
     retry_after,
     retry_later,
 )
-from clarion.providers.transport import HttpResponse, Transport, TransportError
+from clarion.providers.transport import TRANSPORT_PREFIX, HttpResponse, Transport, TransportError
 
 FCM_BASE_URL = "https://fcm.googleapis.com"
 QUOTA_BACKOFF = 60.0
@@ -197,7 +197,7 @@ class FcmProvider(Provider):
                         return retry_later(token, exc)
                     response = await self._post(body, access)
             except TransportError as exc:
-                return Outcome(token, OutcomeKind.RETRY, reason=f"transport: {exc}")
+                return Outcome(token, OutcomeKind.RETRY, reason=f"{TRANSPORT_PREFIX}{exc}")
         return classify_fcm_response(token, response)
 
     async def _post(self, body: bytes, access: str) -> HttpResponse:

@@ -27,7 +27,7 @@ from clarion.providers.oauth import (
     retry_after,
     retry_later,
 )
-from clarion.providers.transport import HttpResponse, Transport, TransportError
+from clarion.providers.transport import TRANSPORT_PREFIX, HttpResponse, Transport, TransportError
 
 HMS_TOKEN_URL = "https://oauth-login.cloud.huawei.com/oauth2/v3/token"  # noqa: S105 - a URL
 HMS_PUSH_BASE_URL = "https://push-api.cloud.huawei.com"
@@ -175,7 +175,9 @@ class HmsProvider(Provider):
                         return [retry_later(token, exc) for token in tokens]
                     response = await self._post(body, access)
             except TransportError as exc:
-                return [Outcome(t, OutcomeKind.RETRY, reason=f"transport: {exc}") for t in tokens]
+                return [
+                    Outcome(t, OutcomeKind.RETRY, reason=f"{TRANSPORT_PREFIX}{exc}") for t in tokens
+                ]
         return classify_hms_response(tokens, response)
 
     async def _post(self, body: bytes, access: str) -> HttpResponse:

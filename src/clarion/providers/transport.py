@@ -18,6 +18,11 @@ class HttpResponse:
     body: bytes
 
 
+# How a provider's outcome reason starts when no answer came (the rest names the origin and
+# the error: for the ledger and the log, not for API callers).
+TRANSPORT_PREFIX = "transport: "
+
+
 class TransportError(Exception):
     """The request got no HTTP answer (connection reset, GOAWAY before an answer, timeout)."""
 
