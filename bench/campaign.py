@@ -7,9 +7,10 @@ fresh database (PostgreSQL at CLARION_BENCH_POSTGRES_DSN, default
 postgresql://postgres@127.0.0.1:5432/postgres, or a SQLite file), and clarion as real processes:
 ``clarion serve`` with its own worker, the default deployment (on PostgreSQL, ``--workers N``
 runs the serve API-only beside N ``clarion worker`` processes: on two cores that is slower,
-8,067 against 10,278 pushes/s on 2026-12-01, and each process adds its own ~130 MB). Devices are registered by one bulk SQL statement, users are added
-through ``user/add`` (100,000 per request), then the campaign is sent live and followed through
-``detail`` (every 2 s) until ``timestampCompleted``. Prints one line per figure:
+8,067 against 10,278 pushes/s on 2026-12-01, and each process adds its own ~130 MB).
+Devices are registered by one bulk SQL statement, users are added through ``user/add``
+(100,000 per request), then the campaign is sent live and followed through ``detail`` (every
+2 s) until ``timestampCompleted``. Prints one line per figure:
 
     campaign: N pushes/s (end to end: from send/live to timestampCompleted)
     baseline: N pushes/s (ApnsProvider alone to the same sink, in this process)
