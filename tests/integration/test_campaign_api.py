@@ -394,3 +394,37 @@ async def test_a_deleted_campaigns_id_is_never_given_again(
     again = await client.request("DELETE", f"/push/campaign/{second}/delete")
     assert assert_ok(again)["responseObject"] == {"deleted": False}
     assert (await detail(client, third))["id"] == third
+
+
+async def test_a_page_whose_every_push_is_final_skips_the_pending_lookups(
+    client: httpx.AsyncClient,
+    services: Services,
+    app_ready: Emulators,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two lookups per device are saved when the page's run wrote every row final itself;
+    a page with a retry, or one another run recorded first, still looks."""
+    lookups: list[int] = []
+    original = services.fanout._pending
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        lookups.append(1)
+        return await original(*args, **kwargs)
+
+    monkeypatch.setattr(services.fanout, "_pending", counted)
+    tokens = [f"{i + 0x40:02x}" * 32 for i in range(3)]
+    for i, token in enumerate(tokens):
+        await register(client, token, f"act-{i}", user=f"user-{i}")
+    campaign = await create(client)
+    await add_users(client, campaign, [f"user-{i}" for i in range(3)])
+    assert_ok(await client.post(f"/push/campaign/send/live/{campaign}"))
+    assert await services.fanout.plan(int(campaign)) is None
+    async with services.db.reader() as session:
+        page = (await session.scalars(select(CampaignPage))).first()
+        assert page is not None
+    assert await services.fanout.send_page(int(campaign), page.after, page.upto) is None
+    assert lookups == []  # every push delivered, every row this run's
+    assert len(app_ready.apns.delivered()) == 3
+    # The same page again (a job run twice): the rows are there, final: still no lookups.
+    assert await services.fanout.send_page(int(campaign), page.after, page.upto) is None
+    assert lookups == [] and len(app_ready.apns.delivered()) == 3

@@ -165,15 +165,19 @@ class FanOut:
             targets = await _page_targets(session, live, users)
             recorded = await _recorded(session, live, [t.device_id for t in targets])
         fresh = [t for t in targets if t.device_id not in recorded]
+        # Final already: every row read was final and this run wrote every other row, final.
+        # Then there is nothing pending to look for (two lookups per device, saved).
+        final = all(status != "pending" for status in recorded.values())
         for i in range(0, len(fresh), SEND_CHUNK):
-            await self._send_fresh(live, fresh[i : i + SEND_CHUNK])
-        ids = [t.device_id for t in targets]
-        retries = await self._pending(live, ids, due=utcnow())
-        for i in range(0, len(retries), SEND_CHUNK):
-            await self._send_retries(live, retries[i : i + SEND_CHUNK])
-        waiting = await self._pending(live, ids, due=None)
-        if waiting:
-            return min(r.next_attempt_at or utcnow() for r in waiting)
+            final = await self._send_fresh(live, fresh[i : i + SEND_CHUNK]) and final
+        if not final:
+            ids = [t.device_id for t in targets]
+            retries = await self._pending(live, ids, due=utcnow())
+            for i in range(0, len(retries), SEND_CHUNK):
+                await self._send_retries(live, retries[i : i + SEND_CHUNK])
+            waiting = await self._pending(live, ids, due=None)
+            if waiting:
+                return min(r.next_attempt_at or utcnow() for r in waiting)
         async with self._db.transaction() as session:
             await session.execute(
                 update(CampaignPage)
@@ -183,7 +187,9 @@ class FanOut:
         await self._complete_if_done(live)
         return None
 
-    async def _send_fresh(self, live: _Live, targets: list[Target]) -> None:
+    async def _send_fresh(self, live: _Live, targets: list[Target]) -> bool:
+        """Send to devices with no ledger row yet and record the outcomes. True if every row
+        written is final and was written by this call (no other run had recorded one first)."""
         outcomes = await self._sender.send_once(live.app_id, live.notification, targets)
         now = utcnow()
         rows = []
@@ -191,14 +197,17 @@ class FanOut:
             row = ledger.new_row(live.message_id, target, now)
             row.update(ledger.outcome_values(outcome, now, attempts=1))
             rows.append(row)
+        inserted: int | None = None
 
         async def record(session: AsyncSession) -> None:
-            await ledger.insert_rows(session, rows)
+            nonlocal inserted
+            inserted = await ledger.insert_rows(session, rows)
             await _forget_dead(session, targets, outcomes)
             await _add_to_counters(session, live.campaign_id, outcomes)
 
         await self._db.record(record)
         count_outcomes(outcomes)
+        return inserted == len(rows) and all(row["status"] != "pending" for row in rows)
 
     async def _pending(
         self, live: _Live, device_ids: list[int], *, due: datetime | None
@@ -471,18 +480,18 @@ async def _count_devices(session: AsyncSession, live: _Live, users: Sequence[str
     return total
 
 
-async def _recorded(session: AsyncSession, live: _Live, device_ids: list[int]) -> set[int]:
-    """Which of these devices already have a ledger row for the campaign's message."""
-    found: set[int] = set()
+async def _recorded(session: AsyncSession, live: _Live, device_ids: list[int]) -> dict[int, str]:
+    """The devices that already have a ledger row for the campaign's message, with its
+    status."""
+    found: dict[int, str] = {}
     for chunk in _chunks(device_ids):
-        found.update(
-            await session.scalars(
-                select(Delivery.device_id).where(
-                    Delivery.message_id == live.message_id,
-                    _one_of(session, Delivery.device_id, chunk, Integer()),
-                )
+        rows = await session.execute(
+            select(Delivery.device_id, Delivery.status).where(
+                Delivery.message_id == live.message_id,
+                _one_of(session, Delivery.device_id, chunk, Integer()),
             )
         )
+        found.update((device_id, status) for device_id, status in rows)
     return found
 
 

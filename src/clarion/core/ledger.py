@@ -98,17 +98,20 @@ _PG_INSERT = (
 )
 
 
-async def insert_rows(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+async def insert_rows(session: AsyncSession, rows: list[dict[str, Any]]) -> int | None:
     """Add ledger rows (``new_row`` updated with ``outcome_values``); a row already there (a
-    job or page run twice) is left alone."""
+    job or page run twice) is left alone. How many were added, when the driver says (else
+    None)."""
     if not rows:
-        return
+        return 0
     if session.get_bind().dialect.name != "postgresql":
-        await session.execute(_SQLITE_INSERT, rows)
-        return
-    connection = await session.connection()
-    arrays = tuple([row[name] for row in rows] for name in _COLUMNS)
-    await connection.exec_driver_sql(_PG_INSERT, arrays)
+        result: Any = await session.execute(_SQLITE_INSERT, rows)
+    else:
+        connection = await session.connection()
+        arrays = tuple([row[name] for row in rows] for name in _COLUMNS)
+        result = await connection.exec_driver_sql(_PG_INSERT, arrays)
+    count = getattr(result, "rowcount", -1)
+    return count if isinstance(count, int) and count >= 0 else None
 
 
 async def update_rows(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
