@@ -395,6 +395,14 @@ async def test_rejected_credentials_fail_and_are_recorded(
     async with services.db.reader() as session:
         row = (await session.scalars(select(Credential).where(Credential.platform == "apns"))).one()
     assert row.rejected_reason and "InvalidProviderToken" in row.rejected_reason
+    # The operator sees it in the app's detail (an extension), until new credentials come.
+    detail = assert_ok(await client.post("/admin/app/detail", json=envelope(appId="mobile-app")))
+    shown = detail["responseObject"]
+    assert "InvalidProviderToken" in shown["iosCredentialsRejected"]
+    assert "androidCredentialsRejected" not in shown  # FCM's stand: the key is left out
+    assert_ok(await client.put("/admin/app/ios/update", json=ios))
+    again = assert_ok(await client.post("/admin/app/detail", json=envelope(appId="mobile-app")))
+    assert "iosCredentialsRejected" not in again["responseObject"]
 
 
 async def test_platform_without_credentials_fails_without_a_call(

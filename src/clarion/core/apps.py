@@ -45,6 +45,11 @@ class AppDetail:
     android_project_id: str | None = None
     huawei_project_id: str | None = None
     huawei_client_id: str | None = None
+    # Why the provider rejected each platform's credentials (sends to it are suspended until
+    # new ones are uploaded); None while they stand.
+    ios_rejected: str | None = None
+    android_rejected: str | None = None
+    huawei_rejected: str | None = None
 
 
 ProviderCredentials = ApnsCredentials | FcmCredentials | HmsCredentials
@@ -115,6 +120,9 @@ class Applications:
             android_project_id=fcm.project_id if fcm and android else None,
             huawei_project_id=hms.project_id if hms and huawei else None,
             huawei_client_id=hms.client_id if hms and huawei else None,
+            ios_rejected=apns.rejected_reason if apns and ios else None,
+            android_rejected=fcm.rejected_reason if fcm and android else None,
+            huawei_rejected=hms.rejected_reason if hms and huawei else None,
         )
 
     async def set_apns(

@@ -88,6 +88,9 @@ async def application_detail(
             "androidProjectId": detail.android_project_id,
             "huaweiProjectId": detail.huawei_project_id,
             "huaweiClientId": detail.huawei_client_id,
+            "iosCredentialsRejected": detail.ios_rejected,
+            "androidCredentialsRejected": detail.android_rejected,
+            "huaweiCredentialsRejected": detail.huawei_rejected,
         }
     )
 

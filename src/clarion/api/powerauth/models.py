@@ -132,6 +132,11 @@ class ApplicationDetail(BaseModel):
     androidProjectId: str | None = None
     huaweiProjectId: str | None = None
     huaweiClientId: str | None = None
+    # Extensions: present only when the provider rejected the platform's credentials (sends to
+    # it are suspended until new ones are uploaded), with the provider's reason.
+    iosCredentialsRejected: str | None = None
+    androidCredentialsRejected: str | None = None
+    huaweiCredentialsRejected: str | None = None
 
 
 class CreatedApplication(BaseModel):
