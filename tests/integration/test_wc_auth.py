@@ -10,7 +10,8 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from clarion.core.services import open_services
+from clarion.app import create_app
+from clarion.core.services import Services, open_services
 from clarion.core.wcauth import did_key
 from clarion.errors import ClarionError
 from tests.conftest import make_settings
@@ -72,6 +73,27 @@ class TestRelaySignatures:
     async def test_stale_signature_is_refused(self, client: httpx.AsyncClient, body: bytes) -> None:
         old = relay_headers(RELAY, body, at=time.time() - 3600)
         assert_unauthorized(await client.post("/clients/w", content=body, headers=old))
+
+    @pytest.mark.parametrize("content", [b"{not json", b"[" * 5000, b'{"id": 5}'])
+    @pytest.mark.parametrize("path", ["/clients/w", "/tenant-a/clients/w"])
+    async def test_an_unsigned_push_is_refused_whatever_its_body(
+        self, services: Services, path: str, content: bytes
+    ) -> None:
+        """Checked before the body is read as JSON, on the hot and the full routes alike."""
+        for hot in (True, False):
+            settings = services.settings.model_copy(update={"hot_routes": hot})
+            app = create_app(settings, services=services)
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://c.test") as client:
+                response = await client.post(
+                    path, content=content, headers={"content-type": "application/json"}
+                )
+                assert_unauthorized(response)
+                # Signed, the same body is judged as a body (400), not as a caller.
+                signed = await client.post(
+                    path, content=content, headers=relay_headers(RELAY, content)
+                )
+                assert signed.status_code == 400, (hot, signed.text)
 
     async def test_registration_needs_no_relay_signature(self, client: httpx.AsyncClient) -> None:
         assert (await client.post("/clients", json=register_body("x", "y"))).status_code == 200

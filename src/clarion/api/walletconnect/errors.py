@@ -175,10 +175,19 @@ class WalletConnectRoute(APIRoute):
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
+        # guards imports this module: imported here, once the route is built.
+        from clarion.api.walletconnect.guards import relay_signature
+
+        signed = any(d.call is relay_signature for d in self.dependant.dependencies)
 
         async def guarded(request: Request) -> Response:
+            request = JsonRequest(request.scope, request.receive)
             try:
-                return await handler(JsonRequest(request.scope, request.receive))
+                if signed:
+                    # Before FastAPI parses the body: an unsigned push is a 401 whatever its
+                    # body holds (the dependency then sees it was checked).
+                    await relay_signature(request, request.app.state.services)
+                return await handler(request)
             except HTTPException as exc:
                 if body_unreadable(exc):
                     form = request.headers.get("content-type", "").startswith("multipart/")

@@ -105,9 +105,13 @@ def public_url(request: Request, svc: Services) -> str:
     return (svc.settings.public_url or str(request.base_url)).rstrip("/")
 
 
+_SIGNED = "clarion.relay_signed"  # in the request's scope: the signature was checked
+
+
 async def relay_signature(request: Request, svc: ServicesDep) -> None:
-    """When signatures are on, a push must be signed by the relay's Ed25519 key."""
-    if svc.walletconnect.relay_key is None:
+    """When signatures are on, a push must be signed by the relay's Ed25519 key (checked once
+    per request: ``WalletConnectRoute`` checks it before the body is parsed)."""
+    if svc.walletconnect.relay_key is None or request.scope.get(_SIGNED):
         return
     check_relay_signature(
         svc,
@@ -115,6 +119,7 @@ async def relay_signature(request: Request, svc: ServicesDep) -> None:
         request.headers.get("x-ed25519-signature"),
         request.headers.get("x-ed25519-timestamp"),
     )
+    request.scope[_SIGNED] = True
 
 
 def check_relay_signature(
