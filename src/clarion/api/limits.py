@@ -39,6 +39,11 @@ class BodyLimit:
         if declared is not None and declared > limit:
             await _too_large(walletconnect, limit)(scope, receive, send)
             return
+        if declared is not None or scope["method"] in ("GET", "HEAD"):
+            # The server holds a body to its Content-Length, and no GET route reads one: only
+            # a chunked body needs counting (and this layer costs nothing more on the rest).
+            await self.app(scope, receive, send)
+            return
         received = 0
         over = False
 
