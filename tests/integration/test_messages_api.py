@@ -502,3 +502,18 @@ async def test_a_bad_message_in_a_batch_is_named_by_its_position(
     body = envelope(appId="mobile-app", batch=[message(), item])
     response = await client.post("/push/message/batch/send", json=body)
     assert_error(response, "ERROR_REQUEST", contains=expected)
+
+
+@pytest.mark.parametrize(("count", "accepted"), [(2030, True), (2050, False)])
+async def test_extras_are_limited_to_4_kb_of_utf8_as_sent(
+    client: httpx.AsyncClient, app_ready: Emulators, count: int, accepted: bool
+) -> None:
+    """ "é" is 2 bytes in the payload: 2,030 of them fit in 4 KB (escaped they would not)."""
+    body = message(body={"title": "x", "extras": {"k": "\u00e9" * count}})
+    response = await client.post(
+        "/push/message/send", json=envelope(appId="mobile-app", mode="ASYNCHRONOUS", message=body)
+    )
+    if accepted:
+        assert_ok(response)
+    else:
+        assert_error(response, "ERROR_REQUEST", contains="4096 bytes")
