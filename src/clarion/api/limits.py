@@ -13,6 +13,7 @@ from __future__ import annotations
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from clarion.api.powerauth.envelope import error
 from clarion.api.walletconnect.errors import failed, owns_path
 
 # WalletConnect bodies are small: a relay push's blob is at most 4,096 characters and the
@@ -91,6 +92,4 @@ def _too_large(walletconnect: bool, limit: int) -> JSONResponse:
     if walletconnect:
         message = f"The request body is larger than {limit} bytes."
         return failed(413, fields=[("body", message, "body")])
-    message = f"Request body is larger than {limit} bytes."
-    body = {"status": "ERROR", "responseObject": {"code": "ERROR_REQUEST", "message": message}}
-    return JSONResponse(body, status_code=413)
+    return error(413, "ERROR_REQUEST", f"Request body is larger than {limit} bytes.")

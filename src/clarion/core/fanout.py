@@ -166,7 +166,7 @@ class FanOut:
             recorded = await _recorded(session, live, [t.device_id for t in targets])
         fresh = [t for t in targets if t.device_id not in recorded]
         # Final already: every row read was final and this run wrote every other row, final.
-        # Then there is nothing pending to look for (two lookups per device, saved).
+        # Then there is nothing pending to look for (two queries per page, saved).
         final = all(status != "pending" for status in recorded.values())
         for i in range(0, len(fresh), SEND_CHUNK):
             final = await self._send_fresh(live, fresh[i : i + SEND_CHUNK]) and final

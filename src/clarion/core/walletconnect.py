@@ -32,6 +32,7 @@ from clarion.core.wcclaims import Claims
 from clarion.errors import ClarionError
 from clarion.providers.base import Notification, Outcome, OutcomeKind
 from clarion.providers.noop import NoopProvider
+from clarion.providers.transport import TRANSPORT_PREFIX
 from clarion.store.db import Database, insert_for
 from clarion.store.models import (
     Device,
@@ -40,6 +41,8 @@ from clarion.store.models import (
 )
 
 log = logging.getLogger("clarion.walletconnect")
+
+UNREACHABLE = "The push service could not be reached."
 
 T = TypeVar("T")
 FLAG_ENCRYPTED = 1
@@ -369,7 +372,12 @@ class WalletConnect:
         if kind is OutcomeKind.RETRY:
             # Release the id so that the relay's retry is sent rather than taken as a duplicate.
             await self._release_id(push, client.client_id)
-            return PushResult(PushStatus.RETRY, outcome.reason, outcome.retry_after)
+            shown = outcome.reason
+            if shown is not None and shown.startswith(TRANSPORT_PREFIX):
+                # The rest names clarion's provider addresses: for the log, not for the relay.
+                log.warning("push not sent: %s", shown, extra={"tenant": push.tenant_id})
+                shown = UNREACHABLE
+            return PushResult(PushStatus.RETRY, shown, outcome.retry_after)
         return PushResult(PushStatus.FAILED, outcome.reason)
 
     async def _forget_token(self, tenant_id: str, client: Client, outcome: Outcome) -> bool:

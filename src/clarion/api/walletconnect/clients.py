@@ -28,7 +28,6 @@ from clarion.api.walletconnect.models import PushRequest, RawPush, RegisterClien
 from clarion.core import walletconnect as wc
 from clarion.core.services import Services
 from clarion.core.tenants import check_tenant_id
-from clarion.providers.transport import TRANSPORT_PREFIX
 
 router = APIRouter(route_class=WalletConnectRoute, tags=["WalletConnect"])
 
@@ -116,8 +115,6 @@ def render_push(result: wc.PushResult) -> JSONResponse:
         return failed(202, errors=[("json", reason)], fields=[("payload.blob", reason, "body")])
     if status is wc.PushStatus.RETRY:
         wait = max(1, math.ceil(result.retry_after or 1))
-        if reason.startswith(TRANSPORT_PREFIX):  # names internal addresses: not for the relay
-            reason = "The push service could not be reached."
         return failed(
             503,
             errors=[("provider_unavailable", reason or "The push service asked to retry.")],
