@@ -24,6 +24,7 @@ from clarion.heap import settle
 from clarion.providers.apns import create_apns_provider
 from clarion.providers.apns_payload import build_payload
 from clarion.providers.base import ApnsCredentials, Notification, OutcomeKind
+from clarion.providers.transport_reqwest import configure_runtime
 
 TEAM_ID = "BENCHTEAM1"
 KEY_ID = "BENCHKEY01"
@@ -160,7 +161,16 @@ def main() -> None:
         help="settled: the collector as in clarion's server and worker processes "
         "(clarion.heap.settle), for both clients; default: CPython's defaults",
     )
+    parser.add_argument(
+        "--runtime-threads",
+        type=int,
+        default=None,
+        help="threads of the HTTP client's Tokio runtime (0: pyreqwest's single-threaded "
+        "runtime); default: clarion's default",
+    )
     args = parser.parse_args()
+    if args.runtime_threads is not None:
+        configure_runtime(args.runtime_threads)
     key_pem = _team_key()
     if args.gc == "settled":
         settle()

@@ -101,6 +101,13 @@ class Settings(BaseSettings):
     )
     provider_timeout: float = Field(default=10.0, gt=0)
     provider_max_in_flight: int = Field(default=1000, ge=1)
+    transport_threads: int = Field(
+        default=1,
+        ge=0,
+        le=1,
+        description="1: the provider HTTP client runs on a multi-threaded runtime with one "
+        "worker thread; 0: on pyreqwest's single-threaded runtime (slower)",
+    )
     fcm_concurrency: int = Field(default=500, ge=1)
     hms_concurrency: int = Field(default=16, ge=1)
 

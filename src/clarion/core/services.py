@@ -23,6 +23,7 @@ from clarion.core.wcauth import relay_public_key
 from clarion.core.worker import Worker, worker_identity
 from clarion.errors import ClarionError, InvalidRequest
 from clarion.providers.noop import NoopProvider
+from clarion.providers.transport_reqwest import configure_runtime
 from clarion.store.db import Database
 from clarion.store.jobs import JobQueue
 
@@ -128,6 +129,7 @@ def _required(value: str | None, name: str) -> str:
 async def open_services(settings: Settings, *, migrate: bool | None = None) -> Services:
     """Connect to the database (migrating or checking its schema) and build the services."""
     relay_key_for(settings)  # a misconfiguration stops the start, before any connection
+    configure_runtime(settings.transport_threads)
     key = settings.secret_key.get_secret_value() if settings.secret_key else None
     box = secret_box_for(key, settings.resolved_key_file())
     db = Database(settings.database_url)
