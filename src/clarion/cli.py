@@ -459,4 +459,34 @@ async def follow_campaign(services: Services, campaign_id: int, console: Console
 
 
 def main() -> None:
-    cli()
+    """The ``clarion`` command. Once a command has finished (its services closed, its output
+    written), the process ends without the interpreter's teardown: that teardown races the
+    HTTP client's native runtime threads, and CPython 3.11 then aborts now and then with
+    "PyGILState_Release: thread state must be current when releasing" (seen here both with
+    pyreqwest's single-threaded runtime and with the multi-threaded one), which turned a
+    clean stop into exit status 134."""
+    try:
+        cli()
+        code = 0
+    except SystemExit as exc:
+        code = _exit_status(exc.code)
+    _end_process(code)
+
+
+def _exit_status(code: object) -> int:
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)  # as the interpreter does with sys.exit("message")
+    return 1
+
+
+def _end_process(code: int) -> None:
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe: nothing more can reach it
+            pass
+    os._exit(code)
