@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from sink import Sink, nginx_sink, sink_cpu_seconds
 
+from clarion import runloop
 from clarion.heap import settle
 from clarion.providers.apns import create_apns_provider
 from clarion.providers.apns_payload import build_payload
@@ -162,6 +163,13 @@ def main() -> None:
         "(clarion.heap.settle), for both clients; default: CPython's defaults",
     )
     parser.add_argument(
+        "--loop",
+        choices=["uvloop", "asyncio"],
+        default="uvloop",
+        help="event loop of both clients: uvloop, as clarion's processes (clarion.runloop), "
+        "or asyncio's",
+    )
+    parser.add_argument(
         "--runtime-threads",
         type=int,
         default=None,
@@ -175,13 +183,12 @@ def main() -> None:
     if args.gc == "settled":
         settle()
     with nginx_sink(args.sink_workers) as sink:
-        ours = asyncio.run(
-            run_clarion(sink, key_pem, args.count, args.batch, args.batches_in_flight)
-        )
+        run = runloop.run if args.loop == "uvloop" else asyncio.run
+        ours = run(run_clarion(sink, key_pem, args.count, args.batch, args.batches_in_flight))
         print(ours.line(), flush=True)
         if args.skip_aioapns:
             return
-        theirs = asyncio.run(
+        theirs = run(
             run_aioapns(sink, key_pem, args.aioapns_count or args.count, args.aioapns_concurrency)
         )
         if theirs is not None:

@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from clarion import __version__
+from clarion import __version__, runloop
 from clarion.config import Settings, load_settings
 from clarion.core.campaigns import parse_id
 from clarion.core.secretbox import SecretKeyError
@@ -66,7 +66,7 @@ def _settings(config: Path | None, **overrides: object) -> Settings:
 def _run(coro: Awaitable[T]) -> T:
     """Run a coroutine, turning clarion's expected failures into a message and exit code 1."""
     try:
-        return asyncio.run(coro)  # type: ignore[arg-type]
+        return runloop.run(coro)  # type: ignore[arg-type]
     except (SchemaOutOfDate, SecretKeyError, ClarionError) as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from None
@@ -201,7 +201,10 @@ def worker_command(
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, worker.stop)
         settle()
-        log.info("worker started", extra={"concurrency": settings.worker_concurrency})
+        log.info(
+            "worker started",
+            extra={"concurrency": settings.worker_concurrency, "loop": runloop.loop_name()},
+        )
         try:
             await worker.run(grace=grace)
         finally:
@@ -315,7 +318,7 @@ def emulate(
         )
 
     try:
-        asyncio.run(main())
+        runloop.run(main())
     except OSError as exc:  # not the database: an emulator's port (in use, not allowed)
         err.print(f"[red]cannot start the emulators:[/red] {exc} (choose other ports with ")
         err.print("--apns-port, --fcm-port and --hms-port; 0 takes any free one)")

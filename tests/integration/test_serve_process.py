@@ -206,3 +206,25 @@ def test_granian_server_answers_both_dialects_and_stops_on_sigterm(tmp_path: Pat
     with pytest.raises(httpx.ConnectError):  # no worker process left behind serving the port
         httpx.get(url + "/health", timeout=2)
     assert "ready" in log.read_text()
+
+
+def test_worker_runs_on_uvloop_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+    """`clarion worker` alone: its JSON log names its event loop; SIGTERM ends it with 0."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLARION_")}
+    env["CLARION_LOG_JSON"] = "1"
+    log = tmp_path / "worker.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([*CLARION, "worker"], cwd=tmp_path, env=env, stdout=out, stderr=out)
+    try:
+        deadline = time.monotonic() + 20
+        while "worker started" not in log.read_text() and time.monotonic() < deadline:
+            assert proc.poll() is None, log.read_text()
+            time.sleep(0.1)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        status = proc.wait(timeout=20)
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    started = [r for r in records if r.get("msg") == "worker started"]
+    assert started and started[0]["loop"] == "uvloop"
+    assert any(r.get("msg") == "worker stopped" for r in records)
+    assert status == 0
