@@ -97,6 +97,11 @@ def test_client_jwt_rules() -> None:
         client_token(key, exp=int(NOW) - 60),
         client_token(key, exp=None),
         client_token(key, iat=int(NOW) + 3600),
+        client_token(key, exp=10**400),  # no float can hold it: was a 500
+        client_token(key, iat=10**400),
+        client_token(key, exp=1e300),
+        client_token(key, exp="1900000000"),
+        client_token(key, nbf=int(NOW) + 3600),
         client_token(key, aud="https://other.example"),
         client_token(key, iss=None),
         client_token(Ed25519PrivateKey.generate(), iss=f"did:key:{client_id}"),
@@ -118,10 +123,15 @@ def test_tenant_jwt_rules() -> None:
         return jwt.encode({k: v for k, v in base.items() if v is not None}, secret, "HS256")
 
     wcauth.verify_tenant_jwt(token(), secret=secret, tenant_id="tenant-a", now=now)
+    wcauth.verify_tenant_jwt(token(nbf=int(now) - 5), secret=secret, tenant_id="tenant-a", now=now)
     for bad, tenant in [
         (token(), "tenant-b"),
         (token(exp=int(now) - 120), "tenant-a"),
         (token(exp=None), "tenant-a"),
+        (token(exp=10**400), "tenant-a"),
+        (token(iat=-(10**400)), "tenant-a"),
+        (token(nbf=int(now) + 3600), "tenant-a"),
+        (token(exp=True), "tenant-a"),
         (jwt.encode({"sub": "tenant-a", "exp": now + 60}, b"x" * 32, "HS256"), "tenant-a"),
         (jwt.encode({"sub": "tenant-a", "exp": now + 60}, secret * 2, "HS512"), "tenant-a"),
     ]:

@@ -136,14 +136,35 @@ def _split(token: str, alg: str) -> tuple[bytes, dict[str, Any], bytes]:
     return f"{parts[0]}.{parts[1]}".encode(), claims, _b64url(parts[2])
 
 
+# A NumericDate beyond this (year 10000) is refused: it is no time, and Python's int is
+# unbounded (10**400 would not even convert to a float).
+_MAX_NUMERIC_DATE = 253_402_300_800
+
+
+def _numeric_date(claims: dict[str, Any], name: str) -> float | None:
+    """A time claim (RFC 7519 NumericDate) in seconds, None if absent."""
+    value = claims.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise Unauthorized(f"JWT claim {name} must be a number of seconds.")
+    if not -_MAX_NUMERIC_DATE <= value <= _MAX_NUMERIC_DATE:
+        raise Unauthorized(f"JWT claim {name} is out of range.")
+    return float(value)
+
+
 def _check_times(claims: dict[str, Any], now: float) -> None:
-    exp, iat = claims.get("exp"), claims.get("iat")
-    if not isinstance(exp, int | float) or isinstance(exp, bool):
+    exp = _numeric_date(claims, "exp")
+    iat = _numeric_date(claims, "iat")
+    nbf = _numeric_date(claims, "nbf")
+    if exp is None:
         raise Unauthorized("JWT has no expiry (exp).")
     if exp + JWT_LEEWAY < now:
         raise Unauthorized("JWT has expired.")
-    if isinstance(iat, int | float) and not isinstance(iat, bool) and iat - JWT_LEEWAY > now:
+    if iat is not None and iat - JWT_LEEWAY > now:
         raise Unauthorized("JWT is issued in the future.")
+    if nbf is not None and nbf - JWT_LEEWAY > now:
+        raise Unauthorized("JWT is not valid yet (nbf).")
 
 
 def _audiences(claims: dict[str, Any]) -> list[str]:
