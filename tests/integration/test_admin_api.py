@@ -352,3 +352,39 @@ async def test_unknown_application_is_a_generic_error(
 async def test_unknown_application_in_query_form(client: httpx.AsyncClient) -> None:
     response = await client.delete("/admin/app/fcm", params={"appId": "nope-app"})
     assert_error(response, "ERROR_GENERIC", contains="nope-app")
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "named"),
+    [
+        ("bundle", "com.example.app\r\nX-Evil: 1", "Bundle"),
+        ("bundle", "com example", "Bundle"),
+        ("keyId", "KEY\n12345", "Key ID"),
+        ("teamId", "TEAM/12345", "Team ID"),
+    ],
+)
+async def test_ios_identifiers_that_could_not_go_into_a_request_are_refused(
+    client: httpx.AsyncClient, services: Services, field: str, value: str, named: str
+) -> None:
+    await create_app(client)
+    response = await client.put("/admin/app/ios/update", json=ios_body(**{field: value}))
+    assert_error(response, "ERROR_REQUEST", contains=named)
+    assert await stored_credential(services, "apns") is None
+
+
+async def test_project_ids_that_would_change_the_send_url_are_refused(
+    client: httpx.AsyncClient, services: Services
+) -> None:
+    await create_app(client)
+    android = envelope(
+        appId="mobile-app", projectId="../evil", privateKeyBase64=b64(service_account())
+    )
+    response = await client.put("/admin/app/android/update", json=android)
+    assert_error(response, "ERROR_REQUEST", contains="Project ID")
+    huawei = envelope(
+        appId="mobile-app", projectId="p/1", clientId="c", clientSecret="secret-value"
+    )
+    response = await client.put("/admin/app/huawei/update", json=huawei)
+    assert_error(response, "ERROR_REQUEST", contains="Project ID")
+    assert await stored_credential(services, "fcm") is None
+    assert await stored_credential(services, "hms") is None

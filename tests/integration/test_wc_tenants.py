@@ -343,3 +343,44 @@ async def test_bad_default_tenant_credentials_stop_the_start(
         await open_services(make_settings(database_url, wc_apns_key_file=key))
     with pytest.raises(ClarionError, match="cannot read"):
         await open_services(make_settings(database_url, wc_fcm_credentials_file=tmp_path / "no"))
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("apns_topic", "com.example.app\r\nX-Evil: 1"),  # made every later push a 503
+        ("apns_topic", "com.example\x7f"),
+        ("apns_topic", "com example"),
+        ("apns_key_id", "EMU\nKEY"),
+        ("apns_team_id", "TEAM/123"),
+    ],
+)
+async def test_apns_identifiers_that_could_not_go_into_a_request_are_refused(
+    client: httpx.AsyncClient, field: str, value: str
+) -> None:
+    await create(client, "tenant-a")
+    response = await client.post("/tenants/tenant-a/apns", data={**apns_token_form(), field: value})
+    assert response.status_code == 400, response.text
+    assert response.json()["fields"][0]["field"] == field
+    assert "apns" not in (await client.get("/tenants/tenant-a")).json()["enabled_providers"]
+
+
+async def test_apns_certificate_topic_is_checked_too(client: httpx.AsyncClient) -> None:
+    await create(client, "tenant-a")
+    p12 = base64.b64encode(apns_p12(b"pw")).decode()
+    form = {"apns_topic": "a\tb", "apns_certificate": p12, "apns_certificate_password": "pw"}
+    response = await client.post("/tenants/tenant-a/apns", data=form)
+    assert response.status_code == 400 and response.json()["fields"][0]["field"] == "apns_topic"
+
+
+async def test_fcm_project_id_that_would_change_the_send_url_is_refused(
+    client: httpx.AsyncClient,
+) -> None:
+    await create(client, "tenant-a")
+    account = service_account("../../evil")
+    response = await client.post(
+        "/tenants/tenant-a/fcm_v1", files={"credentials": ("sa.json", json.dumps(account))}
+    )
+    assert response.status_code == 400, response.text
+    [field] = response.json()["fields"]
+    assert field["field"] == "credentials" and "project_id" in field["description"]

@@ -21,6 +21,37 @@ SERVICE_ACCOUNT_FIELDS = ("type", "project_id", "client_email", "private_key", "
 _B64_ALPHABET = re.compile(rb"^[A-Za-z0-9+/=_\-\s]+$")
 
 
+# What goes into a provider's request line or headers must be plain: a control character
+# there made every later push fail (pyreqwest refuses the header), and a '/' in a project id
+# would change the URL's path.
+_APNS_TOPIC = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-]{0,254}")  # a bundle id, with a suffix
+_KEY_PART = re.compile(r"[A-Za-z0-9]{1,64}")  # Apple's key and team ids: 10 of these
+_PROJECT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9.:_\-]{0,127}")  # Google's, Huawei's
+
+
+def apns_topic(value: str, field: str) -> str:
+    """An APNs topic: the app's bundle id (Apple allows letters, digits, '.' and '-')."""
+    if not _APNS_TOPIC.fullmatch(value):
+        raise InvalidRequest(f"{field} must be an app bundle id: letters, digits, '.', '-' or '_'.")
+    return value
+
+
+def apns_key_part(value: str, field: str) -> str:
+    """An APNs key id or team id (Apple's are 10 letters and digits)."""
+    if not _KEY_PART.fullmatch(value):
+        raise InvalidRequest(f"{field} must be letters and digits only (Apple's are 10 long).")
+    return value
+
+
+def project_id(value: str, field: str) -> str:
+    """A Google Cloud or Huawei project id, which goes into the send URL's path."""
+    if not _PROJECT_ID.fullmatch(value):
+        raise InvalidRequest(
+            f"{field} must be a project id: letters, digits, '-', '.', ':' or '_'."
+        )
+    return value
+
+
 def decode_base64(value: str, field: str) -> bytes:
     """Standard or URL-safe base64, with or without padding and line breaks."""
     raw = value.encode()
@@ -60,9 +91,9 @@ def fcm_service_account(document: bytes) -> dict[str, Any]:
     try:
         account = jsontext.loads(document)
     except ValueError:
-        raise InvalidRequest("Private key is not a valid service account JSON document.") from None
+        raise InvalidRequest("Not a valid service account JSON document.") from None
     if not isinstance(account, dict):
-        raise InvalidRequest("Private key must be a service account JSON object.")
+        raise InvalidRequest("A service account must be a JSON object.")
     missing = [name for name in SERVICE_ACCOUNT_FIELDS if not account.get(name)]
     if missing:
         raise InvalidRequest(

@@ -8,6 +8,7 @@ of the box: it is created the first time it is used.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -168,6 +169,9 @@ class Tenants:
     async def set_apns_token(
         self, tenant_id: str, *, topic: str, key_id: str, team_id: str, pem: bytes
     ) -> None:
+        topic = _named("apns_topic", credentials.apns_topic, topic)
+        key_id = _named("apns_key_id", credentials.apns_key_part, key_id)
+        team_id = _named("apns_team_id", credentials.apns_key_part, team_id)
         key = _field_checked("apns_pkcs8_pem", credentials.apns_private_key, pem)
         await self._ensure(tenant_id)
         await self._apps.set_apns(
@@ -182,16 +186,21 @@ class Tenants:
     async def set_apns_certificate(
         self, tenant_id: str, *, topic: str, p12: bytes, password: str
     ) -> None:
+        topic = _named("apns_topic", credentials.apns_topic, topic)
         pem = apns_certificate(p12, password)
         await self._ensure(tenant_id)
         await self._apps.set_apns_certificate(tenant_id, bundle=topic, certificate_pem=pem)
 
     async def set_fcm(self, tenant_id: str, document: bytes) -> None:
         account = _field_checked("credentials", credentials.fcm_service_account, document)
+        try:
+            project = credentials.project_id(
+                str(account["project_id"]), "The service account's project_id"
+            )
+        except InvalidRequest as exc:
+            raise InvalidField("credentials", exc.message) from None
         await self._ensure(tenant_id)
-        await self._apps.set_fcm(
-            tenant_id, project_id=str(account["project_id"]), service_account=account
-        )
+        await self._apps.set_fcm(tenant_id, project_id=project, service_account=account)
 
     async def remove(self, tenant_id: str, platform: Platform) -> None:
         await self._ensure(tenant_id)
@@ -210,6 +219,14 @@ class Tenants:
     async def _ensure(self, tenant_id: str) -> None:
         async with self._db.transaction() as session:
             await self.pk(session, tenant_id)
+
+
+def _named(name: str, check: Callable[[str, str], str], value: str) -> str:
+    """Run an identifier check, naming the form field in its error."""
+    try:
+        return check(value, name)
+    except InvalidRequest as exc:
+        raise InvalidField(name, exc.message) from None
 
 
 def _field_checked(name: str, check: Any, value: bytes) -> Any:

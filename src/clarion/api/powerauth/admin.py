@@ -113,9 +113,9 @@ async def update_ios(request: ObjectRequest[IosUpdateRequest], svc: ServicesDep)
     pem = credentials.decode_base64(body.privateKeyBase64, "Private key")
     await svc.apps.set_apns(
         body.appId,
-        bundle=body.bundle,
-        key_id=body.keyId,
-        team_id=body.teamId,
+        bundle=credentials.apns_topic(body.bundle, "Bundle"),
+        key_id=credentials.apns_key_part(body.keyId, "Key ID"),
+        team_id=credentials.apns_key_part(body.teamId, "Team ID"),
         environment=parse_environment(body.environment) if body.environment else None,
         private_key_pem=credentials.apns_private_key(pem),
     )
@@ -129,7 +129,8 @@ async def update_android(
     body = request.requestObject
     document = credentials.decode_base64(body.privateKeyBase64, "Private key")
     account = credentials.fcm_service_account(document)
-    await svc.apps.set_fcm(body.appId, project_id=body.projectId, service_account=account)
+    project = credentials.project_id(body.projectId, "Project ID")
+    await svc.apps.set_fcm(body.appId, project_id=project, service_account=account)
     return ok()
 
 
@@ -140,7 +141,7 @@ async def update_huawei(
     body = request.requestObject
     await svc.apps.set_hms(
         body.appId,
-        project_id=body.projectId,
+        project_id=credentials.project_id(body.projectId, "Project ID"),
         client_id=body.clientId,
         client_secret=body.clientSecret,
     )
