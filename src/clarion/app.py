@@ -70,6 +70,9 @@ def create_app(
         version=__version__,
         summary="A self-hosted push server: the PowerAuth Push Server and WalletConnect push APIs.",
         lifespan=lifespan,
+        # A trailing slash is an unknown path, answered in the dialect's error format: a 307
+        # with an empty body is no answer for an API client (and came before the admin check).
+        redirect_slashes=False,
     )
     if services is not None:
         app.state.services = services

@@ -388,3 +388,12 @@ async def test_project_ids_that_would_change_the_send_url_are_refused(
     assert_error(response, "ERROR_REQUEST", contains="Project ID")
     assert await stored_credential(services, "fcm") is None
     assert await stored_credential(services, "hms") is None
+
+
+@pytest.mark.parametrize("app_id", ["mobile-app\n", "abc\n", " mobile-app", "mobile app"])
+async def test_an_app_id_is_the_whole_string(client: httpx.AsyncClient, app_id: str) -> None:
+    """'$' also matches before a final newline: "mobile-app\\n" made a look-alike app."""
+    response = await client.post("/admin/app/create", json=envelope(appId=app_id))
+    assert_error(response, "ERROR_REQUEST")
+    listed = assert_ok(await client.get("/admin/app/list"))["responseObject"]
+    assert listed["applicationList"] == []

@@ -116,6 +116,13 @@ NAN_SEND = (
         ("/push/message/send", NAN_SEND),
         ("/push/message/send", NAN_SEND.replace(b"NaN", b"-Infinity")),
         ("/push/campaign/create", b'{"requestObject": {"appId": "mobile-app", "message": NaN}}'),
+        # Valid JSON, but beyond a float: it was sent to APNs as Infinity, stored as null
+        ("/push/message/send", NAN_SEND.replace(b"NaN", b"1e400").replace(b"Infinity", b"1")),
+        (
+            "/push/campaign/create",
+            b'{"requestObject": {"appId": "mobile-app", "message": {"title": "x", '
+            b'"extras": {"n": -1e400}}}}',
+        ),
     ],
 )
 async def test_powerauth_refuses_nan_and_infinity(

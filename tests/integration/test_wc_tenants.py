@@ -294,6 +294,12 @@ async def test_unknown_paths_and_methods_answer_in_each_dialects_format(
     assert unknown.status_code == 404 and unknown.json()["status"] == "FAILED"
     powerauth = await client.get("/push/nothing-here")
     assert powerauth.status_code == 404 and powerauth.json()["status"] == "ERROR"
+    # A trailing slash is an unknown path too, not a 307 with an empty body.
+    for path, status in (("/push/service/status/", "ERROR"), ("/admin/app/list/", "ERROR")):
+        slashed = await client.get(path)
+        assert slashed.status_code == 404 and slashed.json()["status"] == status, path
+    slashed = await client.post("/clients/", json={"client_id": "c", "type": "noop", "token": "t"})
+    assert slashed.status_code == 404 and slashed.json()["status"] == "FAILED"
 
 
 async def test_health_names_the_server_and_version(client: httpx.AsyncClient) -> None:

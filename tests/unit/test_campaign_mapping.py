@@ -17,7 +17,10 @@ def test_campaign_id_is_parsed_from_its_digits(text: str, expected: int) -> None
     assert parse_id(text) == expected
 
 
-@pytest.mark.parametrize("text", ["", "0", "-1", "1e3", "2147483648", "99999999999", "\u0661"])
+@pytest.mark.parametrize(
+    "text",
+    ["", "0", "-1", "1e3", "2147483648", "99999999999", "\u0661", " 1", "1\n", "1 "],
+)
 def test_anything_else_is_an_unknown_campaign(text: str) -> None:
     with pytest.raises(NotFound, match="does not exist"):
         parse_id(text)

@@ -40,8 +40,20 @@ def test_reads_what_json_reads(value: object) -> None:
         b'{"a": "\xff"}',
         "",
         "{",
+        '{"n": 1e400}',  # valid JSON, but json.loads makes it inf and json.dumps "Infinity"
+        "[-1E+999]",
     ],
-    ids=["nan", "infinity", "-infinity", "deep", "not-utf8", "empty", "truncated"],
+    ids=[
+        "nan",
+        "infinity",
+        "-infinity",
+        "deep",
+        "not-utf8",
+        "empty",
+        "truncated",
+        "overflow",
+        "-overflow",
+    ],
 )
 def test_every_malformed_document_is_a_value_error(document: str | bytes) -> None:
     with pytest.raises(ValueError):

@@ -19,7 +19,7 @@ from clarion.providers.base import ApnsCredentials, FcmCredentials, HmsCredentia
 from clarion.store.db import Database
 from clarion.store.models import Application, Credential, utcnow
 
-APP_ID = re.compile(r"^[a-zA-Z0-9_-]{3,255}$")
+APP_ID = re.compile(r"[a-zA-Z0-9_-]{3,255}")  # whole string: fullmatch
 # A credentials row's first version is drawn from [1, 2**30]: room for 2**30 changes before
 # the 32-bit column is full, and one chance in a billion of meeting a deleted row's version.
 _FIRST_VERSIONS = 1 << 30
@@ -56,7 +56,7 @@ ProviderCredentials = ApnsCredentials | FcmCredentials | HmsCredentials
 
 
 def check_app_id(app_id: str) -> None:
-    if not APP_ID.match(app_id):
+    if not APP_ID.fullmatch(app_id):
         raise InvalidRequest("App ID must be 3 to 255 characters of letters, digits, '-' and '_'.")
 
 

@@ -55,8 +55,9 @@ class CampaignView:
 
 
 def parse_id(value: str | int) -> int:
-    """A campaign id from a path; anything that cannot be one is an unknown campaign."""
-    text = str(value).strip()
+    """A campaign id from a path, digits only; anything that cannot be one is an unknown
+    campaign (" 1" and "1\n" too: the id is the whole string)."""
+    text = str(value)
     if (
         not (text.isascii() and text.isdigit())
         or len(text) > 10

@@ -62,7 +62,7 @@ RESERVED_TENANT_IDS = frozenset(
 def check_tenant_id(tenant_id: str, *, location: str = "path") -> None:
     """A well-formed tenant id; in a body (a tenant being created), not a reserved one."""
     field = "tenant_id" if location == "path" else "id"
-    if not APP_ID.match(tenant_id):
+    if not APP_ID.fullmatch(tenant_id):
         raise InvalidField(
             field,
             "Tenant id must be 3 to 255 characters of letters, digits, '-' and '_'.",

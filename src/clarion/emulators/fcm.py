@@ -418,7 +418,7 @@ def validate_message(raw: Any) -> dict[str, Any]:
     if len(targets) > 1:
         raise BadMessage("message", "Exactly one of token, topic, condition or fid must be set.")
     token = message.get("token")
-    if token is not None and (not isinstance(token, str) or not FCM_TOKEN.match(token)):
+    if token is not None and (not isinstance(token, str) or not FCM_TOKEN.fullmatch(token)):
         raise BadMessage("message.token", "Invalid registration token")
     _check_data(message.get("data"), "message.data")
     notification = message.get("notification")
@@ -445,7 +445,7 @@ def _check_android(raw: Any) -> dict[str, Any]:
         raise BadMessage("message.android.priority", "Invalid value at 'message.android.priority'")
     ttl = android.get("ttl")
     if ttl is not None:
-        if not isinstance(ttl, str) or not TTL.match(ttl) or float(ttl[:-1]) > MAX_TTL:
+        if not isinstance(ttl, str) or not TTL.fullmatch(ttl) or float(ttl[:-1]) > MAX_TTL:
             raise BadMessage("message.android.ttl", "Invalid value at 'message.android.ttl'")
     _check_data(android.get("data"), "message.android.data")
     notification = android.get("notification")

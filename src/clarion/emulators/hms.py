@@ -225,7 +225,7 @@ class HmsEmulator(LoopbackEmulator):
         for error in errors.values():
             if error is not None and error != INVALID:
                 return self._result(error)
-        illegal = [t for t in tokens if errors[t] == INVALID or not HMS_TOKEN.match(t)]
+        illegal = [t for t in tokens if errors[t] == INVALID or not HMS_TOKEN.fullmatch(t)]
         if len(illegal) == len(tokens):
             return self._result("80300007")
         delivered = tuple(t for t in tokens if t not in set(illegal))
@@ -277,7 +277,7 @@ def _check_android(android: Any) -> None:
         raise BadMessage("80100003", "urgency must be HIGH or NORMAL")
     ttl = android.get("ttl")
     if ttl is not None:
-        if not isinstance(ttl, str) or not TTL.match(ttl) or float(ttl.rstrip("s")) > MAX_TTL:
+        if not isinstance(ttl, str) or not TTL.fullmatch(ttl) or float(ttl.rstrip("s")) > MAX_TTL:
             raise BadMessage("80100003", "ttl is invalid")
     collapse_key = android.get("collapse_key")
     if collapse_key is not None and (
