@@ -154,8 +154,9 @@ async def services(
 _APPS: dict[tuple[bool, int], FastAPI] = {}
 
 
-def app_for(services: Services) -> FastAPI:
-    settings = services.settings
+def app_for(services: Services, settings: Settings | None = None) -> FastAPI:
+    """The application for these services (``settings``: other settings than theirs)."""
+    settings = settings or services.settings
     key = (settings.hot_routes, settings.max_body_bytes)
     app = _APPS.get(key)
     if app is None:

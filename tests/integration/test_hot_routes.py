@@ -23,6 +23,7 @@ from starlette.responses import PlainTextResponse
 from clarion.api.hot import HotRoute, HotRoutes
 from clarion.app import HOT_ROUTES, create_app
 from clarion.core.services import Services
+from tests.conftest import app_for
 from tests.wc_support import ed25519_hex, register_body, relay_headers
 
 _ids = itertools.count()
@@ -41,8 +42,8 @@ async def both(services: Services) -> AsyncIterator[tuple[httpx.AsyncClient, htt
     """(hot, full): two applications on one set of services."""
     hot_settings = services.settings.model_copy(update={"hot_routes": True})
     full_settings = services.settings.model_copy(update={"hot_routes": False})
-    hot_app = create_app(hot_settings, services=services)
-    full_app = create_app(full_settings, services=services)
+    hot_app = app_for(services, hot_settings)
+    full_app = app_for(services, full_settings)
     async with (
         httpx.AsyncClient(transport=httpx.ASGITransport(app=hot_app), base_url="http://t") as hot,
         httpx.AsyncClient(transport=httpx.ASGITransport(app=full_app), base_url="http://t") as full,
@@ -347,3 +348,42 @@ async def test_device_registrations_answer_as_the_full_route(
         answers.append(answer(await post(client, "/push/device/create", body)))
     assert answers[0] == answers[1]
     assert answers[0][0] < 500
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        None,
+        "text/plain",
+        "application/x-www-form-urlencoded",  # what curl -d sends
+        "application/json; charset=utf-8",
+        "application/vnd.example+json",
+    ],
+)
+async def test_a_push_is_read_by_its_content_type_on_both_paths(
+    both: tuple[httpx.AsyncClient, httpx.AsyncClient], content_type: str | None
+) -> None:
+    """The hot route took a body without a content type that the full route refused."""
+    answers = []
+    for client in both:
+        body = json.dumps(
+            fresh({"id": "m{n}", "payload": {"topic": "t", "flags": 1, "blob": "eA"}})
+        )
+        headers = {"content-type": content_type} if content_type else {}
+        request = client.build_request("POST", "/clients/wallet", content=body, headers=headers)
+        assert request.headers.get("content-type") == content_type
+        answers.append(answer(await client.send(request)))
+    assert answers[0] == answers[1]
+    if content_type is None or not content_type.endswith(("json", "charset=utf-8")):
+        status, text, *_ = answers[0]
+        assert status == 400
+        assert json.loads(text)["fields"] == [
+            {
+                "field": "body",
+                "description": "The request body must be JSON, sent with "
+                "Content-Type: application/json.",
+                "location": "body",
+            }
+        ]
+    else:
+        assert answers[0][0] == 200

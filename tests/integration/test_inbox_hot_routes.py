@@ -21,8 +21,8 @@ from starlette.responses import PlainTextResponse
 
 from clarion.api.hot import HotRoutes
 from clarion.api.powerauth.hot import ROUTES
-from clarion.app import create_app
 from clarion.core.services import Services
+from tests.conftest import app_for
 from tests.support import envelope
 
 APPS = ("mobile-app", "web-app")
@@ -35,12 +35,8 @@ TRICKY = 'quote " backslash \\ tab \t newline \n ctrl \x01 \x1f del \x7f \u2028 
 @pytest.fixture
 async def both(services: Services) -> AsyncIterator[tuple[httpx.AsyncClient, httpx.AsyncClient]]:
     """(hot, full): two applications on one set of services, with a few messages stored."""
-    hot_app = create_app(
-        services.settings.model_copy(update={"hot_routes": True}), services=services
-    )
-    full_app = create_app(
-        services.settings.model_copy(update={"hot_routes": False}), services=services
-    )
+    hot_app = app_for(services, services.settings.model_copy(update={"hot_routes": True}))
+    full_app = app_for(services, services.settings.model_copy(update={"hot_routes": False}))
     async with (
         httpx.AsyncClient(transport=httpx.ASGITransport(app=hot_app), base_url="http://t") as hot,
         httpx.AsyncClient(transport=httpx.ASGITransport(app=full_app), base_url="http://t") as full,

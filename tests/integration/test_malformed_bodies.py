@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
-from clarion.app import create_app
 from clarion.core.services import Services
+from tests.conftest import app_for
 from tests.wc_support import register_body
 
 DEEP = b'{"requestObject": ' + b"[" * 5000 + b"]" * 5000 + b"}"
@@ -35,7 +35,7 @@ async def api(
     request: pytest.FixtureRequest, services: Services
 ) -> AsyncIterator[httpx.AsyncClient]:
     settings = services.settings.model_copy(update={"hot_routes": request.param})
-    transport = httpx.ASGITransport(app=create_app(settings, services=services))
+    transport = httpx.ASGITransport(app=app_for(services, settings))
     async with httpx.AsyncClient(transport=transport, base_url="http://clarion.test") as client:
         yield client
 

@@ -10,11 +10,10 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from clarion.app import create_app
 from clarion.core.services import Services, open_services
 from clarion.core.wcauth import did_key
 from clarion.errors import ClarionError
-from tests.conftest import make_settings
+from tests.conftest import app_for, make_settings
 from tests.wc_support import (
     client_jwt,
     ed25519_hex,
@@ -82,8 +81,7 @@ class TestRelaySignatures:
         """Checked before the body is read as JSON, on the hot and the full routes alike."""
         for hot in (True, False):
             settings = services.settings.model_copy(update={"hot_routes": hot})
-            app = create_app(settings, services=services)
-            transport = httpx.ASGITransport(app=app)
+            transport = httpx.ASGITransport(app=app_for(services, settings))
             async with httpx.AsyncClient(transport=transport, base_url="http://c.test") as client:
                 response = await client.post(
                     path, content=content, headers={"content-type": "application/json"}

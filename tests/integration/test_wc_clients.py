@@ -186,3 +186,25 @@ async def test_concurrent_mixed_registrations_keep_tokens_unique(
     owners = await clients_of(services)
     tokens = [token for token, _ in owners.values()]
     assert len(tokens) == len(set(tokens)) and 1 <= len(owners) <= 3
+
+
+@pytest.mark.parametrize(("given", "stored"), [(None, False), (True, True), (False, False)])
+async def test_always_raw_null_is_taken_as_absent(
+    client: httpx.AsyncClient, services: Services, given: bool | None, stored: bool
+) -> None:
+    """The Rust server's Option<bool>: null was refused as "always_raw is required"."""
+    body = {"client_id": "raw-client", "type": "noop", "token": "tok-raw", "always_raw": given}
+    response = await client.post("/clients", json=body)
+    assert response.status_code == 200, response.text
+    async with services.db.reader() as session:
+        row = await session.scalar(
+            select(Device.always_raw).where(Device.client_id == "raw-client")
+        )
+    assert row is stored
+
+
+async def test_always_raw_of_another_type_is_refused(client: httpx.AsyncClient) -> None:
+    body = {"client_id": "raw-client", "type": "noop", "token": "tok-raw", "always_raw": "yes"}
+    response = await client.post("/clients", json=body)
+    assert response.status_code == 400
+    assert response.json()["fields"][0]["field"] == "always_raw"

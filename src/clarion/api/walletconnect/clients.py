@@ -60,7 +60,7 @@ async def _register(
             client_id=body.client_id,
             push_type=wc.parse_push_type(body.type),
             token=body.token,
-            always_raw=body.always_raw,
+            always_raw=bool(body.always_raw),
         )
     )
     return ok()

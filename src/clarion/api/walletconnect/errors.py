@@ -196,10 +196,35 @@ class WalletConnectRoute(APIRoute):
                         400, fields=[("body", f"The request body is not {what}.", "body")]
                     )
                 return http_failure(exc.status_code, str(exc.detail))
+            except RequestValidationError as exc:
+                if _body_not_json(exc, request):
+                    return failed(400, fields=[("body", NOT_JSON_CONTENT, "body")])
+                return map_error(exc)
             except Exception as exc:  # every other failure gets the dialect's error body
                 return map_error(exc)
 
         return guarded
+
+
+NOT_JSON_CONTENT = "The request body must be JSON, sent with Content-Type: application/json."
+
+
+def json_content_type(value: str | None) -> bool:
+    """True for the content types whose body FastAPI reads as JSON (application/json, +json)."""
+    if not value:
+        return False
+    kind = value.split(";", 1)[0].strip().lower()
+    return kind == "application/json" or (
+        kind.startswith("application/") and kind.endswith("+json")
+    )
+
+
+def _body_not_json(exc: RequestValidationError, request: Request) -> bool:
+    """The body was not read as JSON for want of a JSON content type (curl -d sends a form
+    type): say so, rather than that it is not a JSON object."""
+    if json_content_type(request.headers.get("content-type")):
+        return False
+    return any(list(err.get("loc", ()))[:1] == ["body"] for err in exc.errors())
 
 
 def http_failure(status: int, detail: str) -> JSONResponse:

@@ -12,7 +12,7 @@ from starlette.responses import Response
 
 from clarion.api.hot import HotRequest, HotRoute
 from clarion.api.walletconnect import clients
-from clarion.api.walletconnect.errors import map_error
+from clarion.api.walletconnect.errors import json_content_type, map_error
 from clarion.api.walletconnect.guards import check_relay_signature
 from clarion.api.walletconnect.models import PushRequest
 from clarion.core.tenants import InvalidField, check_tenant_id
@@ -48,6 +48,8 @@ async def push(request: HotRequest) -> Response | None:
             )
         except Exception:
             return None
+    if not json_content_type(request.header(b"content-type")):
+        return None  # the full route reads only a JSON content type, and says so
     data = request.json()
     if data is None:
         return None

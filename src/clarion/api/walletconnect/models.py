@@ -28,7 +28,8 @@ class RegisterClient(Body):
         description="apns, apns-sandbox, fcm, fcm_v1 or noop (case-insensitive)"
     )
     token: Annotated[str, Field(min_length=1, max_length=512, pattern=NO_NUL)]
-    always_raw: Annotated[bool, Field(strict=True)] = False
+    # null is taken as absent, as the Rust server's Option<bool> takes it.
+    always_raw: Annotated[bool | None, Field(strict=True)] = False
 
 
 class SeedPayload(Body):
