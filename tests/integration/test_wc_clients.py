@@ -208,3 +208,21 @@ async def test_always_raw_of_another_type_is_refused(client: httpx.AsyncClient) 
     response = await client.post("/clients", json=body)
     assert response.status_code == 400
     assert response.json()["fields"][0]["field"] == "always_raw"
+
+
+async def test_a_field_error_is_reported_in_fields_only_whoever_finds_it(
+    client: httpx.AsyncClient,
+) -> None:
+    """The spec: fields when a user-supplied field caused it, errors for general causes. An
+    empty id (pydantic) and a blank one (clarion's own check) answered in two shapes."""
+    for client_id in ("", "   ", "did:key:"):
+        body = {"client_id": client_id, "type": "noop", "token": "tok"}
+        response = await client.post("/clients", json=body)
+        assert response.status_code == 400
+        data = response.json()
+        assert "errors" not in data, data
+        assert [f["field"] for f in data["fields"]] == ["client_id"]
+    named = await client.post("/clients", json={"client_id": "c", "type": "apns", "token": "t"})
+    assert named.status_code == 400
+    assert named.json()["errors"][0]["name"] == "provider_not_available"
+    assert named.json()["fields"][0]["field"] == "type"

@@ -28,12 +28,20 @@ from clarion.store.models import Application, Credential, utcnow
 REASON_LENGTH = 512
 
 
+GENERIC_FIELD_ERROR = "invalid_field"
+
+
 class InvalidField(InvalidRequest):
     """A user-supplied field is wrong: ``field`` and ``location`` name it, ``name`` is the
     error's name in the dialect's body."""
 
     def __init__(
-        self, field: str, message: str, *, location: str = "body", name: str = "invalid_field"
+        self,
+        field: str,
+        message: str,
+        *,
+        location: str = "body",
+        name: str = GENERIC_FIELD_ERROR,
     ) -> None:
         super().__init__(message)
         self.field = field

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException
 
 from clarion.api import JsonRequest, body_unreadable
-from clarion.core.tenants import InvalidField
+from clarion.core.tenants import GENERIC_FIELD_ERROR, InvalidField
 from clarion.errors import ClarionError, Conflict, InvalidRequest, NotFound, Unauthorized
 
 log = logging.getLogger("clarion.api.walletconnect")
@@ -149,9 +149,10 @@ def map_error(exc: Exception) -> JSONResponse:
     if isinstance(exc, RequestValidationError):
         return validation_failure(exc.errors())
     if isinstance(exc, InvalidField):
-        return failed(
-            400, errors=[(exc.name, exc.message)], fields=[(exc.field, exc.message, exc.location)]
-        )
+        # A named error (the spec's tenant, provider_not_available) goes in errors too; a
+        # plain field error only in fields, as pydantic's validation errors are.
+        named = [(exc.name, exc.message)] if exc.name != GENERIC_FIELD_ERROR else []
+        return failed(400, errors=named, fields=[(exc.field, exc.message, exc.location)])
     if isinstance(exc, InvalidRequest):
         return failed(400, errors=[("request", exc.message)])
     if isinstance(exc, NotFound):
