@@ -7,7 +7,7 @@ import json
 import re
 import uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import h2.config
 import h2.connection
@@ -109,7 +109,9 @@ class ApnsServerProtocol(asyncio.Protocol):
 
     # --- asyncio.Protocol ---------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # A stream transport, though not always an asyncio.Transport instance: uvloop's
+        # (clarion emulate runs on it) subclasses its own base.
+        transport = cast(asyncio.Transport, transport)
         self.transport = transport
         ssl_object = transport.get_extra_info("ssl_object")
         # aioapns offers no ALPN at all and Apple still talks HTTP/2 to it: so does the emulator.

@@ -11,7 +11,7 @@ import random
 import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Self
+from typing import Any, Self, cast
 
 import httptools
 
@@ -58,7 +58,9 @@ class _Connection(asyncio.Protocol):
         self._last: asyncio.Task[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # A stream transport, though not always an asyncio.Transport instance: uvloop's
+        # (clarion emulate runs on it) subclasses its own base.
+        transport = cast(asyncio.Transport, transport)
         self._transport = transport
         self._server.connections.add(self)
 
