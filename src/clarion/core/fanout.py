@@ -45,6 +45,7 @@ from clarion.core.sender import (
     Target,
     forget_dead,
 )
+from clarion.core.worker import check_handback
 from clarion.providers.base import Notification, Outcome, OutcomeKind
 from clarion.store import jobs
 from clarion.store.db import Database
@@ -110,6 +111,7 @@ class FanOut:
     async def plan(self, campaign_id: int) -> datetime | None:
         """Schedule up to a number of pages; return now if there are more, None when done."""
         for _ in range(PAGES_PER_PLANNER_RUN):
+            check_handback()
             async with self._db.transaction() as session:
                 live = await _live(session, campaign_id, lock=True)
                 if live is None:
@@ -169,11 +171,13 @@ class FanOut:
         # Then there is nothing pending to look for (two queries per page, saved).
         final = all(status != "pending" for status in recorded.values())
         for i in range(0, len(fresh), SEND_CHUNK):
+            check_handback()  # the chunks before are recorded: a safe point to stop
             final = await self._send_fresh(live, fresh[i : i + SEND_CHUNK]) and final
         if not final:
             ids = [t.device_id for t in targets]
             retries = await self._pending(live, ids, due=utcnow())
             for i in range(0, len(retries), SEND_CHUNK):
+                check_handback()
                 await self._send_retries(live, retries[i : i + SEND_CHUNK])
             waiting = await self._pending(live, ids, due=None)
             if waiting:

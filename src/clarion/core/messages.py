@@ -25,6 +25,7 @@ from clarion.core import notification as notification_json
 from clarion.core.apps import application_pk
 from clarion.core.platforms import Platform
 from clarion.core.sender import Sender, Target, forget_dead
+from clarion.core.worker import check_handback
 from clarion.errors import NotFound
 from clarion.providers.base import Notification, Outcome, OutcomeKind
 from clarion.store import jobs
@@ -251,6 +252,7 @@ class Messages:
 
         # Waves bound what a crash can leave accepted by a provider but not yet recorded.
         for wave in _waves(list(groups.items()), LEDGER_WAVE):
+            check_handback()  # the waves before are recorded: a safe point to stop
             calls: dict[tuple[str, int], list[tuple[int, list[_Work]]]] = defaultdict(list)
             for (mid, attempt), group in wave:
                 calls[(messages[mid][0], attempt)].append((mid, group))

@@ -1,8 +1,12 @@
 """The job worker: claim due jobs, run them, keep their leases alive, stop gracefully.
 
 ``clarion serve`` runs one beside the API; ``clarion worker`` runs one alone, and any number of
-them can share one PostgreSQL. On stop the worker claims nothing more, gives the jobs in hand
-``grace`` seconds to finish, then hands the rest back to the queue at once.
+them can share one PostgreSQL. On stop the worker claims nothing more and asks the jobs in hand
+to stop at their next safe point: a handler calls ``check_handback()`` between units of work it
+has recorded (a campaign's chunk of sends, a wave of messages), which raises ``HandBack`` once
+the worker is stopping, and the job goes back to the queue with nothing sent and unrecorded. A
+job still running ``grace`` seconds later is cancelled and handed back as it is (what it had in
+flight may then be sent again by the next run, as after a crash).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import os
 import socket
 import uuid
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -23,6 +28,21 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[dict[str, Any]], Awaitable[datetime | None]]
 MAX_JOB_FAILURES = 25
+
+
+class HandBack(Exception):
+    """Raised by ``check_handback`` in a job whose worker is stopping."""
+
+
+_stopping_worker: ContextVar[asyncio.Event | None] = ContextVar("stopping_worker", default=None)
+
+
+def check_handback() -> None:
+    """Call between units of work whose results are recorded: raises HandBack once the worker
+    running this job is stopping, so the job is handed back there rather than cut short."""
+    stopping = _stopping_worker.get()
+    if stopping is not None and stopping.is_set():
+        raise HandBack
 
 
 def worker_identity() -> str:
@@ -89,6 +109,7 @@ class Worker:
             pass
 
     async def _run(self, job: ClaimedJob) -> None:
+        _stopping_worker.set(self._stopping)  # this task's own context
         try:
             handler = self._handlers.get(job.kind)
             if handler is None:
@@ -99,6 +120,9 @@ class Worker:
                 again = await handler(job.payload)
             except asyncio.CancelledError:
                 raise
+            except HandBack:
+                await self._hand_back([job.id])
+                return
             except Exception:
                 log.exception("job failed", extra={"job": job.id, "kind": job.kind})
                 await self._after_failure(job)
@@ -138,9 +162,19 @@ class Worker:
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
+        if unfinished:
+            log.warning(
+                "cancelled %d jobs still running after %.0f s; their sends in flight may be"
+                " repeated by the next run",
+                len(unfinished),
+                grace,
+            )
+            await self._hand_back(unfinished)
+
+    async def _hand_back(self, job_ids: list[int]) -> None:
         try:
-            await self._queue.release(unfinished)
+            await self._queue.release(job_ids)
         except Exception:
             log.exception("handing back jobs failed; their leases will end instead")
-        if unfinished:
-            log.info("handed %d unfinished jobs back to the queue", len(unfinished))
+            return
+        log.info("handed %d unfinished jobs back to the queue", len(job_ids))

@@ -1,0 +1,79 @@
+"""A stopping worker hands its jobs back at their next safe point, never mid-unit."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from clarion.core.services import Services
+from clarion.core.worker import Worker, check_handback
+from clarion.store import jobs
+from clarion.store.jobs import JobQueue
+from clarion.store.models import Job
+
+
+async def enqueue(services: Services, kind: str) -> None:
+    async with services.db.transaction() as session:
+        jobs.enqueue(session, kind, [{}])
+
+
+async def job_state(services: Services) -> str:
+    async with services.db.reader() as session:
+        state = await session.scalar(select(Job.state))
+    assert state is not None
+    return str(state)
+
+
+async def test_a_job_stops_at_its_next_safe_point_and_goes_back_to_the_queue(
+    services: Services,
+) -> None:
+    """Each unit is sent, then recorded, then comes a safe point: a unit is never cut between
+    its send and its record (what made a graceful stop send a campaign chunk twice)."""
+    started: list[int] = []
+    recorded: list[int] = []
+    running = asyncio.Event()
+
+    async def chunks(_payload: dict[str, Any]) -> None:
+        for unit in range(20):
+            check_handback()
+            started.append(unit)
+            running.set()
+            await asyncio.sleep(0.1)  # the unit's sends, then its record
+            recorded.append(unit)
+
+    await enqueue(services, "chunks")
+    worker = Worker(JobQueue(services.db, "w1"), {"chunks": chunks}, poll_interval=0.05)
+    task = asyncio.create_task(worker.run(grace=10))
+    await running.wait()
+    stopped_at = time.monotonic()
+    worker.stop()
+    await task
+    assert time.monotonic() - stopped_at < 2  # one unit's time, not the 10 s grace
+    assert recorded == started and 1 <= len(started) < 20
+    assert await job_state(services) == "queued"  # handed back, for the next run
+    assert worker.completed == 0
+
+
+async def test_a_job_without_a_safe_point_is_cancelled_after_the_grace(
+    services: Services, caplog: pytest.LogCaptureFixture
+) -> None:
+    running = asyncio.Event()
+
+    async def stuck(_payload: dict[str, Any]) -> None:
+        running.set()
+        await asyncio.sleep(60)
+
+    await enqueue(services, "stuck")
+    worker = Worker(JobQueue(services.db, "w2"), {"stuck": stuck}, poll_interval=0.05)
+    task = asyncio.create_task(worker.run(grace=0.3))
+    await running.wait()
+    caplog.set_level(logging.WARNING, logger="clarion.core.worker")
+    worker.stop()
+    await asyncio.wait_for(task, 5)
+    assert await job_state(services) == "queued"
+    assert any("cancelled 1 jobs" in r.getMessage() for r in caplog.records)
