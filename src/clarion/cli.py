@@ -13,8 +13,11 @@ from pathlib import Path
 from typing import Annotated, TypeVar
 
 import typer
+from alembic.util import CommandError
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 
 from clarion import __version__, runloop
 from clarion.config import Settings, load_settings
@@ -39,7 +42,7 @@ cli.add_typer(app_cli, name="app")
 campaign_cli = typer.Typer(help="Send PowerAuth campaigns and follow them.", no_args_is_help=True)
 cli.add_typer(campaign_cli, name="campaign")
 
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # an error is one line, however narrow the terminal
 out = Console()
 
 ConfigOption = Annotated[
@@ -58,6 +61,14 @@ ConfigOption = Annotated[
 def _settings(config: Path | None, **overrides: object) -> Settings:
     try:
         return load_settings(config, **{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        for error in exc.errors():
+            name = ".".join(str(part) for part in error["loc"]) or "settings"
+            err.print(
+                f"[red]invalid setting[/red] {name} (CLARION_{name.upper()}): {error['msg']}",
+                highlight=False,
+            )
+        raise typer.Exit(2) from None
     except ValueError as exc:
         err.print(f"[red]invalid settings:[/red] {exc}")
         raise typer.Exit(2) from None
@@ -73,6 +84,20 @@ def _run(coro: Awaitable[T]) -> T:
     except OSError as exc:
         err.print(f"[red]cannot reach the database:[/red] {exc}")
         raise typer.Exit(1) from None
+    except (ArgumentError, NoSuchModuleError, ModuleNotFoundError) as exc:
+        err.print(f"[red]unusable database URL:[/red] {exc}")
+        raise typer.Exit(2) from None
+    except DBAPIError as exc:  # the server answered: no such database or role, no access
+        err.print(f"[red]the database refused:[/red] {_first_line(exc.orig or exc)}")
+        raise typer.Exit(1) from None
+    except CommandError as exc:  # alembic: an unknown revision
+        err.print(f"[red]migration:[/red] {exc}")
+        raise typer.Exit(1) from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 async def _with_services(settings: Settings, action: Callable[[Services], Awaitable[T]]) -> T:

@@ -7,9 +7,9 @@ Every setting is documented in ``docs/configuration.md``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import BeforeValidator, Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -60,7 +60,9 @@ class Settings(BaseSettings):
     admin_token: SecretStr | None = None
 
     # Logging
-    log_level: str = "INFO"
+    log_level: Annotated[str, BeforeValidator(lambda v: v.upper() if isinstance(v, str) else v)] = (
+        Field(default="INFO", pattern="^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$")
+    )
     log_json: bool = False
     max_body_bytes: int = Field(
         default=64 << 20,
@@ -152,6 +154,21 @@ class Settings(BaseSettings):
     @classmethod
     def _async_driver(cls, value: str) -> str:
         return normalise_database_url(value)
+
+    @field_validator("provider_ca_file")
+    @classmethod
+    def _readable_pem(cls, value: str | None) -> str | None:
+        # Checked at start: a missing file failed every push instead, each using up its
+        # attempts, while the server said it was ready.
+        if value is None:
+            return None
+        try:
+            text = Path(value).read_text(errors="replace")
+        except OSError as exc:
+            raise ValueError(f"cannot read the CA file {value}: {exc.strerror}") from None
+        if "-----BEGIN CERTIFICATE-----" not in text:
+            raise ValueError(f"the CA file {value} holds no PEM certificate")
+        return value
 
     @property
     def is_sqlite(self) -> bool:

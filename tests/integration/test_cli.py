@@ -76,3 +76,26 @@ def test_send_checks_the_message_as_the_api_does(tmp_path: Path) -> None:
     sent = run(tmp_path, "send", "--app", "mobile-app", "--user", "alice", "--title", "Hi")
     assert sent.returncode == 0, sent.stderr  # no devices: a table of zeros
     assert "total" in sent.stdout
+
+
+def test_configuration_mistakes_are_one_clear_line_not_a_traceback(tmp_path: Path) -> None:
+    key = {"CLARION_SECRET_KEY": "0123456789abcdef0123456789abcdef"}
+    missing_db = "postgresql://postgres@127.0.0.1:5432/clarion_no_such_database_here"
+    cases = [
+        (("app", "list"), {"CLARION_LOG_LEVEL": "bogus"}, 2, "CLARION_LOG_LEVEL"),
+        (("serve",), {"CLARION_PORT": "abc"}, 2, "CLARION_PORT"),
+        (
+            ("serve",),
+            {"CLARION_PROVIDER_CA_FILE": str(tmp_path / "none.pem")},
+            2,
+            "cannot read the CA file",
+        ),
+        (("migrate", "--revision", "bogus"), {}, 1, "Can't locate revision"),
+        (("app", "list"), {"CLARION_DATABASE_URL": "mysql://x@127.0.0.1/db", **key}, 2, "URL"),
+        (("app", "list"), {"CLARION_DATABASE_URL": missing_db, **key}, 1, "does not exist"),
+    ]
+    for args, env, status, says in cases:
+        result = run(tmp_path, *args, **env)
+        assert result.returncode == status, (args, env, result.stderr)
+        assert says in result.stderr, (args, result.stderr)
+        assert "Traceback" not in result.stderr and "╭" not in result.stderr, result.stderr

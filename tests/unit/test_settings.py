@@ -54,3 +54,16 @@ def test_missing_config_file_is_an_error(tmp_path: Path) -> None:
 def test_secret_key_is_hidden_in_repr(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CLARION_SECRET_KEY", "super-secret-value-123")
     assert "super-secret-value-123" not in repr(Settings())
+
+
+def test_provider_ca_file_must_be_a_readable_pem(tmp_path: Path) -> None:
+    """A missing CA file failed every push (each using up its attempts) after a clean start."""
+    with pytest.raises(ValueError, match="cannot read the CA file"):
+        Settings(provider_ca_file=str(tmp_path / "nonexistent.pem"))
+    empty = tmp_path / "empty.pem"
+    empty.write_text("not a certificate\n")
+    with pytest.raises(ValueError, match="holds no PEM certificate"):
+        Settings(provider_ca_file=str(empty))
+    good = tmp_path / "ca.pem"
+    good.write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    assert Settings(provider_ca_file=str(good)).provider_ca_file == str(good)

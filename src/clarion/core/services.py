@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from sqlalchemy import select
 
 from clarion.config import Settings
 from clarion.core.apps import Applications
@@ -15,7 +17,7 @@ from clarion.core.fanout import JOB_KIND as CAMPAIGN_JOB_KIND
 from clarion.core.fanout import FanOut
 from clarion.core.inbox import Inbox
 from clarion.core.messages import JOB_KIND, Messages
-from clarion.core.secretbox import SecretBox, secret_box_for
+from clarion.core.secretbox import SecretBox, SecretKeyError, secret_box_for
 from clarion.core.sender import Sender
 from clarion.core.tenants import Tenants
 from clarion.core.walletconnect import DeliverySender, WalletConnect
@@ -26,6 +28,7 @@ from clarion.providers.noop import NoopProvider
 from clarion.providers.transport_reqwest import configure_runtime
 from clarion.store.db import Database
 from clarion.store.jobs import JobQueue
+from clarion.store.models import Credential
 
 
 @dataclass
@@ -126,18 +129,48 @@ def _required(value: str | None, name: str) -> str:
     return value
 
 
+def _remove(path: Path) -> None:
+    path.unlink(missing_ok=True)
+
+
+async def check_secret_key(db: Database, box: SecretBox, *, new_key_file: Path | None) -> None:
+    """Refuse to start with a key that does not open the stored credentials: every push to
+    their apps would fail, each using up its attempts. ``new_key_file``: a key file generated
+    for this start, removed again if the database already held credentials."""
+    rows = await db.read(select(Credential.secret).limit(1))
+    if not rows:
+        return
+    try:
+        box.open(rows[0].secret)
+    except SecretKeyError:
+        if new_key_file is not None:
+            _remove(new_key_file)
+            raise SecretKeyError(
+                f"the database holds encrypted provider credentials but their key file "
+                f"{new_key_file} is missing: put it back (or set CLARION_SECRET_KEY to the key "
+                "they were encrypted with)"
+            ) from None
+        raise SecretKeyError(
+            "CLARION_SECRET_KEY (or the key file) is not the key the stored provider "
+            "credentials were encrypted with"
+        ) from None
+
+
 async def open_services(settings: Settings, *, migrate: bool | None = None) -> Services:
     """Connect to the database (migrating or checking its schema) and build the services."""
     relay_key_for(settings)  # a misconfiguration stops the start, before any connection
     configure_runtime(settings.transport_threads)
     key = settings.secret_key.get_secret_value() if settings.secret_key else None
-    box = secret_box_for(key, settings.resolved_key_file())
+    key_file = None if key else settings.resolved_key_file()
+    new_key_file = key_file if key_file is not None and not key_file.exists() else None
+    box = secret_box_for(key, key_file)
     db = Database(settings.database_url)
     try:
         if settings.should_auto_migrate if migrate is None else migrate:
             await db.upgrade()
         else:
             await db.check_schema()
+        await check_secret_key(db, box, new_key_file=new_key_file)
         directory = directory_for(settings, db)
     except BaseException:
         await db.dispose()
