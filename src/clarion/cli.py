@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import ipaddress
 import logging
 import os
 import signal
@@ -95,6 +96,15 @@ def _run(coro: Awaitable[T]) -> T:
         raise typer.Exit(1) from None
 
 
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: may be any address
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
@@ -169,6 +179,12 @@ def serve(
 
     settings = _settings(config, host=host, port=port, run_worker=None if worker else False)
     configure_logging(settings.log_level, json_lines=settings.log_json)
+    if not _loopback(settings.host) and not (settings.admin_token or settings.admin_username):
+        log.warning(
+            "the admin API (/admin/*) has no authentication and listens on %s: anyone who "
+            "reaches it can replace push credentials; set CLARION_ADMIN_TOKEN",
+            settings.host,
+        )
     _run(_prepare(settings))
     if processes > 1 or server is HttpServer.GRANIAN:
         # Each process builds its own app from the environment (and the same config file).

@@ -228,3 +228,32 @@ def test_worker_runs_on_uvloop_and_stops_cleanly_on_sigterm(tmp_path: Path) -> N
     assert started and started[0]["loop"] == "uvloop"
     assert any(r.get("msg") == "worker stopped" for r in records)
     assert status == 0
+
+
+def test_an_open_admin_api_beyond_loopback_is_warned_about(
+    server: tuple[str, Path, subprocess.Popen[bytes]], tmp_path: Path
+) -> None:
+    _, quiet_log, _ = server  # 127.0.0.1, no admin token: nothing to warn about
+    assert "admin API" not in quiet_log.read_text()
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLARION_")}
+    env["CLARION_LOG_JSON"] = "1"
+    folder = tmp_path / "open"
+    folder.mkdir()
+    log = folder / "clarion.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [*CLARION, "serve", "--host", "0.0.0.0", "--port", str(port)],  # noqa: S104
+            cwd=folder,
+            env=env,
+            stdout=out,
+            stderr=out,
+        )
+    try:
+        wait_ready(f"http://127.0.0.1:{port}", proc)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=20)
+    warnings = [json.loads(line) for line in log.read_text().splitlines() if "admin API" in line]
+    assert len(warnings) == 1 and warnings[0]["level"] == "warning"
+    assert "CLARION_ADMIN_TOKEN" in warnings[0]["msg"]
