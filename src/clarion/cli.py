@@ -227,13 +227,39 @@ def worker_command(
         int | None, typer.Option(help="Jobs run at once [CLARION_WORKER_CONCURRENCY, 4].")
     ] = None,
     grace: Annotated[
-        float, typer.Option(help="Seconds jobs in hand get to finish on SIGTERM.")
+        float,
+        typer.Option(
+            min=0,
+            help="Seconds the jobs in hand get to reach a safe point on SIGTERM before they "
+            "are cancelled.",
+        ),
     ] = 10.0,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            max=65535,
+            help="Serve this worker's /metrics (Prometheus) on this port "
+            "[CLARION_WORKER_METRICS_PORT, none].",
+        ),
+    ] = None,
 ) -> None:
     """Run a job worker alone. Start any number, on any number of machines sharing one
-    PostgreSQL. SIGTERM or Ctrl-C: stop claiming, finish or hand back the jobs in hand, exit."""
-    settings = _settings(config, worker_concurrency=concurrency)
+    PostgreSQL. SIGTERM or Ctrl-C: stop claiming, hand the jobs in hand back at their next
+    safe point, exit."""
+    settings = _settings(config, worker_concurrency=concurrency, worker_metrics_port=metrics_port)
     configure_logging(settings.log_level, json_lines=settings.log_json)
+    if settings.worker_metrics_port is not None:
+        # Its pushes are counted here, not in any serve process: scrape each worker.
+        from prometheus_client import start_http_server
+
+        try:
+            start_http_server(settings.worker_metrics_port, addr=settings.host)
+        except OSError as exc:
+            err.print(
+                f"[red]cannot serve metrics on port {settings.worker_metrics_port}:[/red] {exc}"
+            )
+            raise typer.Exit(1) from None
 
     async def run() -> None:
         services = await open_services(settings)

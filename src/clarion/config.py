@@ -120,6 +120,12 @@ class Settings(BaseSettings):
     run_worker: bool = Field(default=True, description="serve runs a job worker too")
     worker_concurrency: int = Field(default=4, ge=1, description="Jobs a worker runs at once")
     worker_lease_seconds: float = Field(default=30.0, gt=0)
+    worker_metrics_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="clarion worker serves its /metrics (Prometheus) on this port; unset: none",
+    )
     worker_poll_interval: float = Field(default=0.5, gt=0)
 
     # --- WalletConnect (issue 8) ---------------------------------------------------------

@@ -209,17 +209,29 @@ def test_granian_server_answers_both_dialects_and_stops_on_sigterm(tmp_path: Pat
 
 
 def test_worker_runs_on_uvloop_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
-    """`clarion worker` alone: its JSON log names its event loop; SIGTERM ends it with 0."""
+    """`clarion worker` alone: its JSON log names its event loop, it serves its metrics,
+    SIGTERM ends it with 0."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLARION_")}
     env["CLARION_LOG_JSON"] = "1"
     log = tmp_path / "worker.log"
+    port = free_port()
     with log.open("wb") as out:
-        proc = subprocess.Popen([*CLARION, "worker"], cwd=tmp_path, env=env, stdout=out, stderr=out)
+        proc = subprocess.Popen(
+            [*CLARION, "worker", "--metrics-port", str(port)],
+            cwd=tmp_path,
+            env=env,
+            stdout=out,
+            stderr=out,
+        )
     try:
         deadline = time.monotonic() + 20
         while "worker started" not in log.read_text() and time.monotonic() < deadline:
             assert proc.poll() is None, log.read_text()
             time.sleep(0.1)
+        # A worker's pushes are counted in its own process: it serves them itself.
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
+        assert metrics.status_code == 200
+        assert "clarion_push_outcomes_total" in metrics.text
     finally:
         proc.send_signal(signal.SIGTERM)
         status = proc.wait(timeout=20)
