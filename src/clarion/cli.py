@@ -28,7 +28,7 @@ from clarion.core.services import Services, open_services
 from clarion.errors import ClarionError, Refused
 from clarion.heap import settle
 from clarion.logs import configure_logging
-from clarion.store.db import Database, SchemaOutOfDate, head_revision
+from clarion.store.db import Database, SchemaOutOfDate, head_revision, known_revision
 
 T = TypeVar("T")
 log = logging.getLogger("clarion.cli")
@@ -94,6 +94,16 @@ def _run(coro: Awaitable[T]) -> T:
     except CommandError as exc:  # alembic: an unknown revision
         err.print(f"[red]migration:[/red] {exc}")
         raise typer.Exit(1) from None
+
+
+def _revisions_up_to(revision: str) -> set[str]:
+    """``revision`` and every migration before it."""
+    from alembic.script import ScriptDirectory
+
+    from clarion.store.db import alembic_config
+
+    script = ScriptDirectory.from_config(alembic_config())
+    return {r.revision for r in script.iterate_revisions(revision, "base")}
 
 
 def _loopback(host: str) -> bool:
@@ -404,6 +414,13 @@ def migrate(
         db = Database(settings.database_url)
         try:
             before = await db.current_revision()
+            if revision != "head" and before is not None and known_revision(revision):
+                target = revision
+                if before != target and target in _revisions_up_to(before):
+                    raise SchemaOutOfDate(
+                        f"the database is at revision {before}, after {target}: clarion "
+                        "migrates forward only"
+                    )
             await db.upgrade(revision)
             return before, await db.current_revision()
         finally:

@@ -99,3 +99,18 @@ def test_configuration_mistakes_are_one_clear_line_not_a_traceback(tmp_path: Pat
         assert result.returncode == status, (args, env, result.stderr)
         assert says in result.stderr, (args, result.stderr)
         assert "Traceback" not in result.stderr and "╭" not in result.stderr, result.stderr
+
+
+def test_migrate_goes_forward_only_and_names_a_newer_schema(tmp_path: Path) -> None:
+    import sqlite3
+
+    assert run(tmp_path, "migrate").returncode == 0
+    back = run(tmp_path, "migrate", "--revision", "0005")
+    assert back.returncode == 1 and "forward only" in back.stderr  # was a silent no-op
+    with sqlite3.connect(tmp_path / "clarion.db") as db:
+        db.execute("UPDATE alembic_version SET version_num = '0099'")
+    for args in (("migrate",), ("app", "list")):
+        result = run(tmp_path, *args)
+        assert result.returncode == 1, result.stderr
+        assert "0099, which this clarion does not know" in result.stderr  # not 'run migrate'
+        assert "Traceback" not in result.stderr

@@ -123,6 +123,22 @@ def head_revision() -> str | None:
     return ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
+def _unknown(revision: str) -> str:
+    return (
+        f"the database schema is at revision {revision}, which this clarion does not know "
+        f"(it needs {head_revision()}): was it migrated by a newer clarion? Downgrades are "
+        "not supported"
+    )
+
+
+def known_revision(revision: str) -> bool:
+    """True if ``revision`` is one of this clarion's migrations."""
+    try:
+        return ScriptDirectory.from_config(alembic_config()).get_revision(revision) is not None
+    except Exception:  # alembic raises its own errors for an unknown or ambiguous id
+        return False
+
+
 class InlineReader:
     """Read-only statements on a SQLite file, run synchronously in the calling thread.
 
@@ -546,6 +562,9 @@ class Database:
             return await conn.run_sync(read)
 
     async def upgrade(self, revision: str = "head") -> None:
+        current = await self.current_revision()
+        if current is not None and not known_revision(current):
+            raise SchemaOutOfDate(_unknown(current))
         await self._run(lambda cfg: command.upgrade(cfg, revision))
 
     async def downgrade(self, revision: str) -> None:
@@ -554,6 +573,8 @@ class Database:
     async def check_schema(self) -> None:
         """Raise SchemaOutOfDate unless the database is at the head revision."""
         current, head = await self.current_revision(), head_revision()
+        if current is not None and not known_revision(current):
+            raise SchemaOutOfDate(_unknown(current))
         if current != head:
             raise SchemaOutOfDate(
                 f"the database schema is at revision {current or 'none (empty database)'} "
