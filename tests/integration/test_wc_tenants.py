@@ -390,3 +390,34 @@ async def test_fcm_project_id_that_would_change_the_send_url_is_refused(
     assert response.status_code == 400, response.text
     [field] = response.json()["fields"]
     assert field["field"] == "credentials" and "project_id" in field["description"]
+
+
+async def test_a_tenant_cannot_choose_where_clarion_posts_its_oauth_assertion(
+    client: httpx.AsyncClient,
+) -> None:
+    await create(client, "tenant-a")
+    for token_uri in ("http://10.0.0.1/internal", "https://evil.example/token"):
+        account = service_account("wallet-project", token_uri=token_uri)
+        response = await client.post(
+            "/tenants/tenant-a/fcm_v1", files={"credentials": ("sa.json", json.dumps(account))}
+        )
+        assert response.status_code == 400, response.text
+        [field] = response.json()["fields"]
+        assert field["field"] == "credentials" and "token_uri" in field["description"]
+    assert "fcm_v1" not in (await client.get("/tenants/tenant-a")).json()["enabled_providers"]
+
+
+class TestTokenUriOverridden:
+    @pytest.fixture
+    def settings_overrides(self) -> dict[str, Any]:
+        return {"fcm_token_url": "http://127.0.0.1:9/token"}  # replaces every token_uri
+
+    async def test_any_token_uri_is_accepted_when_never_used(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        await create(client, "tenant-a")
+        account = service_account("wallet-project", token_uri="http://10.0.0.1/internal")
+        response = await client.post(
+            "/tenants/tenant-a/fcm_v1", files={"credentials": ("sa.json", json.dumps(account))}
+        )
+        assert response.status_code == 200, response.text

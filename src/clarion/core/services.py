@@ -176,7 +176,12 @@ async def open_services(settings: Settings, *, migrate: bool | None = None) -> S
         await db.dispose()
         raise
     apps = Applications(db, box, apns_use_development=settings.apns_use_development)
-    tenants = Tenants(db, apps, default_tenant=settings.wc_default_tenant)
+    tenants = Tenants(
+        db,
+        apps,
+        default_tenant=settings.wc_default_tenant,
+        any_token_uri=settings.fcm_token_url is not None,
+    )
     try:
         await configure_default_tenant(settings, tenants)
     except BaseException:

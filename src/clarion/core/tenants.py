@@ -29,6 +29,12 @@ REASON_LENGTH = 512
 
 
 GENERIC_FIELD_ERROR = "invalid_field"
+# The token endpoints Google's service account files name.
+GOOGLE_TOKEN_URIS = (
+    "https://oauth2.googleapis.com/token",
+    "https://accounts.google.com/o/oauth2/token",
+    "https://www.googleapis.com/oauth2/v4/token",
+)
 
 
 class InvalidField(InvalidRequest):
@@ -111,10 +117,20 @@ def apns_certificate(p12: bytes, password: str) -> bytes:
 class Tenants:
     """Create, describe and delete tenants; store and suspend their credentials."""
 
-    def __init__(self, db: Database, apps: Applications, *, default_tenant: str) -> None:
+    def __init__(
+        self,
+        db: Database,
+        apps: Applications,
+        *,
+        default_tenant: str,
+        any_token_uri: bool = False,
+    ) -> None:
         self._db = db
         self._apps = apps
         self.default_tenant = default_tenant
+        # True when CLARION_FCM_TOKEN_URL replaces every service account's token_uri: then
+        # an uploaded document's token_uri is never used, whatever it says.
+        self._any_token_uri = any_token_uri
 
     async def pk(
         self, session: AsyncSession, tenant_id: str, *, create_default: bool = True
@@ -201,6 +217,14 @@ class Tenants:
 
     async def set_fcm(self, tenant_id: str, document: bytes) -> None:
         account = _field_checked("credentials", credentials.fcm_service_account, document)
+        if not self._any_token_uri and account["token_uri"] not in GOOGLE_TOKEN_URIS:
+            # clarion would POST a signed assertion to it: a tenant must not choose where
+            # (an address inside the operator's network, say).
+            raise InvalidField(
+                "credentials",
+                "The service account's token_uri must be Google's OAuth endpoint "
+                f"({GOOGLE_TOKEN_URIS[0]}).",
+            )
         try:
             project = credentials.project_id(
                 str(account["project_id"]), "The service account's project_id"
