@@ -6,6 +6,7 @@ Every setting is documented in ``docs/configuration.md``.
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -223,4 +224,21 @@ def load_settings(config_file: Path | None = None, **overrides: object) -> Setti
 
     if config_file is not None and not config_file.is_file():
         raise FileNotFoundError(f"config file not found: {config_file}")
+    if config_file is not None:
+        _check_keys(config_file)
     return _FromFile(**overrides)  # type: ignore[arg-type]
+
+
+def _check_keys(config_file: Path) -> None:
+    """A key that is no setting (a typo: databse_url) is an error, not silently ignored."""
+    try:
+        with config_file.open("rb") as handle:
+            keys = set(tomllib.load(handle))
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{config_file} is not valid TOML: {exc}") from None
+    unknown = sorted(keys - set(Settings.model_fields))
+    if unknown:
+        raise ValueError(
+            f"{config_file}: no such setting: {', '.join(unknown)} (keys are the names of "
+            "docs/configuration.md without CLARION_, in lower case)"
+        )

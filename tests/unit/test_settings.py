@@ -67,3 +67,15 @@ def test_provider_ca_file_must_be_a_readable_pem(tmp_path: Path) -> None:
     good = tmp_path / "ca.pem"
     good.write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
     assert Settings(provider_ca_file=str(good)).provider_ca_file == str(good)
+
+
+def test_a_key_of_the_config_file_that_is_no_setting_is_an_error(tmp_path: Path) -> None:
+    """A typo was silently ignored, and clarion ran on its defaults."""
+    config = tmp_path / "typo.toml"
+    config.write_text('databse_url = "postgresql://db/clarion"\nport = 9000\n')
+    with pytest.raises(ValueError, match="no such setting: databse_url"):
+        load_settings(config)
+    broken = tmp_path / "broken.toml"
+    broken.write_text("port = \n")
+    with pytest.raises(ValueError, match="not valid TOML"):
+        load_settings(broken)
