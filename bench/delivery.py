@@ -25,7 +25,7 @@ from clarion.heap import settle
 from clarion.providers.apns import create_apns_provider
 from clarion.providers.apns_payload import build_payload
 from clarion.providers.base import ApnsCredentials, Notification, OutcomeKind
-from clarion.providers.transport_reqwest import configure_runtime
+from clarion.providers.transport import configure_transport
 
 TEAM_ID = "BENCHTEAM1"
 KEY_ID = "BENCHKEY01"
@@ -178,7 +178,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.runtime_threads is not None:
-        configure_runtime(args.runtime_threads)
+        configure_transport(args.runtime_threads)
     key_pem = _team_key()
     if args.gc == "settled":
         settle()

@@ -28,7 +28,13 @@ from clarion.core.services import Services, open_services
 from clarion.errors import ClarionError, Refused
 from clarion.heap import settle
 from clarion.logs import configure_logging
-from clarion.store.db import Database, SchemaOutOfDate, head_revision, known_revision
+from clarion.store.db import (
+    Database,
+    SchemaOutOfDate,
+    head_revision,
+    known_revision,
+    revisions_up_to,
+)
 
 T = TypeVar("T")
 log = logging.getLogger("clarion.cli")
@@ -94,16 +100,6 @@ def _run(coro: Awaitable[T]) -> T:
     except CommandError as exc:  # alembic: an unknown revision
         err.print(f"[red]migration:[/red] {exc}")
         raise typer.Exit(1) from None
-
-
-def _revisions_up_to(revision: str) -> set[str]:
-    """``revision`` and every migration before it."""
-    from alembic.script import ScriptDirectory
-
-    from clarion.store.db import alembic_config
-
-    script = ScriptDirectory.from_config(alembic_config())
-    return {r.revision for r in script.iterate_revisions(revision, "base")}
 
 
 def _loopback(host: str) -> bool:
@@ -416,7 +412,7 @@ def migrate(
             before = await db.current_revision()
             if revision != "head" and before is not None and known_revision(revision):
                 target = revision
-                if before != target and target in _revisions_up_to(before):
+                if before != target and target in revisions_up_to(before):
                     raise SchemaOutOfDate(
                         f"the database is at revision {before}, after {target}: clarion "
                         "migrates forward only"

@@ -13,6 +13,7 @@ ValueError (UnicodeDecodeError).
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 
@@ -22,12 +23,11 @@ def _not_json(constant: str) -> Any:
 
 def _finite(text: str) -> float:
     value = float(text)
-    if value in (_INFINITY, -_INFINITY):
+    if math.isinf(value):
         raise ValueError(f"{text[:20]} is out of range for a JSON number here")
     return value
 
 
-_INFINITY = float("inf")
 # One decoder for every call: json.loads with any option builds a new one each time.
 _DECODER = json.JSONDecoder(parse_constant=_not_json, parse_float=_finite)
 

@@ -12,32 +12,28 @@ from tests.conftest import TEST_SECRET_KEY, make_settings
 from tests.support import apns_p8
 
 
-async def store_credentials(database_url: str, **settings: object) -> None:
-    services = await open_services(make_settings(database_url, **settings))
-    try:
-        await services.apps.create("mobile-app")
-        await services.apps.set_apns(
-            "mobile-app",
-            bundle="com.example.app",
-            key_id="KEYID12345",
-            team_id="TEAMID1234",
-            environment=None,
-            private_key_pem=apns_p8(),
-        )
-    finally:
-        await services.close()
-
-
-async def test_a_wrong_secret_key_stops_the_start(services: Services, database_url: str) -> None:
-    await services.apps.create("key-check-app")  # the database, emptied for this test
+async def store_apns(services: Services, app_id: str) -> None:
+    await services.apps.create(app_id)
     await services.apps.set_apns(
-        "key-check-app",
+        app_id,
         bundle="com.example.app",
         key_id="KEYID12345",
         team_id="TEAMID1234",
         environment=None,
         private_key_pem=apns_p8(),
     )
+
+
+async def store_credentials(database_url: str, **settings: object) -> None:
+    services = await open_services(make_settings(database_url, **settings))
+    try:
+        await store_apns(services, "mobile-app")
+    finally:
+        await services.close()
+
+
+async def test_a_wrong_secret_key_stops_the_start(services: Services, database_url: str) -> None:
+    await store_apns(services, "key-check-app")  # in the database emptied for this test
     with pytest.raises(SecretKeyError, match="not the key the stored provider credentials"):
         await open_services(make_settings(database_url, secret_key="another-key-0123456789abcdef"))
     services = await open_services(make_settings(database_url, secret_key=TEST_SECRET_KEY))

@@ -25,7 +25,7 @@ from clarion.core.wcauth import relay_public_key
 from clarion.core.worker import Worker, worker_identity
 from clarion.errors import ClarionError, InvalidRequest
 from clarion.providers.noop import NoopProvider
-from clarion.providers.transport_reqwest import configure_runtime
+from clarion.providers.transport import configure_transport
 from clarion.store.db import Database
 from clarion.store.jobs import JobQueue
 from clarion.store.models import Credential
@@ -159,7 +159,7 @@ async def check_secret_key(db: Database, box: SecretBox, *, new_key_file: Path |
 async def open_services(settings: Settings, *, migrate: bool | None = None) -> Services:
     """Connect to the database (migrating or checking its schema) and build the services."""
     relay_key_for(settings)  # a misconfiguration stops the start, before any connection
-    configure_runtime(settings.transport_threads)
+    configure_transport(settings.transport_threads)
     key = settings.secret_key.get_secret_value() if settings.secret_key else None
     key_file = None if key else settings.resolved_key_file()
     new_key_file = key_file if key_file is not None and not key_file.exists() else None

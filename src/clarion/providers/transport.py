@@ -46,6 +46,14 @@ class Transport(Protocol):
     async def close(self) -> None: ...
 
 
+def configure_transport(threads: int) -> None:
+    """Size the runtime every transport of this process runs on (see
+    ``transport_reqwest.configure_runtime``); call before the first transport is built."""
+    from clarion.providers.transport_reqwest import configure_runtime
+
+    configure_runtime(threads)
+
+
 def create_transport(
     *,
     ca_file: str | None = None,

@@ -139,6 +139,12 @@ def known_revision(revision: str) -> bool:
         return False
 
 
+def revisions_up_to(revision: str) -> set[str]:
+    """``revision`` and every migration before it."""
+    script = ScriptDirectory.from_config(alembic_config())
+    return {r.revision for r in script.iterate_revisions(revision, "base")}
+
+
 class InlineReader:
     """Read-only statements on a SQLite file, run synchronously in the calling thread.
 
