@@ -7,6 +7,7 @@ import pytest
 from clarion.emulators.fcm import Faults, FcmEmulator
 from clarion.providers.base import FcmCredentials, Notification, OutcomeKind
 from clarion.providers.fcm import FcmProvider
+from clarion.providers.fcm_payload import fcm_message
 from clarion.providers.transport_httpx import HttpxTransport
 from tests.integration.fcmhms_support import fcm_token, service_account
 
@@ -80,10 +81,30 @@ async def test_unregistered_and_malformed_tokens_are_dead(
     assert emu.received == []
 
 
-async def test_a_bad_payload_fails_without_killing_the_token(provider: FcmProvider) -> None:
-    outcomes = await provider.send(Notification(body="x", extras={"google.x": "1"}), [fcm_token(4)])
+async def test_a_bad_payload_fails_without_killing_the_token(
+    emu: FcmEmulator, provider: FcmProvider
+) -> None:
+    outcomes = await provider.send(Notification(body="x", extras={"n": "x" * 5000}), [fcm_token(4)])
     assert outcomes[0].kind is OutcomeKind.FAILED
     assert outcomes[0].reason is not None and "INVALID_ARGUMENT" in outcomes[0].reason
+    assert (emu.send_requests, emu.received) == (1, [])  # FCM itself refused it
+
+
+@pytest.mark.parametrize("key", ["from", "message_type", "google.x", "gcm.notification.x"])
+async def test_a_reserved_data_key_fails_every_token_without_a_request(
+    emu: FcmEmulator, provider: FcmProvider, key: str
+) -> None:
+    tokens = [fcm_token(5), fcm_token(6)]
+    outcomes = await provider.send(Notification(body="x", extras={key: "1"}), tokens)
+    assert [(o.token, o.kind) for o in outcomes] == [(t, OutcomeKind.FAILED) for t in tokens]
+    assert outcomes[0].reason == f"INVALID_ARGUMENT: data key {key!r} is reserved by FCM"
+    assert emu.send_requests == 0
+    # Sent anyway (the per-token request, past the local check), FCM refuses it too: the local
+    # refusal is no stricter than the service.
+    message = fcm_message(Notification(body="x", extras={key: "1"}))
+    access = await provider.access_tokens.get()
+    answer = await provider._send_one(message, tokens[0], access)
+    assert answer.kind is OutcomeKind.FAILED and "INVALID_ARGUMENT" in (answer.reason or "")
 
 
 async def test_unknown_key_is_refused_by_the_token_endpoint(emu: FcmEmulator) -> None:

@@ -4,7 +4,12 @@ import json
 from datetime import UTC, datetime, timedelta
 
 from clarion.providers.base import Notification, Priority
-from clarion.providers.fcm_payload import fcm_message, fcm_request_body, ttl_seconds
+from clarion.providers.fcm_payload import (
+    fcm_message,
+    fcm_request_body,
+    local_rejection,
+    ttl_seconds,
+)
 
 NOW = datetime(2026, 11, 24, 12, 0, 0, tzinfo=UTC)
 
@@ -98,3 +103,11 @@ def test_ttl_rounds_up_clamps_at_zero_and_at_the_ceiling() -> None:
 def test_naive_expiry_is_read_as_utc() -> None:
     naive = (NOW + timedelta(seconds=30)).replace(tzinfo=None)
     assert ttl_seconds(naive, NOW, 100) == 30
+
+
+def test_reserved_data_keys_are_refused_before_sending() -> None:
+    assert local_rejection(fcm_message(Notification(body="x", extras={"fromage": "1"}))) is None
+    assert local_rejection(fcm_message(Notification(body="x", extras={"Google": "1"}))) is None
+    for key in ("from", "message_type", "google", "google.c.a", "gcm", "gcm.n.e"):
+        message = fcm_message(Notification(body="x", extras={"ok": "1", key: "1"}))
+        assert local_rejection(message) == f"INVALID_ARGUMENT: data key {key!r} is reserved by FCM"

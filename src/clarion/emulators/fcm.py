@@ -133,7 +133,7 @@ ANDROID_NOTIFICATION_FIELDS = frozenset(
     | {"default_vibrate_timings", "default_light_settings", "vibrate_timings", "visibility"}
     | {"light_settings", "notification_count", "proxy"}
 )
-RESERVED_DATA_KEYS = frozenset({"from", "gcm", "message_type"})
+RESERVED_DATA_KEYS = frozenset({"from", "message_type"})  # and any key starting google / gcm
 
 
 class BadMessage(Exception):
@@ -472,7 +472,7 @@ def _check_data(data: Any, where: str) -> None:
     for index, (key, value) in enumerate(data.items()):
         if not isinstance(value, str):
             raise BadMessage(f"{where}[{index}].value", "Invalid value: data values are strings.")
-        if key in RESERVED_DATA_KEYS or key.startswith("google"):
+        if key in RESERVED_DATA_KEYS or key.startswith(("google", "gcm")):
             raise BadMessage(f"{where}[{index}].key", f"Invalid data key: {key}")
 
 

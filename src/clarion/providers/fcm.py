@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 from clarion import jsontext
 from clarion.providers.base import FcmCredentials, Notification, Outcome, OutcomeKind, Provider
-from clarion.providers.fcm_payload import fcm_message, fcm_request_body
+from clarion.providers.fcm_payload import fcm_message, fcm_request_body, local_rejection
 from clarion.providers.oauth import (
     AccessToken,
     AccessTokenCache,
@@ -166,6 +166,9 @@ class FcmProvider(Provider):
         if not tokens:
             return []
         message = fcm_message(notification)
+        rejected = local_rejection(message)
+        if rejected is not None:
+            return [Outcome(token, OutcomeKind.FAILED, reason=rejected) for token in tokens]
         try:
             access = await self.access_tokens.get()
         except TokenRefused as exc:

@@ -24,6 +24,26 @@ from typing import Any
 from clarion.providers.base import Notification
 
 FCM_MAX_TTL = 2_419_200  # 28 days, FCM's ceiling
+# Data keys FCM refuses with INVALID_ARGUMENT ("The key should not be a reserved word").
+RESERVED_DATA_KEYS = frozenset({"from", "message_type"})
+RESERVED_DATA_PREFIXES = ("google", "gcm")
+
+
+def reserved_data_key(data: Mapping[str, str]) -> str | None:
+    """The first key of ``data`` FCM would refuse as reserved, or None."""
+    for key in data:
+        if key in RESERVED_DATA_KEYS or key.startswith(RESERVED_DATA_PREFIXES):
+            return key
+    return None
+
+
+def local_rejection(message: Mapping[str, Any]) -> str | None:
+    """FCM's answer to a message it would refuse whatever the token, or None if it may go:
+    sent anyway, each token's request would come back INVALID_ARGUMENT."""
+    key = reserved_data_key(message.get("data") or {})
+    if key is not None:
+        return f"INVALID_ARGUMENT: data key {key!r} is reserved by FCM"
+    return None
 
 
 def ttl_seconds(expires_at: datetime | None, now: datetime, ceiling: int) -> int | None:
