@@ -421,3 +421,23 @@ class TestTokenUriOverridden:
             "/tenants/tenant-a/fcm_v1", files={"credentials": ("sa.json", json.dumps(account))}
         )
         assert response.status_code == 200, response.text
+
+
+async def test_a_truncated_multipart_form_is_named_as_such(client: httpx.AsyncClient) -> None:
+    await create(client, "tenant-a")
+    form = httpx.Request("POST", "http://x/", files=apns_token_form())
+    body = form.read()
+    content_type = form.headers["content-type"]
+    for cut in (len(body) - 8, len(body) // 2, 60):
+        response = await client.post(
+            "/tenants/tenant-a/apns", content=body[:cut], headers={"content-type": content_type}
+        )
+        assert response.status_code == 400, (cut, response.text)
+        failed = response.json()
+        assert failed["status"] == "FAILED"
+        assert failed["fields"][0]["field"] == "body", (cut, failed)
+        assert "truncated" in failed["fields"][0]["description"], (cut, failed)
+    whole = await client.post(
+        "/tenants/tenant-a/apns", content=body, headers={"content-type": content_type}
+    )
+    assert whole.status_code == 200, whole.text

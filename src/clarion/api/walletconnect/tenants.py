@@ -73,6 +73,15 @@ async def delete_tenant(request: Request, tenant_id: TenantId, svc: ServicesDep)
 
 
 async def _form(request: Request) -> FormData:
+    # The parser takes a form cut short for a whole one with fewer fields ("apns_topic is
+    # required" for an upload that broke off): a form must end with its closing delimiter.
+    boundary = _boundary(request.headers.get("content-type", ""))
+    if boundary is not None:
+        body = await request.body()  # kept by the request: the parser reads it from there
+        if not _is_closed(body, boundary):
+            raise InvalidField(
+                "body", "The multipart form is truncated: its closing boundary is missing."
+            )
     try:
         return await request.form(max_files=8, max_fields=16, max_part_size=MAX_FIELD)
     except (AssertionError, ValueError, KeyError) as exc:
@@ -81,6 +90,33 @@ async def _form(request: Request) -> FormData:
         raise InvalidField(
             "body", f"The body must be a multipart form: {exc.detail}"[:200]
         ) from None
+
+
+def _boundary(content_type: str) -> bytes | None:
+    kind, _, params = content_type.partition(";")
+    if kind.strip().lower() != "multipart/form-data":
+        return None
+    for param in params.split(";"):
+        name, _, value = param.strip().partition("=")
+        if name.strip().lower() == "boundary" and value.strip().strip('"'):
+            return value.strip().strip('"').encode("latin-1", "replace")
+    return None
+
+
+def _is_closed(body: bytes, boundary: bytes) -> bool:
+    """True if ``body`` holds the close delimiter (RFC 2046: ``--boundary--`` at a line's start,
+    then only whitespace to the end of its line)."""
+    close = b"--" + boundary + b"--"
+    if body.startswith(close):
+        at = 0
+    else:
+        found = body.find(b"\r\n" + close)
+        if found < 0:
+            return False
+        at = found + 2
+    rest = body[at + len(close) :]
+    line_end = rest.find(b"\r\n")
+    return not (rest if line_end < 0 else rest[:line_end]).strip(b" \t")
 
 
 async def _value(form: FormData, name: str, *, required: bool = True) -> bytes | None:
