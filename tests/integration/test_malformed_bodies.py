@@ -57,6 +57,36 @@ async def test_powerauth_answers_unreadable_json_as_a_bad_request(
     assert error == {"code": "ERROR_REQUEST", "message": "Request body is not valid JSON."}
 
 
+@pytest.mark.parametrize("path", POWERAUTH_PATHS)
+@pytest.mark.parametrize(
+    ("content_type", "named"),
+    [
+        (
+            "application/x-www-form-urlencoded",
+            "(this request's is application/x-www-form-urlencoded).",
+        ),
+        ("text/plain; charset=utf-8", "(this request's is text/plain)."),
+        (None, "(this request has none)."),
+    ],
+    ids=["curl-default", "text", "none"],
+)
+async def test_powerauth_json_sent_as_another_type_names_the_content_type(
+    api: httpx.AsyncClient, path: str, content_type: str | None, named: str
+) -> None:
+    body = b'{"requestObject": {"appId": "mobile-app"}}'
+    headers = {"content-type": content_type} if content_type else {}
+    error = powerauth_error(await api.post(path, content=body, headers=headers))
+    assert error == {
+        "code": "ERROR_REQUEST",
+        "message": f"Request body must be JSON sent with Content-Type: application/json {named}",
+    }
+
+
+async def test_powerauth_empty_body_without_a_type_is_named_empty(api: httpx.AsyncClient) -> None:
+    error = powerauth_error(await api.post("/push/device/create"))
+    assert error["message"] == "Request body must not be empty."
+
+
 def wc_body_failure(response: httpx.Response) -> str:
     assert response.status_code == 400, (response.status_code, response.text)
     data = response.json()

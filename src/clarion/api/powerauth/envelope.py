@@ -248,10 +248,34 @@ class PowerAuthRoute(APIRoute):
                 if body_unreadable(exc):
                     return error(400, "ERROR_REQUEST", "Request body is not valid JSON.")
                 raise
+            except RequestValidationError as exc:
+                content_type = request.headers.get("content-type")
+                if not _is_json(content_type) and any(
+                    tuple(e.get("loc", ())) == ("body",) and e.get("type") != "missing"
+                    for e in exc.errors()
+                ):
+                    # The body was never read as JSON: saying it is not a JSON object would
+                    # mislead a caller whose JSON went out as curl's default form type.
+                    return error(400, "ERROR_REQUEST", _not_json_message(content_type))
+                return map_error(exc)
             except Exception as exc:  # every other failure gets the dialect's error body
                 return map_error(exc)
 
         return guarded
+
+
+def _is_json(content_type: str | None) -> bool:
+    if content_type is None:
+        return False
+    media = content_type.partition(";")[0].strip().lower()
+    return media == "application/json" or media.endswith("+json")
+
+
+def _not_json_message(content_type: str | None) -> str:
+    sent = content_type.partition(";")[0].strip()[:80] if content_type else ""
+    return "Request body must be JSON sent with Content-Type: application/json" + (
+        f" (this request's is {sent})." if sent else " (this request has none)."
+    )
 
 
 def add_routes(
