@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from clarion.core.services import Services
 from clarion.emulators.apns import ApnsEmulator
@@ -403,6 +403,36 @@ async def test_rejected_credentials_fail_and_are_recorded(
     assert_ok(await client.put("/admin/app/ios/update", json=ios))
     again = assert_ok(await client.post("/admin/app/detail", json=envelope(appId="mobile-app")))
     assert "iosCredentialsRejected" not in again["responseObject"]
+
+
+async def test_an_upload_clears_a_rejection_that_landed_after_it_read_the_row(
+    client: httpx.AsyncClient, services: Services, app_ready: Emulators
+) -> None:
+    # The race a new user hit: the upload reads the row (not rejected), a send's rejection of the
+    # version being replaced lands (SQLite takes no row lock), then the upload writes. Its UPDATE
+    # must name rejected_reason even though the value it read was already NULL, or the rejection
+    # outlives the credentials it was about.
+    statements: list[str] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    engine = services.db.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        ios = envelope(
+            appId="mobile-app",
+            bundle=BUNDLE,
+            keyId="KEY1234567",
+            teamId="TEAM123456",
+            environment="production",
+            privateKeyBase64=base64.b64encode(app_ready.apns_key).decode(),
+        )
+        assert_ok(await client.put("/admin/app/ios/update", json=ios))
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    [written] = [s for s in statements if s.lstrip().upper().startswith("UPDATE CREDENTIALS")]
+    assert "rejected_reason" in written
 
 
 async def test_platform_without_credentials_fails_without_a_call(

@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import flag_modified
 
 from clarion.core.platforms import ApnsEnvironment, Platform
 from clarion.core.secretbox import SecretBox
@@ -242,6 +243,9 @@ class Applications:
                     row.secret = sealed
                     row.version = (row.version or 0) + 1
                     row.rejected_reason = None
+                    # Written even when it read None: a rejection of the version this replaces
+                    # may have landed since (SQLite takes no row lock), and must not outlive it.
+                    flag_modified(row, "rejected_reason")
                     row.updated_at = utcnow()
                     for name in ("project_id", "bundle", "key_id", "team_id", "environment"):
                         setattr(row, name, fields.get(name))

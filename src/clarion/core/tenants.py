@@ -238,14 +238,18 @@ class Tenants:
         await self._ensure(tenant_id)
         await self._apps.remove(tenant_id, platform)
 
-    async def suspend(self, tenant_id: str, platform: str, reason: str) -> None:
-        """Record that the provider rejected the tenant's credentials for ``platform``."""
+    async def suspend(
+        self, tenant_id: str, platform: str, reason: str, *, version: int | None = None
+    ) -> None:
+        """Record that the provider rejected the tenant's credentials for ``platform``: those
+        of ``version`` only, when given (credentials uploaded since are not suspended)."""
         async with self._db.transaction() as session:
             pk = await self.pk(session, tenant_id)
+            rejected = [Credential.application_id == pk, Credential.platform == platform]
+            if version is not None:
+                rejected.append(Credential.version == version)
             await session.execute(
-                update(Credential)
-                .where(Credential.application_id == pk, Credential.platform == platform)
-                .values(rejected_reason=reason[:REASON_LENGTH])
+                update(Credential).where(*rejected).values(rejected_reason=reason[:REASON_LENGTH])
             )
 
     async def _ensure(self, tenant_id: str) -> None:

@@ -367,7 +367,10 @@ class WalletConnect:
             return PushResult(PushStatus.CLIENT_DELETED, outcome.reason)
         if kind is OutcomeKind.CREDENTIALS_REJECTED:
             reason = outcome.reason or "credentials rejected by the provider"
-            await self._tenants.suspend(push.tenant_id, client.push_type.platform, reason)
+            version = client.credentials[0] if client.credentials else None
+            await self._tenants.suspend(
+                push.tenant_id, client.push_type.platform, reason, version=version
+            )
             return PushResult(PushStatus.TENANT_SUSPENDED, reason)
         if kind is OutcomeKind.RETRY:
             # Release the id so that the relay's retry is sent rather than taken as a duplicate.
