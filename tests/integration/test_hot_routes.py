@@ -387,3 +387,29 @@ async def test_a_push_is_read_by_its_content_type_on_both_paths(
         ]
     else:
         assert answers[0][0] == 200
+
+
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/json"])
+@pytest.mark.parametrize("path", ["/push/message/send", "/push/device/create"])
+async def test_powerauth_reads_a_body_by_its_content_type_on_both_paths(
+    both: tuple[httpx.AsyncClient, httpx.AsyncClient], path: str, content_type: str | None
+) -> None:
+    """The hot routes took a valid body without a content type that the full routes refused."""
+    full = both[1]
+    await full.post("/admin/app/create", json={"requestObject": {"appId": "mobile-app"}})
+    assert (await full.post("/push/device/create", json=_device(activationId="act-1"))).is_success
+    message = {"requestObject": {"appId": "mobile-app", "message": _message()}}
+    body = _device() if path == "/push/device/create" else message
+    answers = []
+    for client in both:
+        headers = {"content-type": content_type} if content_type else {}
+        request = client.build_request("POST", path, content=json.dumps(body), headers=headers)
+        assert request.headers.get("content-type") == content_type
+        answers.append(answer(await client.send(request)))
+    assert answers[0] == answers[1]
+    status, text, *_ = answers[0]
+    if content_type is None or content_type == "text/plain":
+        assert status == 400
+        assert "Content-Type: application/json" in json.loads(text)["responseObject"]["message"]
+    else:
+        assert status == 200, text

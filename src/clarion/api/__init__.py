@@ -28,3 +28,13 @@ class JsonRequest(Request):
         if not hasattr(self, "_json"):
             self._json = jsontext.loads(await self.body())
         return self._json
+
+
+def json_content_type(value: str | None) -> bool:
+    """True for the content types whose body FastAPI reads as JSON (application/json, +json)."""
+    if not value:
+        return False
+    kind = value.split(";", 1)[0].strip().lower()
+    return kind == "application/json" or (
+        kind.startswith("application/") and kind.endswith("+json")
+    )

@@ -27,6 +27,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from clarion import jsontext
+from clarion.api import json_content_type
 from clarion.core.services import Services
 
 
@@ -61,8 +62,8 @@ class HotRequest:
     def json(self) -> Any:
         """The JSON body, or None when it is not a JSON body as the full route reads one."""
         content_type = self.header(b"content-type")
-        if content_type is not None and not content_type.lower().startswith("application/json"):
-            return None
+        if not json_content_type(content_type):
+            return None  # the full route reads only a JSON content type, and says so
         try:
             return jsontext.loads(self.body)
         except ValueError:

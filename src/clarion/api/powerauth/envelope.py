@@ -19,7 +19,7 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
-from clarion.api import JsonRequest, body_unreadable
+from clarion.api import JsonRequest, body_unreadable, json_content_type
 from clarion.errors import (
     ClarionError,
     Conflict,
@@ -250,7 +250,7 @@ class PowerAuthRoute(APIRoute):
                 raise
             except RequestValidationError as exc:
                 content_type = request.headers.get("content-type")
-                if not _is_json(content_type) and any(
+                if not json_content_type(content_type) and any(
                     tuple(e.get("loc", ())) == ("body",) and e.get("type") != "missing"
                     for e in exc.errors()
                 ):
@@ -262,13 +262,6 @@ class PowerAuthRoute(APIRoute):
                 return map_error(exc)
 
         return guarded
-
-
-def _is_json(content_type: str | None) -> bool:
-    if content_type is None:
-        return False
-    media = content_type.partition(";")[0].strip().lower()
-    return media == "application/json" or media.endswith("+json")
 
 
 def _not_json_message(content_type: str | None) -> str:

@@ -21,7 +21,7 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException
 
-from clarion.api import JsonRequest, body_unreadable
+from clarion.api import JsonRequest, body_unreadable, json_content_type
 from clarion.core.tenants import GENERIC_FIELD_ERROR, InvalidField
 from clarion.errors import ClarionError, Conflict, InvalidRequest, NotFound, Unauthorized
 
@@ -208,16 +208,6 @@ class WalletConnectRoute(APIRoute):
 
 
 NOT_JSON_CONTENT = "The request body must be JSON, sent with Content-Type: application/json."
-
-
-def json_content_type(value: str | None) -> bool:
-    """True for the content types whose body FastAPI reads as JSON (application/json, +json)."""
-    if not value:
-        return False
-    kind = value.split(";", 1)[0].strip().lower()
-    return kind == "application/json" or (
-        kind.startswith("application/") and kind.endswith("+json")
-    )
 
 
 def _body_not_json(exc: RequestValidationError, request: Request) -> bool:

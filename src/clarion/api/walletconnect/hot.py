@@ -10,9 +10,10 @@ from fastapi.responses import PlainTextResponse
 from pydantic import TypeAdapter, ValidationError
 from starlette.responses import Response
 
+from clarion.api import json_content_type
 from clarion.api.hot import HotRequest, HotRoute
 from clarion.api.walletconnect import clients
-from clarion.api.walletconnect.errors import json_content_type, map_error
+from clarion.api.walletconnect.errors import map_error
 from clarion.api.walletconnect.guards import check_relay_signature
 from clarion.api.walletconnect.models import PushRequest
 from clarion.core.tenants import InvalidField, check_tenant_id
