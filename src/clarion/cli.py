@@ -70,11 +70,10 @@ def _settings(config: Path | None, **overrides: object) -> Settings:
         return load_settings(config, **{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as exc:
         for error in exc.errors():
-            name = ".".join(str(part) for part in error["loc"]) or "settings"
-            err.print(
-                f"[red]invalid setting[/red] {name} (CLARION_{name.upper()}): {error['msg']}",
-                highlight=False,
-            )
+            message = str(error["msg"]).removeprefix("Value error, ")
+            name = ".".join(str(part) for part in error["loc"])
+            where = f" {name} (CLARION_{name.upper()})" if name else "s"
+            err.print(f"[red]invalid setting{where}:[/red] {message}", highlight=False)
         raise typer.Exit(2) from None
     except ValueError as exc:
         err.print(f"[red]invalid settings:[/red] {exc}")

@@ -10,7 +10,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BeforeValidator, Field, SecretStr, field_validator
+from pydantic import BeforeValidator, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -18,7 +18,11 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from clarion.errors import ClarionError
+
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./clarion.db"
+# Shared secrets a caller proves it knows (admin token, WalletConnect tenant JWT secret).
+MIN_SECRET_LENGTH = 16
 
 
 def normalise_database_url(url: str) -> str:
@@ -133,7 +137,7 @@ class Settings(BaseSettings):
     public_url: str | None = Field(
         default=None,
         description="The server's public base URL (tenant URLs, client JWT audience). "
-        "Default: the URL each request came in on.",
+        "Default: the URL each request came in on. Required with wc_require_client_jwt.",
     )
     wc_default_tenant: str = Field(
         default="0000-0000-0000-0000", description="Tenant of the routes without a tenant id."
@@ -161,6 +165,55 @@ class Settings(BaseSettings):
     @classmethod
     def _async_driver(cls, value: str) -> str:
         return normalise_database_url(value)
+
+    @field_validator("admin_token", "wc_tenant_jwt_secret")
+    @classmethod
+    def _strong_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        # An empty value (``KEY=`` in an env file) turned the check on with "" as the secret:
+        # anyone could then sign tenant tokens, or pass as admin with an empty bearer token.
+        if value is not None and len(value.get_secret_value().strip()) < MIN_SECRET_LENGTH:
+            raise ValueError(
+                f"must be at least {MIN_SECRET_LENGTH} characters (unset it to turn the check off)"
+            )
+        return value
+
+    @field_validator("admin_password")
+    @classmethod
+    def _password_not_empty(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().strip():
+            raise ValueError("must not be empty")
+        return value
+
+    @model_validator(mode="after")
+    def _client_jwt_audience(self) -> Settings:
+        # Without a public URL the audience a client JWT must name is the URL the request came
+        # in on, which the caller picks with its Host header: no check at all when required.
+        if self.wc_require_client_jwt and not self.public_url:
+            raise ValueError(
+                "CLARION_WC_REQUIRE_CLIENT_JWT needs CLARION_PUBLIC_URL: client JWTs name it as"
+                " their audience (without it the request's own Host header would be the check)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _user_with_password(self) -> Settings:
+        if (self.admin_username is None) != (self.admin_password is None):
+            raise ValueError(
+                "CLARION_ADMIN_USERNAME and CLARION_ADMIN_PASSWORD are set together or not at all"
+            )
+        return self
+
+    @field_validator("wc_default_tenant")
+    @classmethod
+    def _tenant_id(cls, value: str) -> str:
+        # The tenant API refused to manage a default tenant named "" or "clients".
+        from clarion.core.tenants import check_tenant_id  # the core imports these settings
+
+        try:
+            check_tenant_id(value, location="body")
+        except ClarionError as exc:
+            raise ValueError(exc.message) from None
+        return value
 
     @field_validator("provider_ca_file")
     @classmethod

@@ -86,6 +86,18 @@ def test_configuration_mistakes_are_one_clear_line_not_a_traceback(tmp_path: Pat
         (("serve",), {"CLARION_PORT": "abc"}, 2, "CLARION_PORT"),
         (
             ("serve",),
+            {"CLARION_ADMIN_TOKEN": ""},
+            2,
+            "invalid setting admin_token (CLARION_ADMIN_TOKEN): must be at least 16 characters",
+        ),
+        (
+            ("serve",),
+            {"CLARION_ADMIN_USERNAME": "ops"},
+            2,
+            "invalid settings: CLARION_ADMIN_USERNAME and CLARION_ADMIN_PASSWORD are set together",
+        ),
+        (
+            ("serve",),
             {"CLARION_PROVIDER_CA_FILE": str(tmp_path / "none.pem")},
             2,
             "cannot read the CA file",

@@ -79,3 +79,48 @@ def test_a_key_of_the_config_file_that_is_no_setting_is_an_error(tmp_path: Path)
     broken.write_text("port = \n")
     with pytest.raises(ValueError, match="not valid TOML"):
         load_settings(broken)
+
+
+@pytest.mark.parametrize("name", ["CLARION_ADMIN_TOKEN", "CLARION_WC_TENANT_JWT_SECRET"])
+@pytest.mark.parametrize("value", ["", "   ", "short-secret"])
+def test_a_shared_secret_that_is_empty_or_short_is_refused(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    # KEY= in an env file turned the check on with "" as the secret (tokens signed with "").
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError, match="at least 16 characters"):
+        load_settings()
+    monkeypatch.setenv(name, "s" * 16)
+    assert load_settings() is not None
+
+
+def test_admin_user_and_password_come_together(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CLARION_ADMIN_USERNAME", "ops")
+    with pytest.raises(ValueError, match="set together"):
+        load_settings()
+    monkeypatch.setenv("CLARION_ADMIN_PASSWORD", "")
+    with pytest.raises(ValueError, match="must not be empty"):
+        load_settings()
+    monkeypatch.setenv("CLARION_ADMIN_PASSWORD", "pw")
+    assert load_settings().admin_username == "ops"
+    monkeypatch.delenv("CLARION_ADMIN_USERNAME")
+    with pytest.raises(ValueError, match="set together"):
+        load_settings()
+
+
+@pytest.mark.parametrize("tenant", ["", "a b", "x", "clients", "Tenants"])
+def test_the_default_tenant_is_a_tenant_id_the_tenant_api_accepts(
+    monkeypatch: pytest.MonkeyPatch, tenant: str
+) -> None:
+    monkeypatch.setenv("CLARION_WC_DEFAULT_TENANT", tenant)
+    with pytest.raises(ValueError, match="Tenant id"):
+        load_settings()
+
+
+def test_requiring_client_jwts_needs_the_public_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Without it the audience to check would come from the request's own Host header.
+    monkeypatch.setenv("CLARION_WC_REQUIRE_CLIENT_JWT", "true")
+    with pytest.raises(ValueError, match="needs CLARION_PUBLIC_URL"):
+        load_settings()
+    monkeypatch.setenv("CLARION_PUBLIC_URL", "https://push.example.com")
+    assert load_settings().wc_require_client_jwt
