@@ -267,6 +267,16 @@ class TestRateLimit:
         other = await client.get("/rate_limit_test", headers={"x-forwarded-for": "203.0.113.8"})
         assert other.status_code == 200
 
+    async def test_a_second_forwarded_for_line_is_read_too(self, client: httpx.AsyncClient) -> None:
+        # A proxy that appends its own line (HAProxy) leaves the client's own line first: the
+        # client's made-up address there must not become the address it is counted as.
+        for _ in range(5):
+            await client.get("/rate_limit_test", headers={"x-forwarded-for": "203.0.113.9"})
+        for n in range(3):
+            lines = [("x-forwarded-for", f"198.51.100.{n}"), ("x-forwarded-for", "203.0.113.9")]
+            response = await client.get("/rate_limit_test", headers=httpx.Headers(lines))
+            assert response.status_code == 429, n
+
 
 class TestUntrustedForwardedFor:
     @pytest.fixture

@@ -64,7 +64,11 @@ def client_address(request: Request, trusted: list[str]) -> str:
     peer = request.client.host if request.client else "unknown"
     if not trusted or not _is_trusted(peer, trusted):
         return peer
-    hops = [h.strip() for h in request.headers.get("x-forwarded-for", "").split(",") if h.strip()]
+    # Every X-Forwarded-For line, in order, as one list (RFC 9110 5.3): a proxy that adds its
+    # own line (HAProxy's option forwardfor) left the client's own line first, and reading
+    # only that one let a client pick the address it is counted as.
+    lines = request.headers.getlist("x-forwarded-for")
+    hops = [h.strip() for h in ",".join(lines).split(",") if h.strip()]
     for hop in reversed(hops):
         if not _is_trusted(hop, trusted):
             return hop
