@@ -370,6 +370,12 @@ def emulate(
         )
         for command in emulation.commands:
             out.print(command, soft_wrap=True, highlight=False, markup=False)
+        out.print(
+            "\nFor WalletConnect, a tenant with the same credentials (also in "
+            f"{folder / 'upload-walletconnect-credentials.sh'}):\n"
+        )
+        for command in emulation.wc_commands:
+            out.print(command, soft_wrap=True, highlight=False, markup=False)
         out.print("\nPushes appear below as they arrive. Ctrl-C stops.\n")
 
     async def main() -> None:

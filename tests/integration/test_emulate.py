@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import itertools
 import json
+import shlex
 import signal
 import subprocess
 import sys
@@ -13,12 +16,53 @@ import httpx
 
 from clarion.app import create_app
 from clarion.core.services import open_services
-from clarion.emulators.runner import Emulation, run
+from clarion.emulators.runner import WC_TENANT, Emulation, run
 from tests.conftest import make_settings
 
 
+async def replay_form_upload(client: httpx.AsyncClient, command: str) -> httpx.Response:
+    """A printed ``curl ... -F name=value -F name=@file`` or ``-d JSON`` command, replayed."""
+    words = shlex.split(command)
+    url = next(w for w in words if w.startswith("http"))
+    if "-d" in words:
+        return await client.post(url, json=json.loads(words[words.index("-d") + 1]))
+    fields: dict[str, str] = {}
+    files: dict[str, tuple[str, bytes]] = {}
+    for flag, value in itertools.pairwise(words):
+        if flag == "-F":
+            name, _, given = value.partition("=")
+            if given.startswith("@"):
+                files[name] = (Path(given[1:]).name, Path(given[1:]).read_bytes())  # noqa: ASYNC240
+            else:
+                fields[name] = given
+    return await client.post(url, data=fields, files=files)
+
+
+async def push_through_walletconnect(client: httpx.AsyncClient, commands: list[str]) -> None:
+    """The printed WalletConnect commands make a tenant whose APNs and FCM clients get pushes."""
+    for command in commands:
+        response = await replay_form_upload(client, command)
+        assert response.status_code == 200, (command, response.text)
+    tenant = "/" + WC_TENANT
+    for push_type, token in (("apns", "ab" * 32), ("fcm", "emulated-fcm-token")):
+        client_id = f"wallet-{push_type}"
+        registered = await client.post(
+            f"{tenant}/clients", json={"client_id": client_id, "type": push_type, "token": token}
+        )
+        assert registered.status_code == 200, registered.text
+        blob = base64.b64encode(json.dumps({"title": "Hi", "body": "wc"}).encode()).decode()
+        pushed = await client.post(
+            f"{tenant}/clients/{client_id}",
+            json={"id": f"m-{push_type}", "payload": {"topic": "t" * 64, "flags": 0, "blob": blob}},
+        )
+        assert pushed.status_code == 200, (push_type, pushed.text)
+
+
 async def deliver_to_every_platform(
-    tmp_path: Path, settings: dict[str, str], commands: list[str]
+    tmp_path: Path,
+    settings: dict[str, str],
+    commands: list[str],
+    wc_commands: list[str] | None = None,
 ) -> None:
     """Start clarion with the printed settings, replay the printed credential uploads, and send
     one push to a device of each platform: each must be answered sent."""
@@ -55,6 +99,8 @@ async def deliver_to_every_platform(
                 "android": 1,
                 "huawei": 1,
             }
+            if wc_commands is not None:
+                await push_through_walletconnect(client, wc_commands)
     finally:
         await services.close()
 
@@ -70,7 +116,7 @@ async def test_emulated_credentials_and_settings_deliver_to_every_platform(tmp_p
             host="127.0.0.1",
             ports=(0, 0, 0),
             bundle="com.example.app",
-            api="http://127.0.0.1:8080",
+            api="http://127.0.0.1:18080",
             app_id="mobile-app",
             show=shown.append,
             ready=ready.set_result,
@@ -79,14 +125,26 @@ async def test_emulated_credentials_and_settings_deliver_to_every_platform(tmp_p
     )
     emulation = await ready
     assert oct((folder / "AuthKey_emulator.p8").stat().st_mode & 0o777) == "0o600"
+    # clarion listens where the printed commands call it (a newcomer's --api port was not).
+    assert emulation.settings["CLARION_PORT"] == "18080"
+    assert "CLARION_HOST" not in emulation.settings
     try:
-        await deliver_to_every_platform(tmp_path, emulation.settings, list(emulation.commands))
+        await deliver_to_every_platform(
+            tmp_path,
+            {k: v for k, v in emulation.settings.items() if k != "CLARION_PORT"},
+            [c.replace(":18080", ":8080") for c in emulation.commands],
+            [c.replace(":18080", ":8080") for c in emulation.wc_commands],
+        )
         await asyncio.sleep(0.5)
     finally:
         stop.set()
         await task
-    assert any(line.startswith("APNs 200") for line in shown)
-    assert any(line.startswith("FCM") for line in shown)
+    apns = [line for line in shown if line.startswith("APNs 200")]
+    assert len(apns) == 2  # PowerAuth's push and WalletConnect's
+    # The headers a sender wants to check, and the payload whole.
+    assert "push-type=alert priority=10 " in apns[0], apns[0]
+    assert apns[0].endswith('{"aps": {"alert": {"title": "Hello", "body": "emulated"}}}'), apns[0]
+    assert len([line for line in shown if line.startswith("FCM")]) == 2
     assert any(line.startswith("HMS") for line in shown)
 
 
@@ -118,9 +176,13 @@ async def test_the_emulate_command_delivers_as_it_says(tmp_path: Path) -> None:
             for line in (folder / "clarion-emulated.env").read_text().splitlines()
             if line.startswith("export ")
         )
-        script = (folder / "upload-credentials.sh").read_text()
-        commands = [line for line in script.splitlines() if line.startswith("curl ")]
-        await deliver_to_every_platform(tmp_path, settings, commands)
+        assert settings["CLARION_PORT"] == "8080"  # where the commands call it
+        scripts = [
+            (folder / name).read_text().splitlines()
+            for name in ("upload-credentials.sh", "upload-walletconnect-credentials.sh")
+        ]
+        commands, wc_commands = ([w for w in s if w.startswith("curl ")] for s in scripts)
+        await deliver_to_every_platform(tmp_path, settings, commands, wc_commands)
         await asyncio.sleep(0.5)
     finally:
         proc.send_signal(signal.SIGINT)

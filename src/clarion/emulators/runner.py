@@ -12,8 +12,9 @@ import base64
 import json
 import shlex
 import shutil
+import urllib.parse
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from clarion.emulators.apns import ApnsEmulator
@@ -24,10 +25,30 @@ TEAM_ID, KEY_ID = "EMULATOR01", "EMUKEY0001"
 FCM_PROJECT, HMS_PROJECT, HMS_CLIENT = "emulated-project", "emulated-hms", "10000001"
 
 
+# The apns-* headers a push's display names (the rest, authorization and apns-id, say nothing).
+_SHOWN_HEADERS = ("apns-push-type", "apns-priority", "apns-expiration", "apns-collapse-id")
+_SHOWN_PAYLOAD = 600  # characters of a push's JSON shown (APNs allows 4,096 bytes)
+WC_TENANT = "emulated-wallet"
+
+
 @dataclass(frozen=True)
 class Emulation:
     settings: dict[str, str]
-    commands: list[str]
+    commands: list[str]  # PowerAuth: create the application, upload its credentials
+    wc_commands: list[str] = field(default_factory=list)  # WalletConnect: a tenant, likewise
+
+
+def _api_settings(api: str) -> dict[str, str]:
+    """CLARION_PORT (and CLARION_HOST) for clarion to listen where the commands will call it."""
+    url = urllib.parse.urlsplit(api)
+    try:
+        port = url.port or (443 if url.scheme == "https" else 80)
+    except ValueError:
+        return {}
+    found = {"CLARION_PORT": str(port)}
+    if url.hostname and url.hostname not in ("127.0.0.1", "localhost"):
+        found["CLARION_HOST"] = url.hostname
+    return found
 
 
 def _write(folder: Path, name: str, data: bytes) -> Path:
@@ -64,8 +85,12 @@ def describe(
         "CLARION_APNS_SANDBOX_URL": apns.url,
         "CLARION_PROVIDER_CA_FILE": str(ca.resolve()),
         "CLARION_FCM_BASE_URL": fcm.url,
+        # Every FCM access token from the emulator: WalletConnect tenants' service accounts
+        # are otherwise refused unless they name Google's token endpoint.
+        "CLARION_FCM_TOKEN_URL": fcm.token_url,
         "CLARION_HMS_PUSH_URL": hms.url,
         "CLARION_HMS_TOKEN_URL": hms.token_url,
+        **_api_settings(api),
     }
     ios = {
         "appId": app_id,
@@ -101,12 +126,31 @@ def describe(
         curl("PUT", "/admin/app/android/update", "android", android),
         curl("PUT", "/admin/app/huawei/update", "huawei", huawei),
     ]
-    (folder / "upload-credentials.sh").write_text("#!/bin/sh\n" + "\n".join(commands) + "\n")
-    (folder / "upload-credentials.sh").chmod(0o700)
+    key_file = shlex.quote(str((folder / "AuthKey_emulator.p8").resolve()))
+    account_file = shlex.quote(str((folder / "service-account.json").resolve()))
+    tenant = f"{api}/tenants/{WC_TENANT}"
+    wc_commands = [
+        f"curl -s -X POST {api}/tenants -H 'content-type: application/json'"
+        f' -d \'{{"id": "{WC_TENANT}"}}\'',
+        f"curl -s {tenant}/apns -F apns_topic={shlex.quote(bundle)} -F apns_key_id={KEY_ID}"
+        f" -F apns_team_id={TEAM_ID} -F apns_pkcs8_pem=@{key_file}",
+        f"curl -s {tenant}/fcm_v1 -F credentials=@{account_file}",
+    ]
+    for name, lines in (
+        ("upload-credentials.sh", commands),
+        ("upload-walletconnect-credentials.sh", wc_commands),
+    ):
+        (folder / name).write_text("#!/bin/sh\n" + "\n".join(lines) + "\n")
+        (folder / name).chmod(0o700)
     (folder / "clarion-emulated.env").write_text(
         "".join(f"export {k}={v}\n" for k, v in settings.items())
     )
-    return Emulation(settings, commands)
+    return Emulation(settings, commands, wc_commands)
+
+
+def _shown(payload: object) -> str:
+    text = json.dumps(payload, ensure_ascii=False)
+    return text if len(text) <= _SHOWN_PAYLOAD else text[:_SHOWN_PAYLOAD] + "..."
 
 
 async def run(
@@ -130,7 +174,12 @@ async def run(
     ):
         apns.on_receive = lambda push: show(
             f"APNs {push.status} {push.reason or 'delivered'} token={push.token[:16]}... "
-            f"{json.dumps(push.payload)[:160]}"
+            + "".join(
+                f"{name.removeprefix('apns-')}={push.headers[name]} "
+                for name in _SHOWN_HEADERS
+                if name in push.headers
+            )
+            + _shown(push.payload)
         )
         ready(describe(apns, fcm, hms, folder, bundle=bundle, api=api, app_id=app_id))
         seen_fcm = seen_hms = 0
@@ -138,13 +187,13 @@ async def run(
             for received in fcm.received[seen_fcm:]:
                 show(
                     f"FCM  delivered token={str(received.token)[:16]}... "
-                    f"{json.dumps(received.message)[:160]}"
+                    + _shown({k: v for k, v in received.message.items() if k != "token"})
                 )
             seen_fcm = len(fcm.received)
             for request in hms.received[seen_hms:]:
                 show(
                     f"HMS  delivered to {len(request.delivered)} token(s) "
-                    f"{json.dumps(request.message)[:160]}"
+                    + _shown(request.message)
                 )
             seen_hms = len(hms.received)
             try:
