@@ -547,3 +547,24 @@ async def test_extras_are_limited_to_4_kb_of_utf8_as_sent(
         assert_ok(response)
     else:
         assert_error(response, "ERROR_REQUEST", contains="4096 bytes")
+
+
+async def test_explicit_nulls_of_optional_fields_take_their_defaults(
+    client: httpx.AsyncClient, app_ready: Emulators
+) -> None:
+    # Jackson writes null for an unset field: "mode": null was a 400 while a null activationId
+    # was taken as absent.
+    nulls = message(priority=None, attributes={"personal": None, "silent": None})
+    body = envelope(appId="mobile-app", mode=None, message=nulls)
+    result = assert_ok(await client.post("/push/message/send", json=body))["responseObject"]
+    assert result["mode"] == "SYNCHRONOUS"
+    assert result["result"]["ios"] == {"sent": 1, "pending": 0, "failed": 0, "total": 1}
+    [push] = app_ready.apns.delivered()
+    assert push.headers["apns-priority"] == "10"  # HIGH
+    assert push.headers["apns-push-type"] == "alert"  # not silent
+    detail = envelope(appId="mobile-app", includeIos=None, includeAndroid=None)
+    shown = assert_ok(await client.post("/admin/app/detail", json=detail))["responseObject"]
+    assert shown["application"]["ios"] is True and shown["iosBundle"] == BUNDLE
+    # A required field's null is still named.
+    missing = await client.post("/push/message/send", json=envelope(appId=None, message=nulls))
+    assert assert_error(missing, "ERROR_REQUEST") == "App ID must not be null."

@@ -4,18 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, Field
 
+from clarion.api.powerauth.body import Body
 from clarion.api.powerauth.message_models import MessageBody
 from clarion.errors import InvalidRequest
 
 MAX_USER_ID = 255
 MAX_USERS_PER_REQUEST = 1_000_000
 MAX_PAGE_SIZE = 10_000
-
-
-class Body(BaseModel):
-    model_config = ConfigDict(extra="ignore")
 
 
 def _user_ids(value: Any) -> Any:

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, Field
 
+from clarion.api.powerauth.body import Body
 from clarion.errors import InvalidRequest
 
 USER_ID_MAX = 255
@@ -77,11 +78,7 @@ def _required(**options: Any) -> Any:
     return Field(default=None, validate_default=True, **options)
 
 
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-
-class PostMessageRequest(_Body):
+class PostMessageRequest(Body):
     userId: UserId = _required(examples=["user-001"])
     type: MessageTypeName = _required(description="text or html", examples=["text"])
     subject: Subject = _required(examples=["Example subject"])
@@ -94,7 +91,7 @@ class PostMessageRequest(_Body):
     applications: AppIds = _required(examples=[["mobile-app"]])
 
 
-class ReadMessageRequest(_Body):
+class ReadMessageRequest(Body):
     """The official Java client's form of "mark read": the message id as ``inboxId``."""
 
     inboxId: InboxId = _required(examples=["ae641389-d37a-4425-bd14-41c29484596f"])
@@ -103,7 +100,7 @@ class ReadMessageRequest(_Body):
     )
 
 
-class ReadAllRequest(_Body):
+class ReadAllRequest(Body):
     userId: UserId = _required(examples=["user-001"])
     appId: AppId = _required(examples=["mobile-app"])
 

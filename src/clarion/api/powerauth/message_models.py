@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator
+from pydantic import BaseModel, Field, StrictBool, StrictInt, field_validator
 
+from clarion.api.powerauth.body import Body
 from clarion.errors import InvalidRequest
 
 # Booleans and numbers are taken only as JSON booleans and numbers: "yes", 1 or "3" for them
@@ -14,10 +15,6 @@ from clarion.errors import InvalidRequest
 Text = Annotated[str, Field(max_length=2048)]
 Args = Annotated[list[Annotated[str, Field(max_length=512)]], Field(max_length=32)]
 MAX_BATCH = 100_000
-
-
-class Body(BaseModel):
-    model_config = ConfigDict(extra="ignore")
 
 
 class MessageBody(Body):

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool
+from pydantic import BaseModel, Field, StrictBool
+
+from clarion.api.powerauth.body import Body
 
 AppId = Annotated[str, Field(min_length=1, max_length=255, examples=["mobile-app"])]
 ActivationId = Annotated[
@@ -23,10 +25,6 @@ PlatformName = Annotated[
 Short = Annotated[str, Field(min_length=1, max_length=255)]
 KeyPart = Annotated[str, Field(min_length=1, max_length=64)]
 Base64Blob = Annotated[str, Field(min_length=1, max_length=65_536)]
-
-
-class Body(BaseModel):
-    model_config = ConfigDict(extra="ignore")
 
 
 # --- devices -------------------------------------------------------------------------------
