@@ -8,16 +8,20 @@ import ipaddress
 import logging
 import os
 import signal
+import socket
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from types import FrameType
 from typing import Annotated, TypeVar
 
 import typer
+import uvicorn
 from alembic.util import CommandError
 from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 
 from clarion import __version__, runloop
@@ -129,6 +133,43 @@ async def _prepare(settings: Settings) -> None:
     await services.close()
 
 
+def _listen(host: str, port: int) -> socket.socket:
+    """The server's listening socket, bound before anything starts: a port in use or an
+    unknown host is one line and exit 1, not a worker started and "ready" logged first."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+    except (OSError, UnicodeError) as exc:
+        err.print(f"[red]cannot listen on {host}:{port}:[/red] {_os_reason(exc)}")
+        raise typer.Exit(1) from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        err.print(f"[red]cannot listen on {host}:{port}:[/red] {_os_reason(exc)}")
+        raise typer.Exit(1) from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def _os_reason(exc: BaseException) -> str:
+    return str(getattr(exc, "strerror", None) or exc)
+
+
+class _GracefulServer(uvicorn.Server):
+    """uvicorn's server, ending with exit status 0 after a graceful SIGTERM / SIGINT: uvicorn
+    raises the signal again once it has shut down, so supervisors saw a stop they asked for
+    as death by signal 15 (exit status 143)."""
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        if sig in (signal.SIGTERM, signal.SIGINT) and sig in self._captured_signals:
+            self._captured_signals.remove(sig)
+
+
 class HttpServer(enum.StrEnum):
     UVICORN = "uvicorn"
     GRANIAN = "granian"
@@ -178,12 +219,11 @@ def serve(
     """Run the HTTP API (and a job worker). Applies migrations first on the embedded SQLite
     default; on PostgreSQL it refuses to start until `clarion migrate` has brought the schema up
     to date. SIGTERM is graceful."""
-    import uvicorn
-
     from clarion.app import create_app
 
     settings = _settings(config, host=host, port=port, run_worker=None if worker else False)
     configure_logging(settings.log_level, json_lines=settings.log_json)
+    sock = _listen(settings.host, settings.port)
     if not _loopback(settings.host) and not (settings.admin_token or settings.admin_username):
         log.warning(
             "the admin API (/admin/*) has no authentication and listens on %s: anyone who "
@@ -192,6 +232,7 @@ def serve(
         )
     _run(_prepare(settings))
     if processes > 1 or server is HttpServer.GRANIAN:
+        sock.close()  # they bind their own: this one only said the address can be had
         # Each process builds its own app from the environment (and the same config file).
         if config is not None:
             os.environ["CLARION_CONFIG_FILE"] = str(config.resolve())
@@ -214,7 +255,7 @@ def serve(
         return
     # proxy_headers=False: uvicorn would otherwise take X-Forwarded-For from any local peer as
     # the client's address; clarion believes it only from CLARION_WC_TRUSTED_PROXIES.
-    uvicorn.run(
+    server_config = uvicorn.Config(
         create_app(settings, server_process=True),
         host=settings.host,
         port=settings.port,
@@ -223,6 +264,7 @@ def serve(
         server_header=False,
         proxy_headers=False,
     )
+    runloop.run(_GracefulServer(server_config).serve(sockets=[sock]))
 
 
 @cli.command("worker")
@@ -428,7 +470,12 @@ def migrate(
             await db.dispose()
 
     before, after = _run(run())
-    out.print(f"database migrated: {before or 'empty'} -> {after} (head {head_revision()})")
+    where = make_url(settings.database_url).render_as_string(hide_password=True)
+    out.print(
+        f"database migrated: {before or 'empty'} -> {after} (head {head_revision()}): {where}",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 @cli.command()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -269,3 +270,36 @@ def test_an_open_admin_api_beyond_loopback_is_warned_about(
     warnings = [json.loads(line) for line in log.read_text().splitlines() if "admin API" in line]
     assert len(warnings) == 1 and warnings[0]["level"] == "warning"
     assert "CLARION_ADMIN_TOKEN" in warnings[0]["msg"]
+
+
+def test_single_process_serve_ends_with_0_after_sigterm(
+    server: tuple[str, Path, subprocess.Popen[bytes]],
+) -> None:
+    """uvicorn raised SIGTERM again after its graceful shutdown: exit status 143, which
+    supervisors report as an abnormal exit."""
+    url, log, proc = server
+    assert httpx.get(url + "/health").status_code == 200
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=20) == 0, log.read_text()[-2000:]
+    assert "Application shutdown complete" in log.read_text()
+
+
+def test_a_port_in_use_is_one_line_before_anything_starts(tmp_path: Path) -> None:
+    """It logged "ready" and started its job worker, then failed to bind."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLARION_")}
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [*CLARION, "serve", "--port", str(port)],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"cannot listen on 127.0.0.1:{port}: Address already in use"
+    assert result.stdout == ""  # no log line: nothing started
+    assert not (tmp_path / "clarion.db").exists()  # nothing started, nothing created
