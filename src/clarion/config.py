@@ -6,6 +6,7 @@ Every setting is documented in ``docs/configuration.md``.
 
 from __future__ import annotations
 
+import os
 import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
@@ -279,7 +280,32 @@ def load_settings(config_file: Path | None = None, **overrides: object) -> Setti
         raise FileNotFoundError(f"config file not found: {config_file}")
     if config_file is not None:
         _check_keys(config_file)
+    _check_environment()
     return _FromFile(**overrides)  # type: ignore[arg-type]
+
+
+# CLARION_* variables that are not settings: the config file a multi-process server's children
+# read, and the test suite's and benchmarks' own.
+_OTHER_VARIABLES = frozenset({"CLARION_CONFIG_FILE"})
+_OTHER_PREFIXES = ("CLARION_TEST_", "CLARION_BENCH_")
+
+
+def _check_environment() -> None:
+    """A CLARION_* variable that is no setting (CLARION_DATABASE_URI) is an error: ignored, it
+    put a production server on the SQLite default without a word."""
+    known = {f"CLARION_{name.upper()}" for name in Settings.model_fields} | _OTHER_VARIABLES
+    unknown = sorted(
+        name
+        for name in os.environ
+        if name.upper().startswith("CLARION_")
+        and name.upper() not in known
+        and not name.upper().startswith(_OTHER_PREFIXES)
+    )
+    if unknown:
+        raise ValueError(
+            f"no such setting: {', '.join(unknown)} (the variables are listed in "
+            "docs/configuration.md)"
+        )
 
 
 def _check_keys(config_file: Path) -> None:

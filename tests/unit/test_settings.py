@@ -124,3 +124,14 @@ def test_requiring_client_jwts_needs_the_public_url(monkeypatch: pytest.MonkeyPa
         load_settings()
     monkeypatch.setenv("CLARION_PUBLIC_URL", "https://push.example.com")
     assert load_settings().wc_require_client_jwt
+
+
+def test_a_clarion_variable_that_is_no_setting_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    # CLARION_DATABASE_URI put a production server on the SQLite default without a word.
+    monkeypatch.setenv("CLARION_DATABASE_URI", "postgresql://db.example/clarion")
+    with pytest.raises(ValueError, match="no such setting: CLARION_DATABASE_URI"):
+        load_settings()
+    monkeypatch.delenv("CLARION_DATABASE_URI")
+    monkeypatch.setenv("CLARION_TEST_ANYTHING", "1")  # the test suite's own
+    monkeypatch.setenv("CLARION_CONFIG_FILE", "/nowhere.toml")  # a multi-process server's
+    assert load_settings() is not None
