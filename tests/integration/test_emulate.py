@@ -105,6 +105,24 @@ async def deliver_to_every_platform(
         await services.close()
 
 
+def check_upload_script_sends_the_admin_token(folder: Path, tmp_path: Path) -> None:
+    """The upload script sends the admin token when the shell has one (the production recipe
+    sets CLARION_ADMIN_TOKEN; every upload was a 401 there), and no header otherwise."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "curl").write_text('#!/bin/sh\nfor a in "$@"; do echo "$a"; done\necho ---\n')
+    (fake / "curl").chmod(0o755)
+    path = {"PATH": f"{fake}:/usr/bin:/bin"}
+    script = str(folder / "upload-credentials.sh")
+    token = {"CLARION_ADMIN_TOKEN": "t" * 24}
+    with_token = subprocess.run(["sh", script], env={**path, **token}, capture_output=True)
+    calls = with_token.stdout.decode().split("---\n")[:-1]
+    assert len(calls) == 4
+    assert all(f"authorization: Bearer {'t' * 24}\n" in call for call in calls), calls
+    without = subprocess.run(["sh", script], env=path, capture_output=True).stdout.decode()
+    assert "authorization" not in without and without.count("---") == 4
+
+
 async def test_emulated_credentials_and_settings_deliver_to_every_platform(tmp_path: Path) -> None:
     folder = tmp_path / "clarion-emulator"
     shown: list[str] = []
@@ -139,6 +157,7 @@ async def test_emulated_credentials_and_settings_deliver_to_every_platform(tmp_p
     finally:
         stop.set()
         await task
+    check_upload_script_sends_the_admin_token(folder, tmp_path)
     apns = [line for line in shown if line.startswith("APNs 200")]
     assert len(apns) == 2  # PowerAuth's push and WalletConnect's
     # The headers a sender wants to check, and the payload whole.

@@ -115,10 +115,12 @@ def describe(
     def curl(method: str, path: str, name: str, body: dict[str, str]) -> str:
         request = _write(folder, f"{name}.json", json.dumps({"requestObject": body}).encode())
         headers = "-H 'content-type: application/json'"
+        # With CLARION_ADMIN_TOKEN in the shell's environment (the production recipe), the
+        # admin API wants it: the shell adds the header then, and only then.
+        auth = '${CLARION_ADMIN_TOKEN:+-H "authorization: Bearer $CLARION_ADMIN_TOKEN"}'
         # An absolute path: the script and the printed commands work from any folder.
-        return (
-            f"curl -s -X {method} {api}{path} {headers} -d @{shlex.quote(str(request.resolve()))}"
-        )
+        request_file = shlex.quote(str(request.resolve()))
+        return f"curl -s -X {method} {api}{path} {headers} {auth} -d @{request_file}"
 
     commands = [
         curl("POST", "/admin/app/create", "create-app", {"appId": app_id}),
