@@ -96,10 +96,21 @@ async def test_apns_types_are_accepted_once_the_tenant_has_apns_credentials(
     client: httpx.AsyncClient, services: Services, noop: NoopProvider
 ) -> None:
     await upload_apns(client)
-    assert (await client.post("/clients", json=register_body("a", "t-a", "APNS"))).is_success
-    sandbox = register_body("b", "t-b", "apns-sandbox")
+    assert (await client.post("/clients", json=register_body("a", "0a" * 32, "APNS"))).is_success
+    sandbox = register_body("b", "0B" * 32, "apns-sandbox")
     assert (await client.post("/clients", json=sandbox)).is_success
     assert (await client.post("/clients", json=register_body("c", "t-c", "fcm"))).status_code == 400
+    # A token APNs can never take: refused now, not deleted by the first push.
+    for token in ("t-d", "0a" * 31 + "zz", " " + "0a" * 32):
+        refused = await client.post("/clients", json=register_body("d", token, "apns"))
+        assert refused.status_code == 400, token
+        assert refused.json()["fields"] == [
+            {
+                "field": "token",
+                "description": "An APNs device token is hexadecimal digits.",
+                "location": "body",
+            }
+        ]
     async with services.db.reader() as session:
         rows = await session.execute(
             select(Device.client_id, Device.platform, Device.environment).where(

@@ -179,11 +179,12 @@ async def test_legacy_fcm_key_is_refused_pointing_to_fcm_v1(client: httpx.AsyncC
 async def test_removing_credentials_refuses_their_types_again(client: httpx.AsyncClient) -> None:
     await create(client, "tenant-a")
     await client.post("/tenants/tenant-a/apns", data=apns_token_form())
-    ok = await client.post("/tenant-a/clients", json=register_body("c", "t", "apns"))
+    ok = await client.post("/tenant-a/clients", json=register_body("c", "ab" * 32, "apns"))
     assert ok.status_code == 200
     assert (await client.delete("/tenants/tenant-a/apns")).status_code == 200
-    refused = await client.post("/tenant-a/clients", json=register_body("d", "u", "apns"))
+    refused = await client.post("/tenant-a/clients", json=register_body("d", "cd" * 32, "apns"))
     assert refused.status_code == 400
+    assert refused.json()["errors"][0]["name"] == "provider_not_available"
 
 
 async def test_deleting_a_tenant_deletes_its_clients(

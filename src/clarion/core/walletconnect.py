@@ -30,6 +30,7 @@ from clarion.core.sender import Sender, Target
 from clarion.core.tenants import InvalidField, Tenants
 from clarion.core.wcclaims import Claims
 from clarion.errors import ClarionError
+from clarion.providers.apns import is_device_token
 from clarion.providers.base import Notification, Outcome, OutcomeKind
 from clarion.providers.noop import NoopProvider
 from clarion.providers.transport import TRANSPORT_PREFIX
@@ -280,6 +281,10 @@ class WalletConnect:
                 raise ProviderNotAvailable(
                     f"Push type {reg.push_type.value} is not configured for this tenant."
                 )
+        if reg.push_type.platform == "apns" and not is_device_token(reg.token):
+            # Accepted, it was deleted by the first push (BadDeviceToken): the wallet
+            # believed it was registered.
+            raise InvalidField("token", "An APNs device token is hexadecimal digits.")
 
         async def upsert() -> None:
             async with self._writing() as session:

@@ -66,6 +66,14 @@ RETRY_REASONS = frozenset(
     }
 )
 _HEX_TOKEN = re.compile(r"[0-9a-fA-F]+")
+
+
+def is_device_token(token: str) -> bool:
+    """True if ``token`` can be an APNs device token (hexadecimal digits): any other is
+    answered BadDeviceToken without a request."""
+    return _HEX_TOKEN.fullmatch(token) is not None
+
+
 # Sends to more tokens than this run through this many workers instead of one task per token.
 _MAX_TASKS_PER_SEND = 1000
 
@@ -242,7 +250,7 @@ class ApnsProvider(Provider):
         return build_headers(notification, topic=self.topic), body
 
     async def _send_one(self, token: str, common: Mapping[str, str], body: bytes) -> Outcome:
-        if not _HEX_TOKEN.fullmatch(token):
+        if not is_device_token(token):
             return Outcome(token, OutcomeKind.TOKEN_DEAD, reason="BadDeviceToken")
         headers = dict(common)
         headers["apns-id"] = _next_apns_id()

@@ -30,6 +30,12 @@ from clarion.errors import (
     Refused,
     Unauthorized,
 )
+from clarion.store.availability import (
+    DATABASE_UNAVAILABLE,
+    RETRY_AFTER_OUTAGE,
+    database_unavailable,
+    first_line,
+)
 
 log = logging.getLogger("clarion.api.powerauth")
 
@@ -231,6 +237,11 @@ def map_error(exc: Exception) -> JSONResponse:
     if isinstance(exc, ClarionError):
         log.error("request failed: %s", exc.message)
         return error(500, "ERROR_GENERIC", "The request could not be processed.")
+    if database_unavailable(exc):
+        log.warning("request not served, the database is unavailable: %s", first_line(exc))
+        response = error(503, "ERROR_GENERIC", DATABASE_UNAVAILABLE)
+        response.headers["Retry-After"] = str(RETRY_AFTER_OUTAGE)
+        return response
     log.exception("unexpected error while handling a PowerAuth request")
     return error(500, "ERROR_GENERIC", "Internal server error. The detail is in the server log.")
 

@@ -24,6 +24,12 @@ from starlette.exceptions import HTTPException
 from clarion.api import JsonRequest, body_unreadable, json_content_type
 from clarion.core.tenants import GENERIC_FIELD_ERROR, InvalidField
 from clarion.errors import ClarionError, Conflict, InvalidRequest, NotFound, Unauthorized
+from clarion.store.availability import (
+    DATABASE_UNAVAILABLE,
+    RETRY_AFTER_OUTAGE,
+    database_unavailable,
+    first_line,
+)
 
 log = logging.getLogger("clarion.api.walletconnect")
 
@@ -114,6 +120,8 @@ def _field_error(err: dict[str, Any]) -> tuple[str, str, str]:
         if kind in ("json_invalid", "json_type"):
             return "body", "The request body is not valid JSON.", "body"
         return "body", "The request body must be a JSON object.", "body"
+    if location == "path" and parts == ["id"]:
+        parts = ["client_id"]  # the route's {id} is a client id; "id" names a message's id
     name = ".".join(parts)[:100]
     ctx = err.get("ctx") or {}
     if kind == "missing" or (err.get("input") is None and kind in _TYPES):
@@ -167,6 +175,13 @@ def map_error(exc: Exception) -> JSONResponse:
     if isinstance(exc, ClarionError):
         log.error("request failed: %s", exc.message)
         return failed(500, errors=[("internal", "The request could not be processed.")])
+    if database_unavailable(exc):
+        log.warning("request not served, the database is unavailable: %s", first_line(exc))
+        return failed(
+            503,
+            errors=[("database_unavailable", DATABASE_UNAVAILABLE)],
+            headers={"Retry-After": str(RETRY_AFTER_OUTAGE)},
+        )
     log.exception("unexpected error while handling a WalletConnect request")
     return failed(500, errors=[("internal", "Internal server error. The detail is in the log.")])
 

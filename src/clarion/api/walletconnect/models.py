@@ -48,8 +48,18 @@ class RawPayload(Body):
     message: Annotated[str, Field(min_length=1, max_length=MAX_BLOB, pattern=NO_NUL)]
 
 
+# Fields only the raw form has: a body with one of them and none of the seed form's is read
+# as raw, so a raw push missing its message is told so (not that it lacks id and payload).
+_RAW_ONLY = ("message", "tag")
+
+
 def _payload_form(value: Any) -> str:
-    if isinstance(value, dict) and "message" in value and "blob" not in value:
+    if (
+        isinstance(value, dict)
+        and any(k in value for k in _RAW_ONLY)
+        and "blob" not in value
+        and "flags" not in value
+    ):
         return "raw"
     if isinstance(value, BaseModel):
         return "raw" if isinstance(value, RawPayload | RawPush) else "seed"
@@ -74,7 +84,7 @@ class RawPush(RawPayload):
 
 
 def _push_form(value: Any) -> str:
-    if isinstance(value, dict) and "payload" not in value and "message" in value:
+    if isinstance(value, dict) and "payload" not in value and any(k in value for k in _RAW_ONLY):
         return "raw"
     return _payload_form(value) if isinstance(value, BaseModel) else "seed"
 
