@@ -39,6 +39,7 @@ from clarion.store.db import (
     known_revision,
     revisions_up_to,
 )
+from clarion.store.urls import database_address
 
 T = TypeVar("T")
 log = logging.getLogger("clarion.cli")
@@ -84,7 +85,7 @@ def _settings(config: Path | None, **overrides: object) -> Settings:
         raise typer.Exit(2) from None
 
 
-def _run(coro: Awaitable[T]) -> T:
+def _run(coro: Awaitable[T], settings: Settings) -> T:
     """Run a coroutine, turning clarion's expected failures into a message and exit code 1."""
     try:
         return runloop.run(coro)  # type: ignore[arg-type]
@@ -92,7 +93,8 @@ def _run(coro: Awaitable[T]) -> T:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from None
     except OSError as exc:
-        err.print(f"[red]cannot reach the database:[/red] {exc}")
+        where = database_address(settings.database_url)
+        err.print(f"[red]cannot reach the database at {where}:[/red] {exc}", highlight=False)
         raise typer.Exit(1) from None
     except (ArgumentError, NoSuchModuleError, ModuleNotFoundError) as exc:
         err.print(f"[red]unusable database URL:[/red] {exc}")
@@ -230,7 +232,7 @@ def serve(
             "reaches it can replace push credentials; set CLARION_ADMIN_TOKEN",
             settings.host,
         )
-    _run(_prepare(settings))
+    _run(_prepare(settings), settings)
     if processes > 1 or server is HttpServer.GRANIAN:
         sock.close()  # they bind their own: this one only said the address can be had
         # Each process builds its own app from the environment (and the same config file).
@@ -325,7 +327,7 @@ def worker_command(
             await services.close()
         log.info("worker stopped", extra={"jobs_completed": worker.completed})
 
-    _run(run())
+    _run(run(), settings)
 
 
 @cli.command()
@@ -367,7 +369,7 @@ def send(
         err.print(f"[red]error:[/red] {validation_message(exc.errors())}")
         raise typer.Exit(1) from None
     mode = Mode.ASYNCHRONOUS if queue else Mode.SYNCHRONOUS
-    result = _run(_with_services(settings, lambda s: s.messages.send(app, [spec], mode)))
+    result = _run(_with_services(settings, lambda s: s.messages.send(app, [spec], mode)), settings)
     if result is None:
         out.print("queued: a worker will deliver it")
         return
@@ -469,7 +471,7 @@ def migrate(
         finally:
             await db.dispose()
 
-    before, after = _run(run())
+    before, after = _run(run(), settings)
     where = make_url(settings.database_url).render_as_string(hide_password=True)
     out.print(
         f"database migrated: {before or 'empty'} -> {after} (head {head_revision()}): {where}",
@@ -491,7 +493,7 @@ def app_create(
 ) -> None:
     """Create an application."""
     settings = _settings(config)
-    created = _run(_with_services(settings, lambda s: s.apps.create(app_id)))
+    created = _run(_with_services(settings, lambda s: s.apps.create(app_id)), settings)
     out.print(f"application created: {created}")
 
 
@@ -499,7 +501,7 @@ def app_create(
 def app_list(config: ConfigOption = None) -> None:
     """List applications and which platforms each has credentials for."""
     settings = _settings(config)
-    apps = _run(_with_services(settings, lambda s: s.apps.summaries()))
+    apps = _run(_with_services(settings, lambda s: s.apps.summaries()), settings)
     table = Table("appId", "ios", "android", "huawei")
     for app in apps:
         table.add_row(
@@ -525,7 +527,7 @@ def campaign_send(
         if follow:
             await follow_campaign(services, campaign_id, out)
 
-    _run(_with_services(settings, run))
+    _run(_with_services(settings, run), settings)
 
 
 @campaign_cli.command("follow")
@@ -535,7 +537,7 @@ def campaign_follow(
 ) -> None:
     """Show a sent campaign's progress until it completes."""
     settings = _settings(config)
-    _run(_with_services(settings, lambda s: follow_campaign(s, campaign_id, out)))
+    _run(_with_services(settings, lambda s: follow_campaign(s, campaign_id, out)), settings)
 
 
 async def follow_campaign(services: Services, campaign_id: int, console: Console) -> None:

@@ -27,15 +27,34 @@ MIN_SECRET_LENGTH = 16
 
 
 def normalise_database_url(url: str) -> str:
-    """Map plain ``sqlite://`` and ``postgresql://`` URLs to the async drivers clarion uses."""
+    """Map plain ``sqlite://`` and ``postgresql://`` URLs to the async drivers clarion uses;
+    ValueError for a PostgreSQL URL parameter clarion cannot use."""
     for plain, driver in (
         ("sqlite://", "sqlite+aiosqlite://"),
         ("postgresql://", "postgresql+asyncpg://"),
         ("postgres://", "postgresql+asyncpg://"),
     ):
         if url.startswith(plain):
-            return driver + url[len(plain) :]
+            url = driver + url[len(plain) :]
+            break
+    if url.startswith("postgresql+asyncpg://"):
+        _check_postgresql_parameters(url)
     return url
+
+
+def _check_postgresql_parameters(url: str) -> None:
+    """Translate the URL's query as the store will (``sslmode``, ``connect_timeout``...), so
+    that a parameter it cannot use stops the start as a setting, not as a traceback later."""
+    from sqlalchemy import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    from clarion.store.urls import asyncpg_connect_args  # here: settings alone need no driver
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return  # reported where the engine is made: "unusable database URL"
+    asyncpg_connect_args(parsed)
 
 
 class Settings(BaseSettings):

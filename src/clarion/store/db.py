@@ -19,7 +19,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import URL, Connection, Dialect, Executable, Row, event
+from sqlalchemy import URL, Connection, Dialect, Executable, Row, event, make_url
 from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -33,6 +33,8 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.pool import NullPool
 from sqlalchemy.sql.compiler import ExpandedState, SQLCompiler
 from sqlalchemy.sql.elements import ClauseElement
+
+from clarion.store.urls import asyncpg_connect_args
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 # A pooled PostgreSQL connection is pinged on checkout only once it has been idle this long.
@@ -98,16 +100,25 @@ def _ping_if_idle(dialect: Dialect) -> Any:
     return checkout
 
 
-def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
+def create_engine(
+    url: str | URL, *, echo: bool = False, connect_args: Mapping[str, Any] | None = None
+) -> AsyncEngine:
     """An async engine; SQLite gets WAL, a busy timeout and enforced foreign keys; PostgreSQL
-    a pool whose connections are pinged after they sat idle (``_ping_if_idle``)."""
-    if url.startswith("sqlite"):
+    a pool whose connections are pinged after they sat idle (``_ping_if_idle``).
+    ``connect_args``: keyword arguments of the driver's connect() (``asyncpg_connect_args``)."""
+    if make_url(url).get_backend_name() == "sqlite":
         engine = create_async_engine(url, echo=echo)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     # Connections beyond pool_size are closed when given back: at 32 requests in flight a pool
     # of 10 opened and closed a (TLS-negotiating) connection for every other request.
-    engine = create_async_engine(url, echo=echo, pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW)
+    engine = create_async_engine(
+        url,
+        echo=echo,
+        pool_size=POOL_SIZE,
+        max_overflow=POOL_OVERFLOW,
+        connect_args=dict(connect_args or {}),
+    )
     event.listen(engine.sync_engine, "checkin", _mark_idle)
     event.listen(engine.sync_engine, "checkout", _ping_if_idle(engine.sync_engine.dialect))
     return engine
@@ -367,8 +378,18 @@ class PgReader:
     Only committed data is read: each statement is its own transaction.
     """
 
-    def __init__(self, url: URL, dialect: Dialect, *, max_size: int = READ_POOL_SIZE) -> None:
+    def __init__(
+        self,
+        url: URL,
+        dialect: Dialect,
+        *,
+        connect_args: Mapping[str, Any] | None = None,
+        max_size: int = READ_POOL_SIZE,
+    ) -> None:
+        # asyncpg reads a DSN's unknown query parameters as server settings: the URL's own
+        # parameters come translated in ``connect_args`` (``asyncpg_connect_args``).
         self._dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        self._connect_args = dict(connect_args or {})
         self._dialect = dialect
         self._max_size = max_size
         self._pool: asyncpg.Pool | None = None
@@ -377,10 +398,13 @@ class PgReader:
         self._plans: weakref.WeakKeyDictionary[Executable, _Plan] = weakref.WeakKeyDictionary()
 
     @classmethod
-    def for_engine(cls, engine: AsyncEngine) -> PgReader | None:
+    def for_engine(
+        cls, engine: AsyncEngine, connect_args: Mapping[str, Any] | None = None
+    ) -> PgReader | None:
+        """A reader beside an asyncpg engine, connecting as it does; None for anything else."""
         if engine.dialect.name != "postgresql" or engine.dialect.driver != "asyncpg":
             return None
-        return cls(engine.url, engine.dialect)
+        return cls(engine.url, engine.dialect, connect_args=connect_args)
 
     def _plan(self, statement: Executable) -> _Plan:
         plan = self._plans.get(statement)
@@ -405,6 +429,7 @@ class PgReader:
                     max_size=self._max_size,
                     init=_json_codecs,
                     reset=_keep_session,
+                    **self._connect_args,
                 )
         return self._pool
 
@@ -455,10 +480,14 @@ class Database:
 
     def __init__(self, url: str, *, echo: bool = False) -> None:
         self.url = url
-        self.engine = create_engine(url, echo=echo)
+        address = make_url(url)
+        connect_args: dict[str, Any] = {}
+        if address.get_backend_name() == "postgresql" and address.get_driver_name() == "asyncpg":
+            address, connect_args = asyncpg_connect_args(address)
+        self.engine = create_engine(address, echo=echo, connect_args=connect_args)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self._inline = InlineReader.for_url(self.engine.url, echo=echo)
-        self._pg = PgReader.for_engine(self.engine)
+        self._pg = PgReader.for_engine(self.engine, connect_args)
 
     async def read(
         self, statement: Executable, params: Mapping[str, Any] | None = None

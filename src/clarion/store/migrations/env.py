@@ -1,8 +1,12 @@
 """Alembic environment: clarion runs migrations on a connection it hands over."""
 
 from alembic import context
+from sqlalchemy import text
 
 from clarion.store.models import Base
+
+# The PostgreSQL advisory lock that lets one migration run at a time ("clarion" in ASCII).
+MIGRATION_LOCK = 0x636C6172696F6E
 
 connection = context.config.attributes.get("connection")
 if connection is None:
@@ -14,4 +18,9 @@ context.configure(
     render_as_batch=connection.dialect.name == "sqlite",
 )
 with context.begin_transaction():
+    if connection.dialect.name == "postgresql":
+        # Two migrations at once on an empty database both created the same types (one failed
+        # on pg_type's unique index). Held until the migration's transaction ends: the second
+        # waits here, then reads the revision the first committed and has nothing to do.
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
     context.run_migrations()

@@ -1,0 +1,54 @@
+"""Two `clarion migrate` at once on an empty PostgreSQL database: one migrates, the other waits
+for it and then finds the schema at head."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from clarion.store.db import Database, head_revision
+from tests.conftest import _pg_admin, _pg_url
+
+ROUNDS = 3
+
+
+def _start_migrate(cwd: Path, database_url: str) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLARION_")}
+    env["CLARION_DATABASE_URL"] = database_url
+    return subprocess.Popen(
+        [sys.executable, "-m", "clarion", "migrate"],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.mark.postgres
+async def test_two_migrations_at_once_both_succeed_and_leave_the_schema_at_head(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    for _ in range(ROUNDS):
+        name = f"clarion_race_{os.getpid()}_{secrets.token_hex(4)}"
+        await _pg_admin(f'CREATE DATABASE "{name}"')
+        try:
+            url = _pg_url(name)
+            runs = [_start_migrate(tmp_path, url) for _ in range(2)]
+            outputs = [run.communicate(timeout=120) for run in runs]
+            for run, (stdout, stderr) in zip(runs, outputs, strict=True):
+                assert run.returncode == 0, stderr
+                assert f"-> {head_revision()}" in stdout
+            db = Database(url)
+            try:
+                assert await db.current_revision() == head_revision()
+                await db.check_schema()
+            finally:
+                await db.dispose()
+        finally:
+            await _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
