@@ -6,6 +6,8 @@ Every setting is documented in ``docs/configuration.md``.
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import os
 import tomllib
 from pathlib import Path
@@ -14,6 +16,7 @@ from typing import Annotated, Literal
 from pydantic import BeforeValidator, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -55,6 +58,30 @@ def _check_postgresql_parameters(url: str) -> None:
     except ArgumentError:
         return  # reported where the engine is made: "unusable database URL"
     asyncpg_connect_args(parsed)
+
+
+def _address_list(value: object) -> object:
+    """Proxy addresses as a JSON list or comma-separated, each an IP address or network: an
+    entry that is neither (a host name) was skipped without a word, and the rate limit then
+    counted every client as the proxy."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                value = json.loads(text)
+            except ValueError:
+                raise ValueError("must be a JSON list or comma-separated addresses") from None
+        else:
+            value = [part.strip() for part in text.split(",") if part.strip()]
+    if isinstance(value, list):
+        for entry in value:
+            try:
+                ipaddress.ip_network(str(entry), strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"{entry!r} is not an IP address or network (host names are not resolved)"
+                ) from None
+    return value
 
 
 class Settings(BaseSettings):
@@ -168,7 +195,11 @@ class Settings(BaseSettings):
     wc_require_client_jwt: bool = False
     wc_tenant_jwt_secret: SecretStr | None = None
     wc_rate_limit_per_minute: int = Field(default=100, ge=0, description="0 disables it.")
-    wc_trusted_proxies: list[str] = Field(default_factory=list)
+    wc_trusted_proxies: Annotated[list[str], NoDecode, BeforeValidator(_address_list)] = Field(
+        default_factory=list,
+        description="Proxy addresses or networks (CIDR) whose X-Forwarded-For is believed: a "
+        "JSON list or comma-separated.",
+    )
     # Single-tenant credentials of the default tenant, applied on every start (upstream APNS_*).
     wc_apns_topic: str | None = None
     wc_apns_key_file: Path | None = Field(default=None, description="APNs .p8 key (PEM).")

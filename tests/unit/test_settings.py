@@ -135,3 +135,22 @@ def test_a_clarion_variable_that_is_no_setting_is_an_error(monkeypatch: pytest.M
     monkeypatch.setenv("CLARION_TEST_ANYTHING", "1")  # the test suite's own
     monkeypatch.setenv("CLARION_CONFIG_FILE", "/nowhere.toml")  # a multi-process server's
     assert load_settings() is not None
+
+
+def test_trusted_proxies_are_addresses_as_a_list_or_comma_separated(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for given, expected in (
+        ("10.0.0.1", ["10.0.0.1"]),
+        ("10.0.0.1, 10.1.0.0/16", ["10.0.0.1", "10.1.0.0/16"]),
+        ('["127.0.0.1", "::1"]', ["127.0.0.1", "::1"]),
+    ):
+        monkeypatch.setenv("CLARION_WC_TRUSTED_PROXIES", given)
+        assert load_settings().wc_trusted_proxies == expected
+    # A host name was skipped without a word: every client then counted as the proxy.
+    monkeypatch.setenv("CLARION_WC_TRUSTED_PROXIES", '["proxy.internal"]')
+    with pytest.raises(ValueError, match="'proxy.internal' is not an IP address or network"):
+        load_settings()
+    monkeypatch.setenv("CLARION_WC_TRUSTED_PROXIES", "[10.0.0.1")
+    with pytest.raises(ValueError, match="JSON list or comma-separated"):
+        load_settings()
