@@ -149,7 +149,7 @@ def test_trusted_proxies_are_addresses_as_a_list_or_comma_separated(
         assert load_settings().wc_trusted_proxies == expected
     # A host name was skipped without a word: every client then counted as the proxy.
     monkeypatch.setenv("CLARION_WC_TRUSTED_PROXIES", '["proxy.internal"]')
-    with pytest.raises(ValueError, match="'proxy.internal' is not an IP address or network"):
+    with pytest.raises(ValueError, match=r"'proxy\.internal' is not an IP address or network"):
         load_settings()
     monkeypatch.setenv("CLARION_WC_TRUSTED_PROXIES", "[10.0.0.1")
     with pytest.raises(ValueError, match="JSON list or comma-separated"):

@@ -7,6 +7,11 @@ has recorded (a campaign's chunk of sends, a wave of messages), which raises ``H
 the worker is stopping, and the job goes back to the queue with nothing sent and unrecorded. A
 job still running ``grace`` seconds later is cancelled and handed back as it is (what it had in
 flight may then be sent again by the next run, as after a crash).
+
+While the database is unreachable the worker logs one line per failed claim or heartbeat and
+tries again after a growing, jittered delay (up to ``max_backoff``); it resumes by itself when
+the database answers again. A job whose outcome cannot be recorded stays claimed until its lease
+ends, and then runs again (the delivery ledger keeps it from sending twice what it recorded).
 """
 
 from __future__ import annotations
@@ -14,13 +19,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import random
 import socket
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from datetime import datetime, timedelta
 from typing import Any
 
+from clarion.store.availability import database_unavailable, first_line
 from clarion.store.jobs import ClaimedJob, JobQueue
 from clarion.store.models import utcnow
 
@@ -49,6 +57,31 @@ def worker_identity() -> str:
     return f"{socket.gethostname()[:30]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
+class Backoff:
+    """Delays after consecutive failures: doubling from ``base`` up to ``cap``, each with
+    jitter (between half and all of it), so workers that lost one database do not retry in
+    step."""
+
+    def __init__(self, base: float, cap: float) -> None:
+        self._base = base
+        self._cap = max(cap, base)
+        self.failures = 0
+        self.since = 0.0
+
+    def failed(self) -> float:
+        """Count a failure; the delay before the next try."""
+        if self.failures == 0:
+            self.since = time.monotonic()
+        self.failures += 1
+        delay = min(self._cap, self._base * 2.0 ** min(self.failures - 1, 32))
+        return random.uniform(delay / 2, delay)
+
+    def succeeded(self) -> bool:
+        """Count a success; True if it ends a run of failures."""
+        ended, self.failures = self.failures > 0, 0
+        return ended
+
+
 class Worker:
     """Runs jobs of known kinds; a handler returns when to run the job again, or None if done."""
 
@@ -60,6 +93,7 @@ class Worker:
         concurrency: int = 4,
         poll_interval: float = 0.5,
         wake: asyncio.Event | None = None,
+        max_backoff: float = 30.0,
     ) -> None:
         self._queue = queue
         self._handlers = handlers
@@ -68,6 +102,9 @@ class Worker:
         self._wake = wake or asyncio.Event()
         self._stopping = asyncio.Event()
         self._running: dict[int, asyncio.Task[None]] = {}
+        self._claims = Backoff(poll_interval, max_backoff)
+        self._unreachable = False  # the last failed claim could not reach the database
+        self._beats = Backoff(poll_interval, max_backoff)
         self.completed = 0
 
     @property
@@ -86,20 +123,46 @@ class Worker:
                 self._wake.clear()  # before claiming, so no wake-up after it is lost
                 free = self._concurrency - len(self._running)
                 claimed = await self._claim(free) if free > 0 else []
+                if claimed is None:
+                    continue
                 for job in claimed:
-                    self._running[job.id] = asyncio.create_task(self._run(job))
+                    task = asyncio.create_task(self._run(job))
+                    task.add_done_callback(_observe)
+                    self._running[job.id] = task
                 if len(claimed) < free or len(self._running) >= self._concurrency:
                     await self._idle()
         finally:
             await self._drain(grace)
             heartbeat.cancel()
+            await asyncio.gather(heartbeat, return_exceptions=True)
 
-    async def _claim(self, limit: int) -> list[ClaimedJob]:
+    async def _claim(self, limit: int) -> list[ClaimedJob] | None:
+        """Due jobs; None after a failure, once the backoff's delay (or a stop) has passed."""
         try:
-            return await self._queue.claim(limit, exclude=list(self._running))
-        except Exception:  # the database went away for a moment: try again next round
-            log.exception("claiming jobs failed")
-            return []
+            claimed = await self._queue.claim(limit, exclude=list(self._running))
+        except Exception as exc:
+            delay = self._claims.failed()
+            self._unreachable = database_unavailable(exc)
+            if self._unreachable:
+                log.warning("claiming jobs failed: %s; next try in %.1f s", first_line(exc), delay)
+            else:
+                log.exception("claiming jobs failed; next try in %.1f s", delay)
+            await self._pause(delay)
+            return None
+        down_since = self._claims.since
+        if self._claims.succeeded():
+            log.info(
+                "database reachable again" if self._unreachable else "claiming jobs works again",
+                extra={"failing_seconds": round(time.monotonic() - down_since, 1)},
+            )
+        return claimed
+
+    async def _pause(self, seconds: float) -> None:
+        """Wait ``seconds``, or less if the worker is asked to stop."""
+        try:
+            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+        except TimeoutError:
+            pass
 
     async def _idle(self) -> None:
         """Wait for a wake-up (new jobs, a finished job) or the poll interval."""
@@ -114,7 +177,8 @@ class Worker:
             handler = self._handlers.get(job.kind)
             if handler is None:
                 log.error("no handler for job kind %s", job.kind, extra={"job": job.id})
-                await self._queue.reschedule(job.id, utcnow() + timedelta(minutes=5))
+                later = utcnow() + timedelta(minutes=5)
+                await self._record(job, lambda: self._queue.reschedule(job.id, later))
                 return
             try:
                 again = await handler(job.payload)
@@ -123,18 +187,43 @@ class Worker:
             except HandBack:
                 await self._hand_back([job.id])
                 return
-            except Exception:
-                log.exception("job failed", extra={"job": job.id, "kind": job.kind})
-                await self._after_failure(job)
+            except Exception as exc:
+                extra = {"job": job.id, "kind": job.kind}
+                if database_unavailable(exc):
+                    log.warning("job failed: %s", first_line(exc), extra=extra)
+                else:
+                    log.exception("job failed", extra=extra)
+                await self._record(job, lambda: self._after_failure(job))
                 return
             if again is None:
-                await self._queue.finish(job.id)
-                self.completed += 1
+                if await self._record(job, lambda: self._queue.finish(job.id)):
+                    self.completed += 1
             else:
-                await self._queue.reschedule(job.id, again)
+                await self._record(job, lambda: self._queue.reschedule(job.id, again))
         finally:
             self._running.pop(job.id, None)
             self._wake.set()
+
+    async def _record(self, job: ClaimedJob, write: Callable[[], Awaitable[None]]) -> bool:
+        """Record what became of a job; False if the database did not take it. The job then
+        stays claimed until its lease ends (no heartbeat extends it now) and runs again."""
+        try:
+            await write()
+        except Exception as exc:
+            extra = {"job": job.id, "kind": job.kind}
+            if database_unavailable(exc):
+                log.warning(
+                    "recording the job's outcome failed: %s; the job is left to its lease",
+                    first_line(exc),
+                    extra=extra,
+                )
+            else:
+                log.exception(
+                    "recording the job's outcome failed; the job is left to its lease",
+                    extra=extra,
+                )
+            return False
+        return True
 
     async def _after_failure(self, job: ClaimedJob) -> None:
         if job.attempts >= MAX_JOB_FAILURES:
@@ -145,13 +234,27 @@ class Worker:
         await self._queue.reschedule(job.id, utcnow() + timedelta(seconds=delay))
 
     async def _heartbeat(self) -> None:
+        """Extend the leases of the jobs in hand every third of a lease. After a failure it
+        tries again sooner, backing off up to that interval but never beyond it, so the leases
+        are extended as soon as the database answers again."""
         interval = self._queue.lease.total_seconds() / 3
+        delay = interval
         while True:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(delay)
             try:
                 await self._queue.heartbeat(self.in_flight)
-            except Exception:
-                log.exception("lease heartbeat failed")
+            except Exception as exc:
+                delay = min(interval, self._beats.failed())
+                if database_unavailable(exc):
+                    log.warning(
+                        "lease heartbeat failed: %s; next try in %.1f s", first_line(exc), delay
+                    )
+                else:
+                    log.exception("lease heartbeat failed; next try in %.1f s", delay)
+                continue
+            delay = interval
+            if self._beats.succeeded():
+                log.info("lease heartbeat works again")
 
     async def _drain(self, grace: float) -> None:
         if not self._running:
@@ -174,7 +277,22 @@ class Worker:
     async def _hand_back(self, job_ids: list[int]) -> None:
         try:
             await self._queue.release(job_ids)
-        except Exception:
-            log.exception("handing back jobs failed; their leases will end instead")
+        except Exception as exc:
+            if database_unavailable(exc):
+                log.warning(
+                    "handing back jobs failed: %s; their leases will end instead", first_line(exc)
+                )
+            else:
+                log.exception("handing back jobs failed; their leases will end instead")
             return
         log.info("handed %d unfinished jobs back to the queue", len(job_ids))
+
+
+def _observe(task: asyncio.Task[None]) -> None:
+    """Consume what a job's task ended with: ``_run`` handles its errors, so one escaping is a
+    bug, logged here in one line rather than as asyncio's "exception was never retrieved"."""
+    if task.cancelled():
+        return
+    exc = task.exception()
+    if exc is not None:
+        log.error("job task ended with an unhandled error: %s", first_line(exc), exc_info=exc)

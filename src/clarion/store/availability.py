@@ -8,10 +8,12 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 # asyncpg's errors for a server that is not there (or not yet, or no longer, taking work).
 _ASYNCPG_UNAVAILABLE = (
+    asyncpg.PostgresConnectionError,
     asyncpg.exceptions.ConnectionDoesNotExistError,
     asyncpg.exceptions.CannotConnectNowError,
     asyncpg.exceptions.TooManyConnectionsError,
     asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
 )
 
 
@@ -37,7 +39,11 @@ RETRY_AFTER_OUTAGE = 5  # seconds a request refused for an outage is told to wai
 
 
 def first_line(exc: BaseException) -> str:
-    """The error's class and the first line of its message (a driver's message may go on for
-    pages, with the statement and its parameters)."""
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0][:300]}" if text else type(exc).__name__
+    """The error's class and the first line of its message (the driver's, for a wrapped one,
+    which may go on for pages with the statement and its parameters)."""
+    detail = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    text = str(detail).strip().splitlines()
+    message = text[0] if text else ""
+    if len(message) > 200:
+        message = message[:199] + "…"
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
