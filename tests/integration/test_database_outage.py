@@ -1,5 +1,6 @@
-"""A worker rides out a database outage: short log lines spaced by a backoff, no task exception
-left unobserved, and claiming resumes by itself when the database is back.
+"""A database outage: a worker rides it out (short log lines spaced by a backoff, no task
+exception left unobserved, claiming resumes by itself when the database is back), and the API
+answers 503 in each dialect's format, then serves again.
 
 The outage is real on PostgreSQL: the worker's engine reaches the database through a TCP proxy
 that the test cuts (every connection reset, new ones refused) and restores.
@@ -15,16 +16,19 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
-from clarion.core.services import Services
+from clarion.app import create_app
+from clarion.core.services import Services, open_services
 from clarion.core.worker import Worker
 from clarion.store import jobs
 from clarion.store.db import Database
 from clarion.store.jobs import JobQueue
 from clarion.store.models import Job
+from tests.conftest import make_settings
 
 PORTS = range(18540, 18600)
 WORKER_LOG = "clarion.core.worker"
@@ -320,3 +324,58 @@ async def _equals(value: Awaitable[Any], expected: Any) -> bool:
 
 async def _has(caplog: pytest.LogCaptureFixture, text: str) -> bool:
     return bool(worker_records(caplog, text))
+
+
+@on_postgres
+async def test_the_api_answers_503_in_each_dialect_while_the_database_is_unreachable(
+    services: Services, proxy: Proxy, caplog: pytest.LogCaptureFixture
+) -> None:
+    """It answered 500 "Internal server error" and logged a traceback per request."""
+    url = make_url(services.db.url).set(host="127.0.0.1", port=proxy.port)
+    proxied = await open_services(
+        make_settings(url.render_as_string(hide_password=False), run_worker=False)
+    )
+    app = create_app(proxied.settings, services=proxied)
+    device = {
+        "requestObject": {
+            "appId": "mobile-app",
+            "platform": "ios",
+            "token": "ab" * 32,
+            "activationId": "act-1",
+        }
+    }
+    client_body = {"client_id": "wallet-1", "type": "noop", "token": "t"}
+    try:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://clarion.test"
+        ) as client:
+            await client.post("/admin/app/create", json={"requestObject": {"appId": "mobile-app"}})
+            await proxy.cut()
+            caplog.clear()
+            powerauth = await client.post("/push/device/create", json=device)
+            assert powerauth.status_code == 503, powerauth.text
+            assert powerauth.json() == {
+                "status": "ERROR",
+                "responseObject": {
+                    "code": "ERROR_GENERIC",
+                    "message": "The database is unavailable: try again shortly.",
+                },
+            }
+            walletconnect = await client.post("/clients", json=client_body)
+            assert walletconnect.status_code == 503, walletconnect.text
+            assert walletconnect.json()["errors"] == [
+                {
+                    "name": "database_unavailable",
+                    "description": "The database is unavailable: try again shortly.",
+                }
+            ]
+            for answer in (powerauth, walletconnect):
+                assert answer.headers["retry-after"] == "5"
+            for record in caplog.records:
+                assert record.exc_info is None, record.getMessage()  # no traceback logged
+                assert "\n" not in record.getMessage()
+            await proxy.restore()
+            assert (await client.post("/push/device/create", json=device)).status_code == 200
+            assert (await client.post("/clients", json=client_body)).status_code == 200
+    finally:
+        await proxied.close()
