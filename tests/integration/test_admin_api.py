@@ -355,6 +355,20 @@ async def test_unknown_application_in_query_form(client: httpx.AsyncClient) -> N
 
 
 @pytest.mark.parametrize(
+    ("method", "path"),
+    [("DELETE", "/admin/app/apns"), ("GET", "/inbox/messages/count")],
+)
+async def test_a_query_parameter_given_twice_is_refused(
+    client: httpx.AsyncClient, method: str, path: str
+) -> None:
+    # The last value was taken: a DELETE naming two applications removed the second's keys.
+    assert_ok(await client.post("/admin/app/create", json=envelope(appId="mobile-app")))
+    params = [("appId", "other-app"), ("userId", "alice"), ("appId", "mobile-app")]
+    message = assert_error(await client.request(method, path, params=params), "ERROR_REQUEST")
+    assert message == "Query parameter appId is given more than once."
+
+
+@pytest.mark.parametrize(
     ("field", "value", "named"),
     [
         ("bundle", "com.example.app\r\nX-Evil: 1", "Bundle"),

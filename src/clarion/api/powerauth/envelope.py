@@ -253,6 +253,13 @@ class PowerAuthRoute(APIRoute):
         handler = super().get_route_handler()
 
         async def guarded(request: Request) -> Response:
+            repeated = _repeated_parameter(request)
+            if repeated is not None:
+                # The last one was taken: DELETE /admin/app/apns?appId=a&appId=b removed b's
+                # credentials. Spring would join them into one value no application has.
+                return error(
+                    400, "ERROR_REQUEST", f"Query parameter {repeated} is given more than once."
+                )
             try:
                 return await handler(JsonRequest(request.scope, request.receive))
             except HTTPException as exc:
@@ -280,6 +287,20 @@ def _not_json_message(content_type: str | None) -> str:
     return "Request body must be JSON sent with Content-Type: application/json" + (
         f" (this request's is {sent})." if sent else " (this request has none)."
     )
+
+
+def _repeated_parameter(request: Request) -> str | None:
+    if not request.scope.get("query_string"):
+        return None
+    names = [name for name, _ in request.query_params.multi_items()]
+    if len(names) == len(set(names)):
+        return None
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            return name[:64]
+        seen.add(name)
+    return None
 
 
 def add_routes(
