@@ -146,6 +146,11 @@ async def test_apns_certificate_is_opened_with_its_password(client: httpx.AsyncC
     refused = await client.post("/tenants/tenant-a/apns", data=wrong)
     assert refused.status_code == 400
     assert refused.json()["fields"][0]["field"] == "apns_certificate"
+    # A key beside the certificate: the certificate was taken and the key dropped silently.
+    both = await client.post("/tenants/tenant-a/apns", data={**apns_token_form(), **good})
+    assert both.status_code == 400
+    assert both.json()["fields"][0]["field"] == "apns_pkcs8_pem"
+    assert "not both" in both.json()["fields"][0]["description"]
 
 
 async def test_expired_apns_certificate_is_refused(client: httpx.AsyncClient) -> None:

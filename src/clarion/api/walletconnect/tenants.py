@@ -156,6 +156,13 @@ async def set_apns(request: Request, tenant_id: TenantId, svc: ServicesDep) -> R
     form = await _form(request)
     topic = await _text(form, "apns_topic", 255)
     certificate = await _value(form, "apns_certificate", required=False)
+    if certificate is not None and form.get("apns_pkcs8_pem"):
+        # The certificate won and the key was dropped without a word.
+        raise InvalidField(
+            "apns_pkcs8_pem",
+            "Send either apns_certificate (certificate auth) or apns_pkcs8_pem with "
+            "apns_key_id and apns_team_id (token auth), not both.",
+        )
     if certificate is not None:
         password = await _value(form, "apns_certificate_password", required=False)
         p12 = _base64_or_raw(certificate, "apns_certificate")
