@@ -5,7 +5,13 @@ from __future__ import annotations
 import functools
 import time
 
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -66,5 +72,12 @@ class MetricsMiddleware:
             latency.observe(time.perf_counter() - started)
 
 
+# Gauges read from the shared database on a scrape of a serve process (campaign progress, the
+# job queue): the same for every process, so a worker's own /metrics leaves them out rather
+# than show values it never refreshes.
+DATABASE_REGISTRY = CollectorRegistry(auto_describe=True)
+
+
 async def metrics_endpoint(_request: Request) -> Response:
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    body = generate_latest() + generate_latest(DATABASE_REGISTRY)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

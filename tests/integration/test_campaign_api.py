@@ -326,6 +326,13 @@ async def test_dead_tokens_are_counted_failed_and_forgotten(
         assert list(await session.scalars(select(Device.token))) == ["cd" * 32]
 
 
+GAUGES = (
+    'clarion_jobs{state="queued"}',
+    'clarion_jobs{state="running"}',
+    "clarion_oldest_due_job_seconds",
+)
+
+
 async def test_metrics_export_progress_of_campaigns_in_progress_only(
     client: httpx.AsyncClient, services: Services, app_ready: Emulators
 ) -> None:
@@ -339,11 +346,26 @@ async def test_metrics_export_progress_of_campaigns_in_progress_only(
     text = (await client.get("/metrics")).text
     assert f'clarion_campaign_devices{{campaign="{campaign}",state="pending"}} 4.0' in text
     assert "clarion_campaigns_in_progress 1.0" in text
+    # The planned sends wait as queued jobs, due now: the backlog is exported too.
+    queued, running, waited = (
+        float(line.split()[1])
+        for prefix in GAUGES
+        for line in text.splitlines()
+        if line.startswith(prefix + " ")
+    )
+    async with services.db.reader() as session:
+        in_queue = await session.scalar(
+            select(func.count()).select_from(Job).where(Job.state == "queued")
+        )
+    assert (queued, running) == (in_queue, 0.0) and queued >= 1
+    assert waited > 0.0
     await run_worker_until_idle(services)
     text = (await client.get("/metrics")).text
     assert f'campaign="{campaign}"' not in text
     assert "clarion_campaigns_in_progress 0.0" in text
     assert 'clarion_campaign_pushes_total{outcome="sent"}' in text
+    assert 'clarion_jobs{state="queued"} 0.0' in text
+    assert "clarion_oldest_due_job_seconds 0.0" in text
 
 
 async def test_a_deleted_campaign_stops_its_fan_out(

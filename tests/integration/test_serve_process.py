@@ -233,6 +233,9 @@ def test_worker_runs_on_uvloop_and_stops_cleanly_on_sigterm(tmp_path: Path) -> N
         metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
         assert metrics.status_code == 200
         assert "clarion_push_outcomes_total" in metrics.text
+        # Gauges only a serve process refreshes from the database: a worker showed them as 0.
+        assert "clarion_campaigns_in_progress" not in metrics.text
+        assert "clarion_jobs" not in metrics.text
     finally:
         proc.send_signal(signal.SIGTERM)
         status = proc.wait(timeout=20)

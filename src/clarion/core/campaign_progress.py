@@ -10,8 +10,10 @@ from prometheus_client import Counter, Gauge
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from clarion.metrics import DATABASE_REGISTRY
 from clarion.providers.base import Outcome, OutcomeKind
 from clarion.store.db import Database
+from clarion.store.jobs import backlog
 from clarion.store.models import Campaign
 
 METRICS_CAMPAIGNS = 20  # progress gauges for at most this many campaigns in progress
@@ -26,9 +28,23 @@ CAMPAIGN_DEVICES = Gauge(
     "Devices of campaigns in progress by state (total, sent, failed, pending); "
     f"only the {METRICS_CAMPAIGNS} most recent campaigns in progress.",
     ["campaign", "state"],
+    registry=DATABASE_REGISTRY,
 )
 CAMPAIGNS_IN_PROGRESS = Gauge(
-    "clarion_campaigns_in_progress", "Campaigns sent live and not completed yet."
+    "clarion_campaigns_in_progress",
+    "Campaigns sent live and not completed yet.",
+    registry=DATABASE_REGISTRY,
+)
+JOBS = Gauge(
+    "clarion_jobs",
+    "Durable jobs (message batches, campaign fan-outs) by state: queued, running.",
+    ["state"],
+    registry=DATABASE_REGISTRY,
+)
+OLDEST_DUE_JOB = Gauge(
+    "clarion_oldest_due_job_seconds",
+    "How long the oldest queued job that is due has waited for a worker (0: none waits).",
+    registry=DATABASE_REGISTRY,
 )
 
 
@@ -64,7 +80,12 @@ async def progress_of(session: AsyncSession, campaign: Campaign) -> Progress:
 
 
 async def export_progress(db: Database) -> None:
-    """Refresh the progress gauges from the database (called on a /metrics scrape)."""
+    """Refresh the database's gauges, campaign progress and the job queue (called on a
+    /metrics scrape of a serve process)."""
+    queued, running, waited = await backlog(db)
+    JOBS.labels("queued").set(queued)
+    JOBS.labels("running").set(running)
+    OLDEST_DUE_JOB.set(waited)
     async with db.reader() as session:
         in_progress = Campaign.sent.is_(True) & Campaign.completed_at.is_(None)
         count = await session.scalar(select(func.count()).where(in_progress))
