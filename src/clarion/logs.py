@@ -47,10 +47,21 @@ class LineFormatter(logging.Formatter):
         return line
 
 
+def _quiet_alembic_context(record: logging.LogRecord) -> bool:
+    """Drop alembic's two lines about its own set-up ("Context impl SQLiteImpl.", "Will assume
+    non-transactional DDL."), written every time a process reads the schema's revision; keep
+    what it migrates ("Running upgrade 0006 -> 0007")."""
+    if record.name != "alembic.runtime.migration" or record.levelno > logging.INFO:
+        return True
+    message = str(record.msg)
+    return not message.startswith(("Context impl", "Will assume"))
+
+
 def configure_logging(level: str = "INFO", *, json_lines: bool = False) -> None:
     """Route clarion's, uvicorn's and SQLAlchemy's loggers to one stderr handler."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if json_lines else LineFormatter())
+    handler.addFilter(_quiet_alembic_context)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -524,6 +524,10 @@ class TestStoredMessages:
         ({"userId": "bob"}, "Push message at position 1 payload (body) must not be null."),
         ({"userId": "bob", "body": {"badge": "3"}}, "Push message at position 1: badge must"),
         ({"userId": "bob", "body": {"title": 5}}, "Push message at position 1: title must"),
+        (
+            {"userId": "bob", "body": {"badge": -1}},
+            "Push message at position 1: Invalid value of requestObject.batch[1].body.badge: ",
+        ),
     ],
 )
 async def test_a_bad_message_in_a_batch_is_named_by_its_position(

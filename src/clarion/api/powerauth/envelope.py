@@ -165,15 +165,27 @@ def validation_message(errors: Sequence[Any]) -> str:
                 if err.get("input") is None:
                     return f"Push message at position {position} must not be null."
                 return f"Push message at position {position} must be a JSON object."
-            # Read as the single send's message is, then placed.
-            message = _field_message({**err, "loc": ["requestObject", "message", *loc[at + 1 :]]})
+            # Read as the single send's message is, then placed; a path names the batch item.
+            message = _field_message(
+                {**err, "loc": ["requestObject", "message", *loc[at + 1 :]]},
+                path=_path(loc),
+            )
             if message.startswith("Push message "):
                 return f"Push message at position {position} {message[13:]}"
             return f"Push message at position {position}: {message}"
     return _field_message(err)
 
 
-def _field_message(err: Any) -> str:
+def _path(loc: Sequence[Any]) -> str:
+    """``requestObject.batch[1].body.badge``: where a field is, as a JSON path."""
+    parts = list(loc[1:] if loc and loc[0] in ("body", "query") else loc)
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else ("." if text else "") + str(part)
+    return text
+
+
+def _field_message(err: Any, *, path: str | None = None) -> str:
     kind = str(err.get("type", ""))
     loc = list(err.get("loc", ()))
     if loc and loc[0] in ("body", "query"):  # where FastAPI found it, not a field
@@ -216,8 +228,7 @@ def _field_message(err: Any) -> str:
             reason = reason.args[0]
         if isinstance(reason, ClarionError):
             return reason.message
-    path = ".".join(str(p) for p in loc)
-    return f"Invalid value of {path}: {err.get('msg', 'invalid')}."
+    return f"Invalid value of {path or _path(loc)}: {err.get('msg', 'invalid')}."
 
 
 def map_error(exc: Exception) -> JSONResponse:
