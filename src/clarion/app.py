@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -107,8 +108,32 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     status = exc.status_code if isinstance(exc, HTTPException) else 500
     detail = exc.detail if isinstance(exc, HTTPException) else "Internal server error."
     if walletconnect.owns_path(request.url.path):
-        return walletconnect.http_failure(status, str(detail))
-    return JSONResponse(_error_body("ERROR_GENERIC", str(detail)), status_code=status)
+        response = walletconnect.http_failure(status, str(detail))
+    else:
+        response = JSONResponse(_error_body("ERROR_GENERIC", str(detail)), status_code=status)
+    if status == 405:
+        response.headers["Allow"] = ", ".join(_allowed_methods(request))
+    return response
+
+
+_HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route takes at this path (RFC 9110 asks a 405 to say them), from the
+    OpenAPI document: FastAPI makes a route per method, and the one that refused knows only
+    its own."""
+    app = request.app
+    table: list[tuple[re.Pattern[str], list[str]]] | None = getattr(app.state, "allowed", None)
+    if table is None:
+        table = []
+        for template, operations in app.openapi().get("paths", {}).items():
+            pattern = re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template))
+            methods = sorted(m.upper() for m in operations if m.upper() in _HTTP_METHODS)
+            table.append((re.compile(pattern), methods))
+        app.state.allowed = table
+    path = request.url.path
+    return sorted({m for pattern, methods in table if pattern.fullmatch(path) for m in methods})
 
 
 async def _validation_error(_request: Request, _exc: Exception) -> JSONResponse:

@@ -306,6 +306,16 @@ async def test_unknown_paths_and_methods_answer_in_each_dialects_format(
 ) -> None:
     wrong_method = await client.get("/clients")
     assert wrong_method.status_code == 405 and wrong_method.json()["status"] == "FAILED"
+    assert wrong_method.headers["allow"] == "POST"
+    # Every method the path takes, though FastAPI has a route per method.
+    client_path = await client.put("/clients/wallet-1")
+    assert client_path.status_code == 405 and client_path.headers["allow"] == "DELETE, POST"
+    device = await client.get("/push/device/create")
+    assert device.status_code == 405 and device.json()["status"] == "ERROR"
+    assert device.headers["allow"] == "POST"
+    for path in ("/health", "/push/service/status"):  # load balancers' checks send HEAD
+        head = await client.head(path)
+        assert head.status_code == 200, path
     unknown = await client.get("/tenants/tenant-a/nothing")
     assert unknown.status_code == 404 and unknown.json()["status"] == "FAILED"
     powerauth = await client.get("/push/nothing-here")

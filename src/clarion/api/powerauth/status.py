@@ -63,3 +63,13 @@ async def service_status(svc: ServicesDep) -> dict[str, Any]:
             "timestamp": iso(datetime.now(UTC)),
         }
     )
+
+
+# HEAD too (undocumented): load balancers' health checks send it.
+router.add_api_route(
+    "/push/service/status",
+    service_status,
+    methods=["HEAD"],
+    response_model=ObjectResponse[ServiceStatus],
+    include_in_schema=False,
+)

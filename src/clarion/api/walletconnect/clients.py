@@ -40,6 +40,16 @@ async def health() -> str:
     return f"OK, clarion v{__version__}"
 
 
+# HEAD too (undocumented, as everywhere a GET is): load balancers' health checks send it.
+router.add_api_route(
+    "/health",
+    health,
+    methods=["HEAD"],
+    response_class=PlainTextResponse,
+    include_in_schema=False,
+)
+
+
 @router.get(
     "/rate_limit_test",
     response_model=OkBody,
