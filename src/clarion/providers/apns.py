@@ -9,8 +9,10 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from typing import ClassVar
 
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
@@ -155,6 +157,14 @@ def _error(body: bytes) -> tuple[str | None, float | None]:
     return (reason if isinstance(reason, str) else None), seconds
 
 
+def certificate_expiry(pem: bytes) -> datetime | None:
+    """When the first certificate of ``pem`` expires (None if it holds none)."""
+    try:
+        return x509.load_pem_x509_certificate(pem).not_valid_after_utc
+    except ValueError:
+        return None
+
+
 def pkcs12_to_pem(data: bytes, password: bytes | None) -> bytes:
     """An APNs ``.p12`` certificate as the PEM certificate + key ``ApnsCredentials`` holds."""
     key, cert, _chain = pkcs12.load_key_and_certificates(data, password)
@@ -181,6 +191,7 @@ class ApnsProvider(Provider):
         base_url: str | None = None,
         owns_transport: bool = False,
     ) -> None:
+        self._certificate_expires: datetime | None = None
         if credentials.private_key_pem is not None:
             if not credentials.key_id or not credentials.team_id:
                 raise ValueError("APNs token auth needs key_id and team_id")
@@ -191,6 +202,9 @@ class ApnsProvider(Provider):
             )
         elif credentials.certificate_pem is not None:
             self._signer = None  # the TLS client certificate authenticates the connection
+            # APNs refuses an expired certificate in the TLS handshake, which the client sees
+            # as a closed connection (a retry, for ever): it is known here when that starts.
+            self._certificate_expires = certificate_expiry(credentials.certificate_pem)
         else:
             raise ValueError("APNs credentials need a private key or a certificate")
         self.topic = credentials.bundle
@@ -210,6 +224,13 @@ class ApnsProvider(Provider):
     async def send_many(self, parts: Sequence[Part]) -> list[Outcome]:
         """Every part's notification to its tokens, all concurrently: one request per token,
         each notification's payload and headers built once."""
+        expired = self._certificate_expired()
+        if expired is not None:
+            return [
+                Outcome(t, OutcomeKind.CREDENTIALS_REJECTED, reason=expired)
+                for _, tokens in parts
+                for t in tokens
+            ]
         outcomes: list[Outcome | None] = []
         requests: list[tuple[int, str, Mapping[str, str], bytes]] = []
         for notification, tokens in parts:
@@ -237,6 +258,12 @@ class ApnsProvider(Provider):
 
             await asyncio.gather(*(worker() for _ in range(_MAX_TASKS_PER_SEND)))
         return [o for o in outcomes if o is not None]
+
+    def _certificate_expired(self) -> str | None:
+        expires = self._certificate_expires
+        if expires is None or expires.timestamp() > time.time():
+            return None
+        return f"CertificateExpired: the APNs certificate expired at {expires.isoformat()}"
 
     def _prepare(self, notification: Notification) -> tuple[Mapping[str, str], bytes] | str:
         """The headers and payload of a notification, or why it cannot be sent at all."""
