@@ -262,9 +262,10 @@ class PowerAuthRoute(APIRoute):
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
+        declared = _query_names(self.dependant)
 
         async def guarded(request: Request) -> Response:
-            repeated = _repeated_parameter(request)
+            repeated = _repeated_parameter(request, declared) if declared else None
             if repeated is not None:
                 # The last one was taken: DELETE /admin/app/apns?appId=a&appId=b removed b's
                 # credentials. Spring would join them into one value no application has.
@@ -300,17 +301,25 @@ def _not_json_message(content_type: str | None) -> str:
     )
 
 
-def _repeated_parameter(request: Request) -> str | None:
+def _query_names(dependant: Any) -> frozenset[str]:
+    """The query parameters a route reads, its dependencies' included."""
+    names = {param.alias for param in dependant.query_params}
+    for inner in dependant.dependencies:
+        names |= _query_names(inner)
+    return frozenset(names)
+
+
+def _repeated_parameter(request: Request, declared: frozenset[str]) -> str | None:
+    """A parameter the route reads that the query gives more than once (others are ignored,
+    as unknown ones are)."""
     if not request.scope.get("query_string"):
         return None
-    names = [name for name, _ in request.query_params.multi_items()]
-    if len(names) == len(set(names)):
-        return None
     seen: set[str] = set()
-    for name in names:
-        if name in seen:
-            return name[:64]
-        seen.add(name)
+    for name, _ in request.query_params.multi_items():
+        if name in declared:
+            if name in seen:
+                return name
+            seen.add(name)
     return None
 
 
