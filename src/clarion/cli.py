@@ -303,12 +303,19 @@ def worker_command(
         from prometheus_client import start_http_server
 
         try:
-            start_http_server(settings.worker_metrics_port, addr=settings.host)
+            metrics_server, _ = start_http_server(settings.worker_metrics_port, addr=settings.host)
         except OSError as exc:
             err.print(
                 f"[red]cannot serve metrics on port {settings.worker_metrics_port}:[/red] {exc}"
             )
             raise typer.Exit(1) from None
+        # The port it took: with --metrics-port 0 the system chose it.
+        log.info(
+            "worker metrics on http://%s:%d/metrics",
+            settings.host,
+            metrics_server.server_port,
+            extra={"metrics_port": metrics_server.server_port},
+        )
 
     async def run() -> None:
         services = await open_services(settings)

@@ -30,7 +30,12 @@ class DirectoryError(ClarionError):
 
 
 class Unauthorized(ClarionError):
-    """The caller did not present valid credentials for a protected endpoint."""
+    """The caller did not present valid credentials for a protected endpoint; ``challenge`` is
+    the ``WWW-Authenticate`` value naming the schemes that would do, if any."""
+
+    def __init__(self, message: str, *, challenge: str | None = None) -> None:
+        super().__init__(message)
+        self.challenge = challenge
 
 
 class MessageNotFound(NotFound):

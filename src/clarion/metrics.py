@@ -42,6 +42,16 @@ def _children(method: str, template: str, status: int) -> tuple[Counter, Histogr
     return HTTP_REQUESTS.labels(method, template, str(status)), HTTP_LATENCY.labels(template)
 
 
+# Paths served outside FastAPI's API routes (no route in the scope), counted under their own
+# names instead of "unmatched"; any other path stays "unmatched", so the series stay bounded.
+_OWN_PATHS = frozenset({"/metrics", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+
+
+def _unrouted(scope: Scope) -> str:
+    path = scope.get("path", "")
+    return path if path in _OWN_PATHS else "unmatched"
+
+
 class MetricsMiddleware:
     """Counts every answered request under its route template (never the raw path)."""
 
@@ -65,7 +75,7 @@ class MetricsMiddleware:
             await self.app(scope, receive, record_status)
         finally:
             route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
+            template = getattr(route, "path", None) or _unrouted(scope)
             method = scope["method"] if scope["method"] in _METHODS else "OTHER"
             count, latency = _children(method, template, status)
             count.inc()

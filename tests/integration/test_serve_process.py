@@ -69,6 +69,11 @@ def test_zero_config_serve_creates_database_and_key_file(
         'clarion_http_requests_total{method="GET",route="/push/service/status",status="200"}'
         in metrics
     )
+    # /metrics and /docs under their own names, not "unmatched" with every unknown path.
+    assert httpx.get(url + "/docs").status_code == 200
+    metrics = httpx.get(url + "/metrics").text
+    for route in ("/metrics", "/docs"):
+        assert f'method="GET",route="{route}",status="200"' in metrics, route
     docs = httpx.get(url + "/openapi.json").json()
     create = docs["paths"]["/push/device/create"]["post"]["requestBody"]["content"]
     schema_ref = create["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
@@ -241,6 +246,8 @@ def test_worker_runs_on_uvloop_and_stops_cleanly_on_sigterm(tmp_path: Path) -> N
         status = proc.wait(timeout=20)
     records = [json.loads(line) for line in log.read_text().splitlines()]
     started = [r for r in records if r.get("msg") == "worker started"]
+    [serving] = [r for r in records if str(r.get("msg", "")).startswith("worker metrics on")]
+    assert serving["metrics_port"] == port
     assert started and started[0]["loop"] == "uvloop"
     assert any(r.get("msg") == "worker stopped" for r in records)
     assert status == 0

@@ -38,13 +38,28 @@ async def test_admin_is_open_by_default(client: httpx.AsyncClient) -> None:
     assert_ok(await client.get("/admin/app/list"))
 
 
+class TestAdminTokenAlone:
+    @pytest.fixture
+    def settings_overrides(self) -> dict[str, Any]:
+        return {"admin_token": "t0ken-for-admins"}
+
+    async def test_the_challenge_names_bearer(self, client: httpx.AsyncClient) -> None:
+        refused = await client.get("/admin/app/list")
+        assert_error(refused, "ERROR_UNAUTHORIZED", status=401)
+        assert refused.headers["www-authenticate"] == 'Bearer realm="clarion"'
+
+
 class TestAdminToken:
     @pytest.fixture
     def settings_overrides(self) -> dict[str, Any]:
         return {"admin_token": "t0ken-for-admins", "admin_username": "ops", "admin_password": "pw"}
 
     async def test_missing_or_wrong_credentials_are_401(self, client: httpx.AsyncClient) -> None:
-        assert_error(await client.get("/admin/app/list"), "ERROR_UNAUTHORIZED", status=401)
+        missing = await client.get("/admin/app/list")
+        assert_error(missing, "ERROR_UNAUTHORIZED", status=401)
+        # The schemes configured, each a challenge (it named Basic alone, also for a token).
+        challenge = 'Bearer realm="clarion", Basic realm="clarion"'
+        assert missing.headers["www-authenticate"] == challenge
         wrong = {"authorization": "Bearer nope"}
         assert_error(await client.get("/admin/app/list", headers=wrong), "ERROR_UNAUTHORIZED", 401)
         bad_basic = {"authorization": "Basic %%%"}

@@ -29,7 +29,9 @@ def _basic_credentials(value: str) -> tuple[str, str]:
     try:
         user, _, password = base64.b64decode(value, validate=True).decode().partition(":")
     except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise Unauthorized("Malformed basic authorization header.") from None
+        raise Unauthorized(
+            "Malformed basic authorization header.", challenge='Basic realm="clarion"'
+        ) from None
     return user, password
 
 
@@ -48,7 +50,15 @@ def require_admin(request: Request, svc: ServicesDep) -> None:
         expected = settings.admin_password.get_secret_value() if settings.admin_password else ""
         if _same(user, settings.admin_username) and _same(given, expected):
             return
-    raise Unauthorized("Admin credentials are missing or wrong.")
+    schemes = [
+        scheme
+        for scheme, configured in (("Bearer", token), ("Basic", settings.admin_username))
+        if configured is not None
+    ]
+    # The schemes configured, each its own challenge (a Basic one alone said the token would
+    # not do).
+    challenge = ", ".join(f'{scheme} realm="clarion"' for scheme in schemes)
+    raise Unauthorized("Admin credentials are missing or wrong.", challenge=challenge)
 
 
 AdminDep = Depends(require_admin)

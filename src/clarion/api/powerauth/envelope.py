@@ -103,9 +103,10 @@ def ok(response_object: Any = None) -> dict[str, Any]:
     return {"status": "OK", "responseObject": response_object}
 
 
-def error(status: int, code: str, message: str) -> JSONResponse:
+def error(
+    status: int, code: str, message: str, *, headers: dict[str, str] | None = None
+) -> JSONResponse:
     body = {"status": "ERROR", "responseObject": {"code": code, "message": message}}
-    headers = {"WWW-Authenticate": 'Basic realm="clarion"'} if status == 401 else None
     return JSONResponse(body, status_code=status, headers=headers)
 
 
@@ -244,7 +245,8 @@ def map_error(exc: Exception) -> JSONResponse:
     if isinstance(exc, DirectoryError):
         return error(400, "ERROR_PA_SERVER_COMM", exc.message)
     if isinstance(exc, Unauthorized):
-        return error(401, "ERROR_UNAUTHORIZED", exc.message)
+        challenge = {"WWW-Authenticate": exc.challenge} if exc.challenge else None
+        return error(401, "ERROR_UNAUTHORIZED", exc.message, headers=challenge)
     if isinstance(exc, ClarionError):
         log.error("request failed: %s", exc.message)
         return error(500, "ERROR_GENERIC", "The request could not be processed.")
