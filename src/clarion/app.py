@@ -49,7 +49,9 @@ def create_app(
         svc: Services = services or await open_services(settings)
         app.state.services = svc
         worker = svc.worker() if owned and settings.run_worker else None
-        worker_task = asyncio.create_task(worker.run()) if worker else None
+        worker_task = (
+            asyncio.create_task(worker.run(grace=settings.worker_grace)) if worker else None
+        )
         log.info(
             "clarion %s ready",
             __version__,

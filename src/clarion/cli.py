@@ -276,13 +276,13 @@ def worker_command(
         int | None, typer.Option(help="Jobs run at once [CLARION_WORKER_CONCURRENCY, 4].")
     ] = None,
     grace: Annotated[
-        float,
+        float | None,
         typer.Option(
             min=0,
             help="Seconds the jobs in hand get to reach a safe point on SIGTERM before they "
-            "are cancelled.",
+            "are cancelled [CLARION_WORKER_GRACE, 10].",
         ),
-    ] = 10.0,
+    ] = None,
     metrics_port: Annotated[
         int | None,
         typer.Option(
@@ -296,7 +296,12 @@ def worker_command(
     """Run a job worker alone. Start any number, on any number of machines sharing one
     PostgreSQL. SIGTERM or Ctrl-C: stop claiming, hand the jobs in hand back at their next
     safe point, exit."""
-    settings = _settings(config, worker_concurrency=concurrency, worker_metrics_port=metrics_port)
+    settings = _settings(
+        config,
+        worker_concurrency=concurrency,
+        worker_metrics_port=metrics_port,
+        worker_grace=grace,
+    )
     configure_logging(settings.log_level, json_lines=settings.log_json)
     if settings.worker_metrics_port is not None:
         # Its pushes are counted here, not in any serve process: scrape each worker.
@@ -329,7 +334,7 @@ def worker_command(
             extra={"concurrency": settings.worker_concurrency, "loop": runloop.loop_name()},
         )
         try:
-            await worker.run(grace=grace)
+            await worker.run(grace=settings.worker_grace)
         finally:
             await services.close()
         log.info("worker stopped", extra={"jobs_completed": worker.completed})

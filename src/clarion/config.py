@@ -179,6 +179,12 @@ class Settings(BaseSettings):
         description="clarion worker serves its /metrics (Prometheus) on this port; unset: none",
     )
     worker_poll_interval: float = Field(default=0.5, gt=0)
+    worker_grace: float = Field(
+        default=10.0,
+        ge=0,
+        description="Seconds a stopping worker's jobs get to reach a safe point before they "
+        "are cancelled (serve's worker and clarion worker's)",
+    )
 
     # --- WalletConnect (issue 8) ---------------------------------------------------------
     public_url: str | None = Field(
