@@ -10,11 +10,13 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from clarion.app import create_app
 from clarion.core.services import Services
 from clarion.core.worker import Worker, check_handback
 from clarion.store import jobs
 from clarion.store.jobs import JobQueue
 from clarion.store.models import Job
+from tests.conftest import make_settings
 
 
 async def enqueue(services: Services, kind: str) -> None:
@@ -77,3 +79,20 @@ async def test_a_job_without_a_safe_point_is_cancelled_after_the_grace(
     await asyncio.wait_for(task, 5)
     assert await job_state(services) == "queued"
     assert any("cancelled 1 jobs" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_serves_worker_stops_with_the_configured_grace(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CLARION_WORKER_GRACE reaches the worker a serve process runs (it had a fixed 10 s)."""
+    graces: list[float] = []
+
+    async def run(self: Worker, *, grace: float = 10.0) -> None:
+        graces.append(grace)
+
+    monkeypatch.setattr(Worker, "run", run)
+    app = create_app(make_settings(database_url, worker_grace=2.5))
+    async with app.router.lifespan_context(app):
+        await asyncio.sleep(0)
+    assert graces == [2.5]
