@@ -478,8 +478,8 @@ def migrate(
                         f"the database is at revision {before}, after {target}: clarion "
                         "migrates forward only"
                     )
-            await db.upgrade(revision)
-            return before, await db.current_revision()
+            found = await db.upgrade(revision)  # another migrate may have run meanwhile
+            return found, await db.current_revision()
         finally:
             await db.dispose()
 

@@ -44,6 +44,11 @@ async def test_two_migrations_at_once_both_succeed_and_leave_the_schema_at_head(
             for run, (stdout, stderr) in zip(runs, outputs, strict=True):
                 assert run.returncode == 0, stderr
                 assert f"-> {head_revision()}" in stdout
+            # One migrated the empty database; the other, once it had the lock, found it done
+            # (it said "empty ->" too, from a read made before it waited).
+            head = head_revision()
+            said = sorted(stdout.split(":", 1)[1].split("(")[0].strip() for stdout, _ in outputs)
+            assert said == sorted([f"empty -> {head}", f"{head} -> {head}"]), said
             db = Database(url)
             try:
                 assert await db.current_revision() == head_revision()

@@ -596,11 +596,20 @@ class Database:
         async with self.engine.connect() as conn:
             return await conn.run_sync(read)
 
-    async def upgrade(self, revision: str = "head") -> None:
+    async def upgrade(self, revision: str = "head") -> str | None:
+        """Migrate up to ``revision``; the revision the run found the schema at once it held
+        the migration lock (another process's migration may have run meanwhile)."""
         current = await self.current_revision()
         if current is not None and not known_revision(current):
             raise SchemaOutOfDate(_unknown(current))
-        await self._run(lambda cfg: command.upgrade(cfg, revision))
+        found: list[str | None] = []
+
+        def upgrade(cfg: Config) -> None:
+            command.upgrade(cfg, revision)
+            found.append(cfg.attributes.get("found_revision", current))
+
+        await self._run(upgrade)
+        return found[0] if found else current
 
     async def downgrade(self, revision: str) -> None:
         await self._run(lambda cfg: command.downgrade(cfg, revision))
