@@ -23,11 +23,12 @@ from clarion.api.limits import BodyLimit
 from clarion.api.powerauth.hot import ROUTES as PA_HOT_ROUTES
 from clarion.api.walletconnect.hot import ROUTES as WC_HOT_ROUTES
 from clarion.config import Settings, load_settings
-from clarion.core.campaign_progress import export_progress
+from clarion.core.campaign_progress import export_progress, forget_database_gauges
 from clarion.core.services import Services, open_services
 from clarion.heap import settle
 from clarion.logs import configure_logging
 from clarion.metrics import MetricsMiddleware, metrics_endpoint
+from clarion.store.availability import database_unavailable, first_line
 
 log = logging.getLogger("clarion")
 
@@ -146,6 +147,10 @@ async def _metrics(request: Request) -> Response:
     """The Prometheus text, with campaign progress read from the database first."""
     try:
         await export_progress(request.app.state.services.db)
-    except Exception:  # the metrics of this process are still worth answering with
-        log.exception("reading campaign progress for /metrics failed")
+    except Exception as exc:  # the metrics of this process are still worth answering with
+        forget_database_gauges()  # unknown now: not the last values, nor a "nothing waits"
+        if database_unavailable(exc):
+            log.warning("/metrics without the database's gauges: %s", first_line(exc))
+        else:
+            log.exception("reading campaign progress for /metrics failed")
     return await metrics_endpoint(request)

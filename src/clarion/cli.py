@@ -71,8 +71,14 @@ ConfigOption = Annotated[
 
 
 def _settings(config: Path | None, **overrides: object) -> Settings:
+    if config is None and os.environ.get("CLARION_CONFIG_FILE"):
+        # Read as --config is (it was ignored: the command ran on the SQLite default).
+        config = Path(os.environ["CLARION_CONFIG_FILE"])
     try:
         return load_settings(config, **{k: v for k, v in overrides.items() if v is not None})
+    except FileNotFoundError as exc:
+        err.print(f"[red]invalid settings:[/red] {exc}", highlight=False)
+        raise typer.Exit(2) from None
     except ValidationError as exc:
         for error in exc.errors():
             message = str(error["msg"]).removeprefix("Value error, ")

@@ -126,3 +126,16 @@ def test_migrate_goes_forward_only_and_names_a_newer_schema(tmp_path: Path) -> N
         assert result.returncode == 1, result.stderr
         assert "0099, which this clarion does not know" in result.stderr  # not 'run migrate'
         assert "Traceback" not in result.stderr
+
+
+def test_clarion_config_file_is_read_as_config_is(tmp_path: Path) -> None:
+    """It was ignored: a command given a config file this way ran on the SQLite default."""
+    config = tmp_path / "clarion.toml"
+    config.write_text('databse_url = "sqlite:///elsewhere.db"\n')
+    typo = run(tmp_path, "migrate", CLARION_CONFIG_FILE=str(config))
+    assert typo.returncode == 2 and "no such setting: databse_url" in typo.stderr
+    missing = run(tmp_path, "migrate", CLARION_CONFIG_FILE=str(tmp_path / "none.toml"))
+    assert missing.returncode == 2 and "config file not found" in missing.stderr
+    config.write_text(f'database_url = "sqlite:///{tmp_path / "elsewhere.db"}"\n')
+    assert run(tmp_path, "migrate", CLARION_CONFIG_FILE=str(config)).returncode == 0
+    assert (tmp_path / "elsewhere.db").is_file() and not (tmp_path / "clarion.db").exists()

@@ -371,11 +371,20 @@ async def test_the_api_answers_503_in_each_dialect_while_the_database_is_unreach
             ]
             for answer in (powerauth, walletconnect):
                 assert answer.headers["retry-after"] == "5"
+            # /metrics still answers, without the database's gauges (not stale, not "0 wait").
+            metrics = await client.get("/metrics")
+            assert metrics.status_code == 200
+            assert "clarion_database_up 0.0" in metrics.text
+            assert "clarion_jobs{" not in metrics.text
+            assert "clarion_oldest_due_job_seconds NaN" in metrics.text
             for record in caplog.records:
                 assert record.exc_info is None, record.getMessage()  # no traceback logged
                 assert "\n" not in record.getMessage()
             await proxy.restore()
             assert (await client.post("/push/device/create", json=device)).status_code == 200
+            metrics = await client.get("/metrics")
+            assert "clarion_database_up 1.0" in metrics.text
+            assert 'clarion_jobs{state="queued"} 0.0' in metrics.text
             assert (await client.post("/clients", json=client_body)).status_code == 200
     finally:
         await proxied.close()

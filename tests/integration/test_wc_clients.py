@@ -101,13 +101,14 @@ async def test_apns_types_are_accepted_once_the_tenant_has_apns_credentials(
     assert (await client.post("/clients", json=sandbox)).is_success
     assert (await client.post("/clients", json=register_body("c", "t-c", "fcm"))).status_code == 400
     # A token APNs can never take: refused now, not deleted by the first push.
-    for token in ("t-d", "0a" * 31 + "zz", " " + "0a" * 32):
+    for token in ("t-d", "0a" * 31 + "zz", " " + "0a" * 32, "abc"):
         refused = await client.post("/clients", json=register_body("d", token, "apns"))
         assert refused.status_code == 400, token
         assert refused.json()["fields"] == [
             {
                 "field": "token",
-                "description": "An APNs device token is hexadecimal digits.",
+                "description": "An APNs device token is hexadecimal digits, an even number of "
+                "them.",
                 "location": "body",
             }
         ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -79,10 +80,27 @@ async def progress_of(session: AsyncSession, campaign: Campaign) -> Progress:
     )
 
 
+DATABASE_UP = Gauge(
+    "clarion_database_up",
+    "1 if the last /metrics scrape could read the database's gauges, 0 if not.",
+    registry=DATABASE_REGISTRY,
+)
+
+
+def forget_database_gauges() -> None:
+    """The database could not be read: its gauges are dropped (absent, not stale or zero)."""
+    DATABASE_UP.set(0)
+    JOBS.clear()
+    CAMPAIGN_DEVICES.clear()
+    OLDEST_DUE_JOB.set(math.nan)
+    CAMPAIGNS_IN_PROGRESS.set(math.nan)
+
+
 async def export_progress(db: Database) -> None:
     """Refresh the database's gauges, campaign progress and the job queue (called on a
     /metrics scrape of a serve process)."""
     queued, running, waited = await backlog(db)
+    DATABASE_UP.set(1)
     JOBS.labels("queued").set(queued)
     JOBS.labels("running").set(running)
     OLDEST_DUE_JOB.set(waited)

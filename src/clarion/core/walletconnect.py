@@ -284,7 +284,9 @@ class WalletConnect:
         if reg.push_type.platform == "apns" and not is_device_token(reg.token):
             # Accepted, it was deleted by the first push (BadDeviceToken): the wallet
             # believed it was registered.
-            raise InvalidField("token", "An APNs device token is hexadecimal digits.")
+            raise InvalidField(
+                "token", "An APNs device token is hexadecimal digits, an even number of them."
+            )
 
         async def upsert() -> None:
             async with self._writing() as session:

@@ -71,9 +71,9 @@ _HEX_TOKEN = re.compile(r"[0-9a-fA-F]+")
 
 
 def is_device_token(token: str) -> bool:
-    """True if ``token`` can be an APNs device token (hexadecimal digits): any other is
-    answered BadDeviceToken without a request."""
-    return _HEX_TOKEN.fullmatch(token) is not None
+    """True if ``token`` can be an APNs device token (bytes as hexadecimal digits, so an even
+    number of them): any other is answered BadDeviceToken without a request."""
+    return len(token) % 2 == 0 and _HEX_TOKEN.fullmatch(token) is not None
 
 
 # Sends to more tokens than this run through this many workers instead of one task per token.

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from clarion.api.walletconnect.errors import FailedBody, OkBody, WalletConnectRoute, ok
 from clarion.api.walletconnect.guards import (
@@ -77,7 +78,10 @@ async def _form(request: Request) -> FormData:
     # required" for an upload that broke off): a form must end with its closing delimiter.
     boundary = _boundary(request.headers.get("content-type", ""))
     if boundary is not None:
-        body = await request.body()  # kept by the request: the parser reads it from there
+        try:
+            body = await request.body()  # kept by the request: the parser reads it from there
+        except ClientDisconnect:  # gone before the form was whole: nobody reads the answer
+            raise InvalidField("body", "The client left before the form was sent.") from None
         if not _is_closed(body, boundary):
             raise InvalidField(
                 "body", "The multipart form is truncated: its closing boundary is missing."
