@@ -7,7 +7,6 @@ import time
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
-    CollectorRegistry,
     Counter,
     Histogram,
     generate_latest,
@@ -15,6 +14,8 @@ from prometheus_client import (
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from clarion.core.campaign_progress import DATABASE_REGISTRY
 
 HTTP_REQUESTS = Counter(
     "clarion_http_requests_total",
@@ -80,12 +81,6 @@ class MetricsMiddleware:
             count, latency = _children(method, template, status)
             count.inc()
             latency.observe(time.perf_counter() - started)
-
-
-# Gauges read from the shared database on a scrape of a serve process (campaign progress, the
-# job queue): the same for every process, so a worker's own /metrics leaves them out rather
-# than show values it never refreshes.
-DATABASE_REGISTRY = CollectorRegistry(auto_describe=True)
 
 
 async def metrics_endpoint(_request: Request) -> Response:

@@ -58,9 +58,9 @@ def settings_overrides(emulators: Emulators) -> dict[str, Any]:
     }
 
 
-async def setup_app(client: httpx.AsyncClient, emu: Emulators) -> None:
-    assert_ok(await client.post("/admin/app/create", json=envelope(appId="mobile-app")))
-    ios = envelope(
+def ios_update(emu: Emulators) -> dict[str, Any]:
+    """The app's APNs credentials: the emulator's team key."""
+    return envelope(
         appId="mobile-app",
         bundle=BUNDLE,
         keyId="KEY1234567",
@@ -68,7 +68,11 @@ async def setup_app(client: httpx.AsyncClient, emu: Emulators) -> None:
         environment="production",
         privateKeyBase64=base64.b64encode(emu.apns_key).decode(),
     )
-    assert_ok(await client.put("/admin/app/ios/update", json=ios))
+
+
+async def setup_app(client: httpx.AsyncClient, emu: Emulators) -> None:
+    assert_ok(await client.post("/admin/app/create", json=envelope(appId="mobile-app")))
+    assert_ok(await client.put("/admin/app/ios/update", json=ios_update(emu)))
     android = envelope(
         appId="mobile-app",
         projectId="demo-project",
@@ -420,15 +424,7 @@ async def test_an_upload_clears_a_rejection_that_landed_after_it_read_the_row(
     engine = services.db.engine.sync_engine
     event.listen(engine, "before_cursor_execute", seen)
     try:
-        ios = envelope(
-            appId="mobile-app",
-            bundle=BUNDLE,
-            keyId="KEY1234567",
-            teamId="TEAM123456",
-            environment="production",
-            privateKeyBase64=base64.b64encode(app_ready.apns_key).decode(),
-        )
-        assert_ok(await client.put("/admin/app/ios/update", json=ios))
+        assert_ok(await client.put("/admin/app/ios/update", json=ios_update(app_ready)))
     finally:
         event.remove(engine, "before_cursor_execute", seen)
     [written] = [s for s in statements if s.lstrip().upper().startswith("UPDATE CREDENTIALS")]

@@ -7,16 +7,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from clarion.metrics import DATABASE_REGISTRY
 from clarion.providers.base import Outcome, OutcomeKind
 from clarion.store.db import Database
 from clarion.store.jobs import backlog
 from clarion.store.models import Campaign
 
+# Gauges read from the shared database on a scrape of a serve process (campaign progress, the
+# job queue): the same for every process, so a worker's own /metrics leaves them out rather
+# than show values it never refreshes. The HTTP edge (clarion.metrics) serves them.
+DATABASE_REGISTRY = CollectorRegistry(auto_describe=True)
 METRICS_CAMPAIGNS = 20  # progress gauges for at most this many campaigns in progress
 
 CAMPAIGN_PUSHES = Counter(

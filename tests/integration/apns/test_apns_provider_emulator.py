@@ -8,10 +8,9 @@ from datetime import UTC, datetime, timedelta
 
 from apns_fixtures import BUNDLE, TEAM_ID, TeamKey, device, make_team_key, token_credentials
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
-from cryptography.x509.oid import NameOID
+from tests.wc_support import apns_p12
 
 from clarion.emulators.apns import ApnsEmulator
 from clarion.providers.apns import ApnsProvider, create_apns_provider, pkcs12_to_pem
@@ -410,35 +409,15 @@ async def test_send_many_sends_each_token_its_own_notification(
     }
 
 
-def _expired_certificate(bundle: str) -> bytes:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"Apple Push Services: {bundle}")])
-    now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(days=400))
-        .not_valid_after(now - timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    return cert.public_bytes(serialization.Encoding.PEM) + key_pem
-
-
 async def test_an_expired_certificate_rejects_the_credentials_without_a_connection(
     emulator: ApnsEmulator,
 ) -> None:
     # APNs refuses it in the TLS handshake, which the client sees as a closed connection: a
     # retry for ever, where the operator must renew the certificate.
     credentials = ApnsCredentials(
-        bundle="com.example.old", sandbox=False, certificate_pem=_expired_certificate("x")
+        bundle="com.example.old",
+        sandbox=False,
+        certificate_pem=pkcs12_to_pem(apns_p12(b"pw", days=-1), b"pw"),
     )
     p = create_apns_provider(credentials, base_url=emulator.url, ca_file=emulator.ca_file)
     try:
