@@ -23,6 +23,11 @@ with context.begin_transaction():
         # on pg_type's unique index). Held until the migration's transaction ends: the second
         # waits here, then reads the revision the first committed and has nothing to do.
         connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
+    elif connection.dialect.name == "sqlite":
+        # The same race on SQLite ("table applications already exists"): the driver opens its
+        # transaction only before a write, so the second run read an empty schema first. An
+        # IMMEDIATE transaction takes the write lock now; the second waits (busy timeout).
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
     # Where this run found the schema, once it may migrate it (`clarion migrate` reports it).
     context.config.attributes["found_revision"] = context.get_context().get_current_revision()
     context.run_migrations()
