@@ -213,6 +213,22 @@ async def test_reads_answer_what_a_session_answers(database_url: str) -> None:
         assert first.read_at == datetime(2026, 11, 30, 13, 0, tzinfo=UTC)
         assert rows[1].read_at is None
         assert await db.read(_ROWS, {"user": "nobody", "apps": ["app-0"]}) == []
+        # Parameters of those types go in as SQLAlchemy would bind them (SQLite's driver
+        # refuses a UUID, and compares datetimes as the text SQLAlchemy writes).
+        by_typed_params = select(InboxMessage.subject).where(
+            InboxMessage.id == bindparam("id"),
+            InboxMessage.created_at <= bindparam("at"),
+            InboxMessage.read == bindparam("read"),
+        )
+        typed = {"id": ids[0], "at": datetime(2026, 11, 30, 12, 0, tzinfo=UTC), "read": True}
+        async with db.reader() as session:
+            expected = (await session.execute(by_typed_params, typed)).all()
+        assert len(expected) == 1
+        assert [tuple(r) for r in await db.read(by_typed_params, typed)] == [
+            tuple(r) for r in expected
+        ]
+        earlier = {**typed, "at": datetime(2026, 11, 30, 11, 59, tzinfo=UTC)}
+        assert await db.read(by_typed_params, earlier) == []
         [count] = await db.read(select(func.count()).select_from(InboxMessage))
         assert count[0] == 3
         # A JSON column comes back decoded; a JSON-typed parameter goes in serialised.
@@ -277,8 +293,9 @@ async def test_in_lists_of_any_lengths_reuse_their_sql_and_keep_their_order(
             assert [tuple(r) for r in rows] == [tuple(r) for r in expected], (apps, subjects)
         rows = await db.read(_TWO_LISTS, {"apps": ["app-1", "app-0"], "subjects": ["s2", "s0"]})
         assert [tuple(r) for r in rows] == [("s0", "app-0"), ("s2", "app-0")]
-        if db._pg is not None:  # the SQL was expanded once per tuple of lengths
-            plan = db._pg._plans[_TWO_LISTS]
+        reader = db._pg or db._inline
+        if reader is not None:  # the SQL was expanded once per tuple of lengths
+            plan = reader._plans[_TWO_LISTS]
             assert plan.lists is not None
             seen = [dict(zip(plan.lists, lengths, strict=True)) for lengths in plan.expanded]
             assert sorted((d["apps"], d["subjects"]) for d in seen) == [

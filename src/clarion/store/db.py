@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import threading
 import time
 import weakref
@@ -173,8 +174,9 @@ class InlineReader:
         )
         event.listen(self._engine, "connect", _reader_pragmas)
         self._local = threading.local()
-        self._open: list[Connection] = []
+        self._open: list[Any] = []
         self._lock = threading.Lock()
+        self._plans: weakref.WeakKeyDictionary[Executable, _Plan] = weakref.WeakKeyDictionary()
 
     @classmethod
     def for_url(cls, url: URL, *, echo: bool = False) -> InlineReader | None:
@@ -185,8 +187,34 @@ class InlineReader:
             return None
         return cls(url, echo=echo)
 
-    def read(
-        self, statement: Executable, params: Mapping[str, Any] | None = None
+    def read(self, statement: Executable, params: Mapping[str, Any] | None = None) -> Sequence[Any]:
+        """The rows, as named tuples (as ``PgReader`` gives them).
+
+        A select runs on the driver's connection with the statement compiled once
+        (``_Plan``): SQLAlchemy's execution path (cache lookup, IN-list expansion, result
+        wrapping) cost several times the indexed read itself. Anything else goes through a
+        SQLAlchemy connection.
+        """
+        driver: sqlite3.Connection | None = getattr(self._local, "driver", None)
+        if driver is None:
+            raw = self._engine.raw_connection()
+            with self._lock:
+                self._open.append(raw)
+            driver = self._local.driver = cast(sqlite3.Connection, raw.driver_connection)
+        if getattr(statement, "selected_columns", None) is None:
+            return self._read_with_sqlalchemy(statement, params)
+        plan = self._plans.get(statement)
+        if plan is None:
+            plan = self._plans[statement] = _Plan(statement, self._engine.dialect, bind_all=True)
+        sql, args = plan.arguments(params or {})
+        try:
+            records = driver.execute(sql, args).fetchall()
+        except sqlite3.Error as exc:
+            raise DBAPIError.instance(sql, args, exc, sqlite3.Error) from exc
+        return plan.rows(records)
+
+    def _read_with_sqlalchemy(
+        self, statement: Executable, params: Mapping[str, Any] | None
     ) -> Sequence[Row[Any]]:
         conn: Connection | None = getattr(self._local, "conn", None)
         if conn is None:
@@ -218,13 +246,21 @@ def _reader_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 class _Plan:
-    """A statement compiled once for asyncpg: its SQL per parameter set, the bind processors of
-    its parameters, and a row type with the statement's column keys and result processors."""
+    """A statement compiled once for a driver (asyncpg, or SQLite's inline reader): its SQL per
+    parameter set, the bind processors of its parameters, and a row type with the statement's
+    column keys and result processors.
 
-    __slots__ = ("columns", "compiled", "expanded", "lists", "row")
+    ``bind_all``: apply every parameter's bind processor (SQLite's driver takes only strings,
+    numbers and bytes: a UUID or a datetime must be converted as SQLAlchemy would). Without
+    it only the IN lists' elements are processed, which asyncpg needs (its codecs take UUIDs,
+    datetimes and JSON values as they are).
+    """
 
-    def __init__(self, statement: Executable, dialect: Dialect) -> None:
+    __slots__ = ("binds", "columns", "compiled", "expanded", "lists", "row")
+
+    def __init__(self, statement: Executable, dialect: Dialect, *, bind_all: bool = False) -> None:
         self.compiled = cast(SQLCompiler, cast(ClauseElement, statement).compile(dialect=dialect))
+        self.binds: Mapping[str, Any] = self.compiled._bind_processors if bind_all else {}
         # The SQL text changes only with the lengths of the IN lists ("expanding" parameters;
         # none: it never changes), so it is kept per tuple of lengths. Unless a value is
         # rendered into the text (a literal_execute parameter): None, expanded on every call.
@@ -257,7 +293,7 @@ class _Plan:
             lengths = tuple(len(given[name]) for name in self.lists)
             if lengths not in self.expanded:
                 state = self.compiled.construct_expanded_state(params)
-                self.expanded[lengths] = _Expanded.of(state, given, self.lists)
+                self.expanded[lengths] = _Expanded.of(state, given, self.lists, self.binds)
             expanded = self.expanded[lengths]
             if expanded is not None:
                 return expanded.sql, expanded.arguments(given)
@@ -265,7 +301,7 @@ class _Plan:
         order = state.positiontup or []
         args = [state.parameters[name] for name in order]
         for n, name in enumerate(order):
-            process = state.processors.get(name)
+            process = state.processors.get(name) or self.binds.get(name)
             if process is not None:
                 args[n] = process(args[n])
         return state.statement, args
@@ -294,7 +330,11 @@ class _Expanded:
 
     @classmethod
     def of(
-        cls, state: ExpandedState, values: Mapping[str, Any], lists: Sequence[str]
+        cls,
+        state: ExpandedState,
+        values: Mapping[str, Any],
+        lists: Sequence[str],
+        binds: Mapping[str, Any],
     ) -> _Expanded | None:
         """None when an argument's source cannot be told (a tuple IN list, say): such a
         statement is expanded on every call, as SQLAlchemy does."""
@@ -313,7 +353,9 @@ class _Expanded:
             ):
                 return None
             sources.append((base, index))
-        processors = tuple(state.processors.get(name) for name in state.positiontup or [])
+        processors = tuple(
+            state.processors.get(name) or binds.get(name) for name in state.positiontup or []
+        )
         return cls(state.statement, tuple(sources), processors)
 
     def arguments(self, values: Mapping[str, Any]) -> list[Any]:
