@@ -127,6 +127,29 @@ async def test_removed_activation_is_refused(client: httpx.AsyncClient, services
     assert await devices(services) == []
 
 
+@pytest.mark.parametrize("status", ["BLOCKED", "REMOVED"])
+async def test_registering_again_with_only_a_user_keeps_the_activations_status(
+    client: httpx.AsyncClient, services: Services, status: str
+) -> None:
+    # An app refreshing its token sends userId, not the status: that must not bring a blocked
+    # or removed activation back to ACTIVE.
+    assert_ok(await client.post("/push/device/create", json=device_body(userId="u")))
+    body = envelope(activationId=ACT_1, activationStatus=status)
+    assert_ok(await client.post("/push/device/status/update", json=body))
+    refresh = device_body(userId="u", token="b" * 64)
+    response = await client.post("/push/device/create", json=refresh)
+    if status == "REMOVED":
+        assert_error(response, "ERROR_GENERIC", contains="removed")
+        assert [(d.token, d.active) for d in await devices(services)] == [("a" * 64, False)]
+    else:
+        assert_ok(response)
+        assert [(d.token, d.active) for d in await devices(services)] == [("b" * 64, False)]
+    # An explicit status still sets it (the local directory's extension).
+    again = device_body(userId="u", token="c" * 64, activationStatus="ACTIVE")
+    assert_ok(await client.post("/push/device/create", json=again))
+    assert [(d.token, d.active) for d in await devices(services)] == [("c" * 64, True)]
+
+
 async def test_blocked_activation_registers_inactive(
     client: httpx.AsyncClient, services: Services
 ) -> None:
@@ -209,6 +232,29 @@ async def test_status_update_sets_active_on_all_registrations(
     body = envelope(activationId=ACT_1, activationStatus="ACTIVE")
     assert_ok(await client.request(method, "/push/device/status/update", json=body))
     assert [d.active for d in await devices(services)] == [True]
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT"])
+async def test_status_update_takes_the_plain_body_the_java_client_sends(
+    client: httpx.AsyncClient, services: Services, method: str
+) -> None:
+    # The seed's form, and Wultra's PushServerClient.updateDeviceStatus: no requestObject.
+    assert_ok(await client.post("/push/device/create", json=device_body(userId="u")))
+    body = {"activationId": ACT_1, "activationStatus": "BLOCKED"}
+    assert_ok(await client.request(method, "/push/device/status/update", json=body))
+    assert [d.active for d in await devices(services)] == [False]
+    body = {"activationId": ACT_1, "activationStatus": "ACTIVE"}
+    assert_ok(await client.request(method, "/push/device/status/update", json=body))
+    assert [d.active for d in await devices(services)] == [True]
+    # Its errors are the envelope's: a bad field, or nothing to read.
+    response = await client.post(
+        "/push/device/status/update", json={"activationId": ACT_1, "activationStatus": "NOPE"}
+    )
+    assert_error(response, "ERROR_REQUEST", contains="NOPE")
+    response = await client.post("/push/device/status/update", json={"activationStatus": "ACTIVE"})
+    assert_error(response, "ERROR_REQUEST", contains="Activation ID must not be null.")
+    response = await client.post("/push/device/status/update", json={})
+    assert_error(response, "ERROR_REQUEST", contains="Request object must not be null.")
 
 
 async def test_status_update_without_status_asks_the_directory(

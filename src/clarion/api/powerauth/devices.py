@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
+from pydantic import model_validator
 
 from clarion.api.powerauth.deps import ServicesDep
 from clarion.api.powerauth.envelope import ObjectRequest, OkResponse, PowerAuthRoute, add_routes, ok
@@ -86,9 +87,28 @@ add_routes(
 )
 
 
-async def update_device_status(
-    request: ObjectRequest[UpdateStatusRequest], svc: ServicesDep
-) -> dict[str, Any]:
+class StatusUpdateBody(ObjectRequest[UpdateStatusRequest]):
+    """The envelope, or the plain ``{"activationId": ..., "activationStatus": ...}``.
+
+    The seed shows this one endpoint's body without ``requestObject``: it is PowerAuth Server's
+    status-change callback format, and the official Java client's ``updateDeviceStatus`` posts
+    it so. A body with neither ``requestObject`` nor a field of the request is the envelope's
+    error ("Request object must not be null.").
+    """
+
+    @model_validator(mode="before")
+    @classmethod
+    def _plain_form(cls, data: Any) -> Any:
+        if (
+            isinstance(data, dict)
+            and "requestObject" not in data
+            and data.keys() & UpdateStatusRequest.model_fields.keys()
+        ):
+            return {"requestObject": data}
+        return data
+
+
+async def update_device_status(request: StatusUpdateBody, svc: ServicesDep) -> dict[str, Any]:
     """Set the registrations of an activation active or not, by its status."""
     body = request.requestObject
     status = parse_activation_status(body.activationStatus) if body.activationStatus else None
