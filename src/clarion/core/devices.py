@@ -92,7 +92,7 @@ class Devices:
                     session,
                     activation_id,
                     user_id=reg.user_id,
-                    status=reg.activation_status or ActivationStatus.ACTIVE,
+                    status=reg.activation_status,
                 )
             info = await LocalDirectory.lookup(session, activation_id)
             # The local directory may not know the activation yet: the device is still

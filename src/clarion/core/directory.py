@@ -61,16 +61,22 @@ class LocalDirectory:
         activation_id: str,
         *,
         user_id: str | None,
-        status: ActivationStatus,
+        status: ActivationStatus | None,
     ) -> None:
-        """Insert or update an activation in the caller's unit of work (atomic upsert)."""
+        """Insert or update an activation in the caller's unit of work (atomic upsert).
+
+        ``status`` None keeps a known activation's status (a new one is ACTIVE): a device
+        registered again with only its user must not bring a BLOCKED or REMOVED activation back.
+        """
         values = {
             "activation_id": activation_id,
             "user_id": user_id,
-            "status": status.value,
+            "status": (status or ActivationStatus.ACTIVE).value,
             "updated_at": utcnow(),
         }
-        update = {"status": status.value, "updated_at": values["updated_at"]}
+        update: dict[str, object] = {"updated_at": values["updated_at"]}
+        if status is not None:
+            update["status"] = status.value
         if user_id is not None:
             update["user_id"] = user_id
         statement = insert_for(session.get_bind().dialect.name)(Activation).values(**values)
