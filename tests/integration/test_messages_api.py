@@ -217,6 +217,41 @@ async def test_activation_id_targets_one_device(
     assert app_ready.apns.delivered() == []
 
 
+@pytest.mark.parametrize("mode", ["SYNCHRONOUS", "ASYNCHRONOUS"])
+async def test_a_device_with_no_user_yet_is_reached_through_its_activation(
+    client: httpx.AsyncClient, services: Services, app_ready: Emulators, mode: str
+) -> None:
+    # Registered before the local directory knew its user (no userId): the spec says a message
+    # naming its activationId still reaches it, whatever userId the message gives.
+    body = envelope(appId="mobile-app", token=IOS_TOKEN_2, platform="ios", activationId="act-new")
+    assert_ok(await client.post("/push/device/create", json=body))
+    for msg in (message(activationId="act-new"), message(user="bob", activationId="act-new")):
+        result = assert_ok(
+            await client.post(
+                "/push/message/send", json=envelope(appId="mobile-app", mode=mode, message=msg)
+            )
+        )
+        if mode == "SYNCHRONOUS":
+            counts = result["responseObject"]["result"]
+            assert counts["ios"] == {"sent": 1, "pending": 0, "failed": 0, "total": 1}
+            assert counts["android"]["total"] == 0
+    await run_worker_until_idle(services)
+    assert [p.token for p in app_ready.apns.delivered()] == [IOS_TOKEN_2, IOS_TOKEN_2]
+    # Without the activation, or naming another one, the user's own devices only.
+    msg = message(user="bob")
+    result = assert_ok(
+        await client.post("/push/message/send", json=envelope(appId="mobile-app", message=msg))
+    )
+    assert result["responseObject"]["result"]["ios"]["total"] == 0
+    # Once a user is recorded for it, only that user's messages reach it.
+    await register(client, IOS_TOKEN_2, "act-new", user="carol")
+    msg = message(user="bob", activationId="act-new")
+    result = assert_ok(
+        await client.post("/push/message/send", json=envelope(appId="mobile-app", message=msg))
+    )
+    assert result["responseObject"]["result"]["ios"]["total"] == 0
+
+
 async def test_silent_message_is_a_background_push(
     client: httpx.AsyncClient, app_ready: Emulators
 ) -> None:

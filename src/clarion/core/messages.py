@@ -89,6 +89,32 @@ class _Work:
     ledger_id: int | None
 
 
+async def add_unowned(
+    sender: Sender,
+    app_pk: int,
+    devices: dict[str, list[Target]],
+    wanted: Iterable[tuple[str, str | None]],
+) -> bool:
+    """Add to ``devices`` (by user) the registrations with no user of the activations the
+    messages name: a device registered before its user was known is reachable through its
+    ``activationId`` (the spec). ``wanted``: each message's (userId, activationId). Only a
+    message whose user has no registration of that activation costs a query. True if any
+    registration was added."""
+    missing = {
+        (user, activation)
+        for user, activation in wanted
+        if activation is not None
+        and not any(d.activation_id == activation for d in devices.get(user, ()))
+    }
+    if not missing:
+        return False
+    found = await sender.unowned(app_pk, {activation for _, activation in missing})
+    for user, activation in missing:
+        if activation in found:
+            devices[user] = [*devices.get(user, ()), *found[activation]]
+    return bool(found)
+
+
 def _matches(spec_activation: str | None, personal: bool, device: Target) -> bool:
     if spec_activation is not None and device.activation_id != spec_activation:
         return False
@@ -144,6 +170,10 @@ class Messages:
             async with self._db.reader() as session:
                 app_pk = await application_pk(session, app_id)
             devices = await self._sender.devices_of(app_pk, users)
+            versions = await self._sender.versions_of(app_pk)
+        wanted = ((s.user_id, s.activation_id) for s in specs)
+        if await add_unowned(self._sender, app_pk, devices, wanted):
+            # The lookup read the credentials of the users' own devices' platforms only.
             versions = await self._sender.versions_of(app_pk)
         plans = [
             (
@@ -307,6 +337,9 @@ class Messages:
         devices: dict[int, dict[str, list[Target]]] = {}
         for app_pk, group in by_app.items():
             devices[app_pk] = await self._sender.devices_of(app_pk, {m.user_id for m in group})
+            await add_unowned(
+                self._sender, app_pk, devices[app_pk], ((m.user_id, m.activation_id) for m in group)
+            )
         recorded = {(row.message_id, row.device_id) for row in ledger}
         work: list[_Work] = []
         later: list[datetime] = []

@@ -81,6 +81,12 @@ _LOOKUP = (
     .where(Application.app_id == bindparam("app_id"))
 )
 
+_UNOWNED = select(*_TARGET_COLUMNS).where(
+    Device.application_id == bindparam("app_pk"),
+    Device.activation_id.in_(bindparam("activations", expanding=True)),
+    Device.user_id.is_(None),
+)
+
 _DEVICES_OF = select(*_TARGET_COLUMNS).where(
     Device.application_id == bindparam("app_pk"),
     Device.user_id.in_(bindparam("users", expanding=True)),
@@ -214,6 +220,21 @@ class Sender:
                         row.active,
                     )
                 )
+        return found
+
+    async def unowned(self, app_pk: int, activation_ids: Iterable[str]) -> dict[str, list[Target]]:
+        """The app's registrations of these activations that have no user (yet), by activation:
+        a message naming the activation reaches them (see ``messages.add_unowned``)."""
+        found: dict[str, list[Target]] = defaultdict(list)
+        rows = await self._db.read(
+            _UNOWNED, {"app_pk": app_pk, "activations": list(dict.fromkeys(activation_ids))}
+        )
+        for row in rows:
+            found[row.activation_id].append(
+                Target(
+                    row.id, row.platform, row.environment, row.token, row.activation_id, row.active
+                )
+            )
         return found
 
     async def send_once(
