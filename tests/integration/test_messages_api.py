@@ -314,6 +314,12 @@ async def test_unknown_app_is_a_generic_error(client: httpx.AsyncClient) -> None
         ({"userId": "alice", "body": {"badge": 1e2}}, "badge must be an integer."),
         ({"userId": "alice", "attributes": {"personal": "yes"}, "body": {}}, "boolean"),
         ({"userId": "alice", "attributes": {"silent": 1}, "body": {}}, "boolean"),
+        # Beside userId rather than in attributes: refused, not silently ignored.
+        (
+            {"userId": "alice", "personal": True, "body": {}},
+            'personal belongs in the message\'s attributes: "attributes": {"personal": true}.',
+        ),
+        ({"userId": "alice", "silent": False, "body": {}}, "silent belongs in the message's"),
         # APNs' limit for apns-collapse-id is 64 bytes: 64 characters of two bytes each is over.
         ({"userId": "alice", "body": {"collapseKey": "\u00e9" * 64}}, "64 bytes"),
     ],
