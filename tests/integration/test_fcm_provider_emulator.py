@@ -259,3 +259,19 @@ async def test_send_many_gives_each_token_its_own_message(
         t: [m["android"]["notification"]["title"] for m in emu.messages_to(t)] for t in tokens
     }
     assert titles == {tokens[0]: ["Hello"], tokens[1]: ["Hello"], tokens[2]: ["Other"]}
+
+
+async def test_non_ascii_text_is_counted_in_utf8_bytes(
+    emu: FcmEmulator, provider: FcmProvider
+) -> None:
+    # 1,500 Cyrillic letters: 3,000 bytes as sent, under FCM's 4,096; escaped they were 9,000.
+    title = "ж" * 1500
+    [ok] = await provider.send(Notification(title=title), [fcm_token(40)])
+    assert ok.kind is OutcomeKind.DELIVERED
+    assert emu.messages_to(fcm_token(40))[0]["android"]["notification"]["title"] == title
+    [big] = await provider.send(Notification(title="ж" * 2100), [fcm_token(41)])
+    assert big.kind is OutcomeKind.FAILED
+    # The field violation's description is kept: the generic message says nothing useful.
+    assert big.reason == (
+        "INVALID_ARGUMENT: Request contains an invalid argument. (message: Message is too big)"
+    )

@@ -191,3 +191,18 @@ async def test_numeric_collapse_key_is_accepted_as_a_group(
 async def test_no_tokens_means_no_requests(emu: HmsEmulator, provider: HmsProvider) -> None:
     assert await provider.send(HELLO, []) == []
     assert (emu.tokens_issued, emu.send_requests) == (0, 0)
+
+
+async def test_non_ascii_text_is_counted_in_utf8_bytes(
+    emu: HmsEmulator, provider: HmsProvider
+) -> None:
+    # 1,500 Cyrillic letters: 3,000 bytes as sent, under HMS's 4,096; escaped they were 9,000.
+    title = "ж" * 1500
+    [ok] = await provider.send(Notification(title=title, extras={"k": "ж" * 100}), [hms_token(40)])
+    assert ok.kind is OutcomeKind.DELIVERED
+    [received] = emu.received
+    assert received.message["android"]["notification"]["title"] == title
+    assert json.loads(received.message["data"]) == {"k": "ж" * 100}
+    [big] = await provider.send(Notification(title="ж" * 2100), [hms_token(41)])
+    assert big.kind is OutcomeKind.FAILED and big.reason is not None
+    assert big.reason.startswith("80300008")

@@ -64,7 +64,7 @@ def test_invalid_argument_about_the_payload_fails_without_costing_the_token() ->
     response = error(400, "INVALID_ARGUMENT", "INVALID_ARGUMENT", "Bad data", details=[violation])
     outcome = classify_fcm_response("t", response)
     assert outcome.kind is OutcomeKind.FAILED
-    assert outcome.reason == "INVALID_ARGUMENT: Bad data"
+    assert outcome.reason == "INVALID_ARGUMENT: Bad data (message.data[0].value: bad)"
 
 
 def test_quota_exceeded_retries_after_the_header() -> None:

@@ -111,3 +111,11 @@ def test_reserved_data_keys_are_refused_before_sending() -> None:
     for key in ("from", "message_type", "google", "google.c.a", "gcm", "gcm.n.e"):
         message = fcm_message(Notification(body="x", extras={"ok": "1", key: "1"}))
         assert local_rejection(message) == f"INVALID_ARGUMENT: data key {key!r} is reserved by FCM"
+
+
+def test_text_goes_as_utf8_not_escaped() -> None:
+    # FCM counts the message's bytes: "ж" escaped as \u0436 is 6 of them, in UTF-8 it is 2.
+    note = Notification(title="ж" * 10, extras={"k": {"v": "é"}})
+    body = fcm_request_body(fcm_message(note, now=NOW), "tok-1")
+    assert ("ж" * 10).encode() in body and b"\\u" not in body
+    assert json.loads(body)["message"]["data"] == {"k": '{"v":"é"}'}

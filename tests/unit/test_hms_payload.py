@@ -88,3 +88,12 @@ def test_request_body_lists_tokens() -> None:
         "validate_only": False,
         "message": {"android": {"urgency": "HIGH"}, "token": ["a", "b"]},
     }
+
+
+def test_text_goes_as_utf8_not_escaped() -> None:
+    # HMS counts the body's bytes; its data is a JSON string inside the JSON: escaped, "ж"
+    # grew to 7 bytes ("\\u0436") instead of 2.
+    note = Notification(title="ж" * 10, extras={"k": "ж"})
+    body = hms_request_body(hms_message(note, now=NOW), ["a"])
+    assert ("ж" * 10).encode() in body and b"\\u" not in body
+    assert json.loads(json.loads(body)["message"]["data"]) == {"k": "ж"}

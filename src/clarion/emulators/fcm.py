@@ -429,7 +429,8 @@ def validate_message(raw: Any) -> dict[str, Any]:
     android = message.get("android")
     if android is not None:
         message["android"] = _check_android(android)
-    size = len(json.dumps({k: v for k, v in message.items() if k != "token"}))
+    # As sent: compact JSON in UTF-8 (a Cyrillic letter is 2 bytes, not 6 escaped).
+    size = len(_compact({k: v for k, v in message.items() if k != "token"}))
     if size > MAX_MESSAGE_BYTES:
         raise BadMessage("message", "Message is too big")
     return message
@@ -532,3 +533,7 @@ def _invalid_argument(
 
 def _oauth_error(error: str, description: str) -> HttpAnswer:
     return json_answer(400, {"error": error, "error_description": description})
+
+
+def _compact(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()

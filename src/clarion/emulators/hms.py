@@ -263,7 +263,8 @@ def validate_message(body: bytes) -> tuple[dict[str, Any], list[str]]:
     android = message.get("android")
     if android is not None:
         _check_android(android)
-    size = len(json.dumps({k: v for k, v in message.items() if k != "token"}).encode())
+    # As sent: compact JSON in UTF-8 (a Cyrillic letter is 2 bytes, not 6 escaped).
+    size = len(_compact({k: v for k, v in message.items() if k != "token"}))
     if size > MAX_BODY_BYTES:
         raise BadMessage("80300008", f"{size} bytes")
     return message, tokens
@@ -298,3 +299,7 @@ def _check_android(android: Any) -> None:
         for name in ("title_loc_args", "body_loc_args"):
             if name in notification and not notification.get(name.replace("args", "key")):
                 raise BadMessage("80100003", f"{name} needs its loc key")
+
+
+def _compact(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()

@@ -51,6 +51,9 @@ class FcmError:
     error_code: str | None = None  # FcmError.errorCode, e.g. UNREGISTERED
     about_token: bool = False  # a BadRequest field violation names message.token
     apns_reason: str | None = None
+    # BadRequest field violations, "field: description" (FCM's generic message says only
+    # "Request contains an invalid argument.")
+    violations: tuple[str, ...] = ()
 
 
 def parse_fcm_error(body: bytes) -> FcmError:
@@ -63,6 +66,7 @@ def parse_fcm_error(body: bytes) -> FcmError:
         return FcmError()
     error_code = apns_reason = None
     about_token = False
+    said: list[str] = []
     for detail in error.get("details") or ():
         if not isinstance(detail, dict):
             continue
@@ -76,12 +80,20 @@ def parse_fcm_error(body: bytes) -> FcmError:
             about_token = any(
                 isinstance(v, dict) and v.get("field") == "message.token" for v in violations
             )
+            said += [
+                f"{v.get('field')}: {v.get('description')}"
+                for v in violations
+                if isinstance(v, dict)
+                and isinstance(v.get("field"), str)
+                and isinstance(v.get("description"), str)
+            ]
     return FcmError(
         status=_str_or_none(error.get("status")),
         message=_str_or_none(error.get("message")),
         error_code=_str_or_none(error_code),
         about_token=about_token,
         apns_reason=_str_or_none(apns_reason),
+        violations=tuple(said),
     )
 
 
@@ -119,6 +131,8 @@ def classify_fcm_response(token: str, response: HttpResponse) -> Outcome:
     if status in (401, 403):
         return Outcome(token, OutcomeKind.CREDENTIALS_REJECTED, reason=code, status=status)
     detail = f"{code}: {error.message}" if error.message else code
+    if error.violations:
+        detail += f" ({'; '.join(error.violations)})"
     return Outcome(token, OutcomeKind.FAILED, reason=detail, status=status)
 
 

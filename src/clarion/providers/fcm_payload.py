@@ -67,7 +67,11 @@ def string_data(notification: Notification) -> dict[str, str]:
 
 
 def _as_string(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+    return (
+        value
+        if isinstance(value, str)
+        else json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    )
 
 
 def has_visible_content(notification: Notification) -> bool:
@@ -132,4 +136,6 @@ def fcm_message(notification: Notification, *, now: datetime | None = None) -> d
 
 def fcm_request_body(message: Mapping[str, Any], token: str) -> bytes:
     """The ``messages:send`` request body for one token."""
-    return json.dumps({"message": {**message, "token": token}}, separators=(",", ":")).encode()
+    return json.dumps(
+        {"message": {**message, "token": token}}, separators=(",", ":"), ensure_ascii=False
+    ).encode()

@@ -27,7 +27,7 @@ def hms_data(notification: Notification) -> str | None:
         data["topic"] = notification.topic
     if notification.blob is not None:
         data["blob"] = notification.blob
-    return json.dumps(data, separators=(",", ":")) if data else None
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False) if data else None
 
 
 def hms_collapse_key(collapse_key: str | None) -> int | None:
@@ -69,4 +69,4 @@ def hms_message(notification: Notification, *, now: datetime | None = None) -> d
 def hms_request_body(message: Mapping[str, Any], tokens: Sequence[str]) -> bytes:
     """The ``messages:send`` request body for up to 1000 tokens."""
     payload = {"validate_only": False, "message": {**message, "token": list(tokens)}}
-    return json.dumps(payload, separators=(",", ":")).encode()
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
