@@ -177,6 +177,15 @@ class _GracefulServer(uvicorn.Server):
         if sig in (signal.SIGTERM, signal.SIGINT) and sig in self._captured_signals:
             self._captured_signals.remove(sig)
 
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        # uvicorn names the address only when it binds the socket itself; here it is handed
+        # one (bound before anything started), so say where clarion listens.
+        if self.started and sockets:
+            host, port = sockets[0].getsockname()[:2]
+            shown = f"[{host}]" if ":" in host else host
+            log.info("listening on http://%s:%d (Ctrl-C to stop)", shown, port)
+
 
 class HttpServer(enum.StrEnum):
     UVICORN = "uvicorn"
@@ -211,7 +220,10 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Address to listen on [127.0.0.1].")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on [8080].")] = None,
     worker: Annotated[
-        bool, typer.Option("--worker/--no-worker", help="Also run a job worker [yes].")
+        bool,
+        typer.Option(
+            "--worker/--no-worker", help="Also run a job worker (--no-worker: the API only)."
+        ),
     ] = True,
     processes: Annotated[
         int, typer.Option(min=1, help="API processes sharing the port (each with a worker).")

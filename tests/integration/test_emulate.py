@@ -76,7 +76,8 @@ async def deliver_to_every_platform(
             transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1:8080"
         ) as client:
             for command in commands:  # the printed curl commands, replayed
-                method, url = command.split()[3:5]
+                words = command.split()
+                method, url = words[words.index("-X") + 1 : words.index("-X") + 3]
                 body = json.loads(Path(command.rsplit("@", 1)[1]).read_bytes())  # noqa: ASYNC240
                 assert (await client.request(method, url, json=body)).status_code == 200
             for n, platform in enumerate(("ios", "android", "huawei")):
@@ -110,7 +111,8 @@ def check_upload_script_sends_the_admin_token(folder: Path, tmp_path: Path) -> N
     sets CLARION_ADMIN_TOKEN; every upload was a 401 there), and no header otherwise."""
     fake = tmp_path / "bin"
     fake.mkdir()
-    (fake / "curl").write_text('#!/bin/sh\nfor a in "$@"; do echo "$a"; done\necho ---\n')
+    fake_curl = '#!/bin/sh\nfor a in "$@"; do printf "%s\\n" "$a"; done\necho ---\n'
+    (fake / "curl").write_text(fake_curl)
     (fake / "curl").chmod(0o755)
     path = {"PATH": f"{fake}:/usr/bin:/bin"}
     script = str(folder / "upload-credentials.sh")
@@ -121,6 +123,14 @@ def check_upload_script_sends_the_admin_token(folder: Path, tmp_path: Path) -> N
     assert all(f"authorization: Bearer {'t' * 24}\n" in call for call in calls), calls
     without = subprocess.run(["sh", script], env=path, capture_output=True).stdout.decode()
     assert "authorization" not in without and without.count("---") == 4
+    assert "-u\n" not in without
+    basic = {"CLARION_ADMIN_USERNAME": "ops", "CLARION_ADMIN_PASSWORD": "p" * 16}
+    with_basic = subprocess.run(["sh", script], env={**path, **basic}, capture_output=True)
+    calls = with_basic.stdout.decode().split("---\n")[:-1]
+    assert len(calls) == 4
+    assert all(f"-u\nops:{'p' * 16}\n" in call for call in calls), calls
+    # Each answer ends with a newline of its own (they ran together on one line).
+    assert all("-w\n\\n\n" in call for call in calls), calls
 
 
 async def test_emulated_credentials_and_settings_deliver_to_every_platform(tmp_path: Path) -> None:

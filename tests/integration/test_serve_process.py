@@ -58,9 +58,12 @@ def server(tmp_path: Path) -> Iterator[tuple[str, Path, subprocess.Popen[bytes]]
 def test_zero_config_serve_creates_database_and_key_file(
     server: tuple[str, Path, subprocess.Popen[bytes]], tmp_path: Path
 ) -> None:
-    url, _log, _ = server
+    url, log, _ = server
     status = httpx.get(url + "/push/service/status").json()
     assert status["status"] == "OK" and status["responseObject"]["applicationName"] == "clarion"
+    # It says where it listens (uvicorn does not, given a socket bound beforehand).
+    messages = [json.loads(line).get("msg") for line in log.read_text().splitlines()]
+    assert f"listening on {url} (Ctrl-C to stop)" in messages
     assert (tmp_path / "clarion.db").is_file()
     key_file = tmp_path / "clarion.db.key"
     assert key_file.is_file() and (key_file.stat().st_mode & 0o777) == 0o600

@@ -117,10 +117,15 @@ def describe(
         headers = "-H 'content-type: application/json'"
         # With CLARION_ADMIN_TOKEN in the shell's environment (the production recipe), the
         # admin API wants it: the shell adds the header then, and only then.
-        auth = '${CLARION_ADMIN_TOKEN:+-H "authorization: Bearer $CLARION_ADMIN_TOKEN"}'
+        # The same for HTTP basic auth (CLARION_ADMIN_USERNAME / _PASSWORD).
+        auth = (
+            '${CLARION_ADMIN_TOKEN:+-H "authorization: Bearer $CLARION_ADMIN_TOKEN"}'
+            ' ${CLARION_ADMIN_USERNAME:+-u "$CLARION_ADMIN_USERNAME:$CLARION_ADMIN_PASSWORD"}'
+        )
         # An absolute path: the script and the printed commands work from any folder.
         request_file = shlex.quote(str(request.resolve()))
-        return f"curl -s -X {method} {api}{path} {headers} {auth} -d @{request_file}"
+        # -w: each answer on a line of its own.
+        return f"curl -s -w '\\n' -X {method} {api}{path} {headers} {auth} -d @{request_file}"
 
     commands = [
         curl("POST", "/admin/app/create", "create-app", {"appId": app_id}),
@@ -132,11 +137,11 @@ def describe(
     account_file = shlex.quote(str((folder / "service-account.json").resolve()))
     tenant = f"{api}/tenants/{WC_TENANT}"
     wc_commands = [
-        f"curl -s -X POST {api}/tenants -H 'content-type: application/json'"
+        f"curl -s -w '\\n' -X POST {api}/tenants -H 'content-type: application/json'"
         f' -d \'{{"id": "{WC_TENANT}"}}\'',
-        f"curl -s {tenant}/apns -F apns_topic={shlex.quote(bundle)} -F apns_key_id={KEY_ID}"
-        f" -F apns_team_id={TEAM_ID} -F apns_pkcs8_pem=@{key_file}",
-        f"curl -s {tenant}/fcm_v1 -F credentials=@{account_file}",
+        f"curl -s -w '\\n' {tenant}/apns -F apns_topic={shlex.quote(bundle)}"
+        f" -F apns_key_id={KEY_ID} -F apns_team_id={TEAM_ID} -F apns_pkcs8_pem=@{key_file}",
+        f"curl -s -w '\\n' {tenant}/fcm_v1 -F credentials=@{account_file}",
     ]
     for name, lines in (
         ("upload-credentials.sh", commands),
