@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -268,16 +269,20 @@ async def test_silent_message_is_a_background_push(
 
 
 async def test_expired_message_is_dropped_not_sent(
-    client: httpx.AsyncClient, app_ready: Emulators
+    client: httpx.AsyncClient, app_ready: Emulators, caplog: pytest.LogCaptureFixture
 ) -> None:
     past = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
     msg = message(body={"title": "late", "validUntil": past})
-    result = assert_ok(
-        await client.post("/push/message/send", json=envelope(appId="mobile-app", message=msg))
-    )
+    with caplog.at_level(logging.INFO, logger="clarion.core.messages"):
+        result = assert_ok(
+            await client.post("/push/message/send", json=envelope(appId="mobile-app", message=msg))
+        )
     counts = result["responseObject"]["result"]
     assert counts["ios"]["failed"] == 1 and counts["android"]["failed"] == 1
     assert app_ready.apns.received == [] and app_ready.fcm.received == []
+    # The answer has only counts; the log says why, once per platform and reason.
+    said = sorted(r.getMessage() for r in caplog.records if r.name == "clarion.core.messages")
+    assert said == ["1 apns push failed: Expired", "1 fcm push failed: Expired"]
 
 
 async def test_user_without_devices_gets_zero_counts(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -191,6 +191,7 @@ class Messages:
         )
         retry: list[tuple[MessageSpec, list[tuple[Target, Outcome]]]] = []
         dead: list[tuple[int, Outcome]] = []
+        failed: Counter[tuple[str, str]] = Counter()
         for (spec, targets), results in zip(plans, outcomes, strict=True):
             later = []
             for target, outcome in zip(targets, results, strict=True):
@@ -201,10 +202,21 @@ class Messages:
                     later.append((target, outcome))
                 else:
                     result.count(target.platform, "failed")
+                    failed[(target.platform, outcome.reason or outcome.kind.value)] += 1
                     if outcome.kind is OutcomeKind.TOKEN_DEAD:
                         dead.append((target.device_id, outcome))
             if later or self._store:
                 retry.append((spec, [(t, o) for t, o in zip(targets, results, strict=True)]))
+        # The answer has counts only: the reasons go to the log, one line per distinct reason.
+        for (platform, reason), count in failed.items():
+            log.info(
+                "%d %s push%s failed: %s",
+                count,
+                platform,
+                "" if count == 1 else "es",
+                reason,
+                extra={"app": app_id},
+            )
         if dead:
             await self._sender.forget_devices(dead)
         if retry:
