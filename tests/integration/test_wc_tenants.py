@@ -375,6 +375,10 @@ async def test_bad_default_tenant_credentials_stop_the_start(
         await open_services(make_settings(database_url, wc_apns_key_file=key))
     with pytest.raises(ClarionError, match="cannot read"):
         await open_services(make_settings(database_url, wc_fcm_credentials_file=tmp_path / "no"))
+    # A topic (or key id) with neither file: it started with no APNs for the default tenant.
+    for half in ({"wc_apns_topic": "com.example.wallet"}, {"wc_apns_key_id": "ABC123DEFG"}):
+        with pytest.raises(ClarionError, match="without CLARION_WC_APNS_KEY_FILE or "):
+            await open_services(make_settings(database_url, **half))
 
 
 @pytest.mark.parametrize(

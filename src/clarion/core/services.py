@@ -115,6 +115,24 @@ async def configure_default_tenant(settings: Settings, tenants: Tenants) -> None
                 team_id=_required(settings.wc_apns_team_id, "CLARION_WC_APNS_TEAM_ID"),
                 pem=settings.wc_apns_key_file.read_bytes(),
             )
+        else:
+            given = [
+                name
+                for name, value in (
+                    ("CLARION_WC_APNS_TOPIC", settings.wc_apns_topic),
+                    ("CLARION_WC_APNS_KEY_ID", settings.wc_apns_key_id),
+                    ("CLARION_WC_APNS_TEAM_ID", settings.wc_apns_team_id),
+                    ("CLARION_WC_APNS_CERTIFICATE_PASSWORD", settings.wc_apns_certificate_password),
+                )
+                if value
+            ]
+            if given:
+                # Half a configuration would start with no APNs for the default tenant.
+                raise ClarionError(
+                    f"{given[0]} is set without CLARION_WC_APNS_KEY_FILE or "
+                    "CLARION_WC_APNS_CERTIFICATE_FILE: the default tenant's APNs credentials "
+                    "need one of them"
+                )
         if settings.wc_fcm_credentials_file is not None:
             await tenants.set_fcm(tenant, settings.wc_fcm_credentials_file.read_bytes())
     except OSError as exc:
