@@ -27,6 +27,8 @@ from clarion.errors import ClarionError
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./clarion.db"
 # Shared secrets a caller proves it knows (admin token, WalletConnect tenant JWT secret).
 MIN_SECRET_LENGTH = 16
+# HS256 keys: RFC 7518 (3.2) asks for at least the hash's size, 256 bits; PyJWT warns below.
+MIN_JWT_SECRET_BYTES = 32
 
 
 def normalise_database_url(url: str) -> str:
@@ -223,14 +225,28 @@ class Settings(BaseSettings):
     def _async_driver(cls, value: str) -> str:
         return normalise_database_url(value)
 
-    @field_validator("admin_token", "wc_tenant_jwt_secret")
+    @field_validator("admin_token")
     @classmethod
     def _strong_secret(cls, value: SecretStr | None) -> SecretStr | None:
         # An empty value (``KEY=`` in an env file) turned the check on with "" as the secret:
-        # anyone could then sign tenant tokens, or pass as admin with an empty bearer token.
+        # anyone could then pass as admin with an empty bearer token.
         if value is not None and len(value.get_secret_value().strip()) < MIN_SECRET_LENGTH:
             raise ValueError(
                 f"must be at least {MIN_SECRET_LENGTH} characters (unset it to turn the check off)"
+            )
+        return value
+
+    @field_validator("wc_tenant_jwt_secret")
+    @classmethod
+    def _strong_jwt_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        # Empty, anyone could sign tenant tokens with ""; short, HS256 is weaker than its hash.
+        if value is not None and (
+            not value.get_secret_value().strip()
+            or len(value.get_secret_value().encode()) < MIN_JWT_SECRET_BYTES
+        ):
+            raise ValueError(
+                f"must be at least {MIN_JWT_SECRET_BYTES} bytes, as HS256 asks (RFC 7518); "
+                "unset it to turn the check off"
             )
         return value
 

@@ -81,16 +81,25 @@ def test_a_key_of_the_config_file_that_is_no_setting_is_an_error(tmp_path: Path)
         load_settings(broken)
 
 
-@pytest.mark.parametrize("name", ["CLARION_ADMIN_TOKEN", "CLARION_WC_TENANT_JWT_SECRET"])
-@pytest.mark.parametrize("value", ["", "   ", "short-secret"])
+@pytest.mark.parametrize(
+    ("name", "shortest", "said"),
+    [
+        ("CLARION_ADMIN_TOKEN", 16, "at least 16 characters"),
+        ("CLARION_WC_TENANT_JWT_SECRET", 32, "at least 32 bytes, as HS256 asks"),
+    ],
+)
+@pytest.mark.parametrize("value", ["", "   ", "short-secret", " " * 40])
 def test_a_shared_secret_that_is_empty_or_short_is_refused(
-    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+    monkeypatch: pytest.MonkeyPatch, name: str, shortest: int, said: str, value: str
 ) -> None:
     # KEY= in an env file turned the check on with "" as the secret (tokens signed with "").
     monkeypatch.setenv(name, value)
-    with pytest.raises(ValueError, match="at least 16 characters"):
+    with pytest.raises(ValueError, match=said):
         load_settings()
-    monkeypatch.setenv(name, "s" * 16)
+    monkeypatch.setenv(name, "s" * (shortest - 1))
+    with pytest.raises(ValueError, match=said):
+        load_settings()
+    monkeypatch.setenv(name, "s" * shortest)
     assert load_settings() is not None
 
 
