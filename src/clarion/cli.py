@@ -10,6 +10,7 @@ import os
 import signal
 import socket
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import FrameType
@@ -570,9 +571,15 @@ def campaign_follow(
     _run(_with_services(settings, lambda s: follow_campaign(s, campaign_id, out)), settings)
 
 
-async def follow_campaign(services: Services, campaign_id: int, console: Console) -> None:
+STALL_SECONDS = 15.0
+
+
+async def follow_campaign(
+    services: Services, campaign_id: int, console: Console, *, stall: float = STALL_SECONDS
+) -> None:
     """A progress bar over the campaign's devices, with rate and ETA, until it completes.
-    NotFound for an unknown campaign, Refused for one not sent (it would never complete)."""
+    NotFound for an unknown campaign, Refused for one not sent (it would never complete).
+    After ``stall`` seconds without progress it says once what may be missing (a worker)."""
     view = await services.campaigns.detail(parse_id(campaign_id))
     if not view.sent:
         raise Refused(
@@ -608,6 +615,9 @@ async def follow_campaign(services: Services, campaign_id: int, console: Console
     )
     with Progress(*columns, console=console, speed_estimate_period=10) as bar:
         task = bar.add_task("send", total=None, failed=0)
+        seen: tuple[int, int, bool] | None = None
+        moved = time.monotonic()
+        warned = False
         while True:
             state = await services.campaigns.progress(campaign_id)
             bar.update(
@@ -618,6 +628,16 @@ async def follow_campaign(services: Services, campaign_id: int, console: Console
             )
             if state.completed_at is not None:
                 break
+            now = (state.sent + state.failed, state.total, state.planned)
+            if now != seen:
+                seen, moved, warned = now, time.monotonic(), False
+            elif not warned and time.monotonic() - moved >= stall:
+                warned = True
+                bar.console.print(
+                    f"no progress for {stall:.0f} s: the campaign is delivered by job workers "
+                    "(`clarion serve` without --no-worker, or `clarion worker`) on this "
+                    "database; is one running?"
+                )
             await asyncio.sleep(0.5)
     console.print(
         f"campaign {campaign_id} completed: {state.sent} sent, {state.failed} failed "

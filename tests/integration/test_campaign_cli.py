@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import subprocess
 import sys
 from datetime import UTC, datetime
 
+from rich.console import Console
 from sqlalchemy import insert, select
 
+from clarion.cli import follow_campaign
 from clarion.core.services import Services
 from clarion.providers.base import Notification
 from clarion.store.models import Application, Device
@@ -102,6 +105,35 @@ async def test_follow_refuses_an_unsent_or_unknown_campaign_instead_of_waiting_f
     for unknown in ("999", "99999999999"):
         code, err = await run(services, "campaign", "follow", unknown)
         assert code == 1 and "does not exist" in err and "Traceback" not in err
+
+
+async def test_follow_says_when_nothing_moves_for_a_while(services: Services) -> None:
+    # No worker runs: the bar alone sat at 0/? with no end.
+    campaign = await campaign_with_devices(services, 2)
+    await services.campaigns.send_live(campaign)
+    console = Console(file=io.StringIO(), width=200)
+    following = asyncio.create_task(follow_campaign(services, campaign, console, stall=1.0))
+    try:
+        for _ in range(100):
+            if "no progress for 1 s" in console.file.getvalue():
+                break
+            await asyncio.sleep(0.1)
+        said = console.file.getvalue()
+        assert "no progress for 1 s" in said and "is one running?" in said
+        assert said.count("no progress") == 1
+        # Once a worker runs, the campaign completes and the follow ends.
+        worker = services.worker()
+        working = asyncio.create_task(worker.run())
+        try:
+            await asyncio.wait_for(following, timeout=30)
+        finally:
+            worker.stop()
+            await working
+    finally:
+        following.cancel()
+    assert (
+        f"campaign {campaign} completed: 0 sent, 2 failed of 2 devices" in console.file.getvalue()
+    )
 
 
 async def run(services: Services, *args: str) -> tuple[int | None, str]:
