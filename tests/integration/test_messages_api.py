@@ -614,3 +614,39 @@ async def test_explicit_nulls_of_optional_fields_take_their_defaults(
     # A required field's null is still named.
     missing = await client.post("/push/message/send", json=envelope(appId=None, message=nulls))
     assert assert_error(missing, "ERROR_REQUEST") == "App ID must not be null."
+
+
+class TestMultipleActivations:
+    @pytest.fixture
+    def settings_overrides(self, emulators: Emulators) -> dict[str, Any]:
+        return {
+            "apns_production_url": emulators.apns.url,
+            "apns_sandbox_url": emulators.apns.url,
+            "provider_ca_file": emulators.apns.ca_file,
+            "fcm_base_url": emulators.fcm.url,
+            "multiple_activations": True,
+        }
+
+    @pytest.mark.parametrize("mode", ["SYNCHRONOUS", "ASYNCHRONOUS"])
+    async def test_a_token_registered_for_two_activations_gets_one_push(
+        self, client: httpx.AsyncClient, services: Services, emulators: Emulators, mode: str
+    ) -> None:
+        await setup_app(client, emulators)
+        body = envelope(
+            appId="mobile-app",
+            token=IOS_TOKEN,
+            platform="ios",
+            activationIds=["act-a", "act-b"],
+            userId="alice",
+        )
+        assert_ok(await client.post("/push/device/create/multi", json=body))
+        async with services.db.reader() as session:
+            assert len((await session.scalars(select(Device.id))).all()) == 2
+        msg = envelope(appId="mobile-app", mode=mode, message=message())
+        result = assert_ok(await client.post("/push/message/send", json=msg))
+        if mode == "SYNCHRONOUS":
+            counts = result["responseObject"]["result"]["ios"]
+            assert counts == {"sent": 1, "pending": 0, "failed": 0, "total": 1}
+        await run_worker_until_idle(services)
+        await run_worker_until_idle(services)  # a second run sends nothing either
+        assert [p.token for p in emulators.apns.delivered()] == [IOS_TOKEN]

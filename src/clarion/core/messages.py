@@ -115,6 +115,17 @@ async def add_unowned(
     return bool(found)
 
 
+def one_per_token(targets: Iterable[Target]) -> list[Target]:
+    """One registration per (platform, token), the oldest: a phone whose token is registered
+    for two activations (``CLARION_MULTIPLE_ACTIVATIONS``) gets a message once, not twice."""
+    kept: dict[tuple[str, str], Target] = {}
+    for target in targets:
+        key = (target.platform, target.token)
+        if key not in kept or target.device_id < kept[key].device_id:
+            kept[key] = target
+    return list(kept.values())
+
+
 def _matches(spec_activation: str | None, personal: bool, device: Target) -> bool:
     if spec_activation is not None and device.activation_id != spec_activation:
         return False
@@ -178,11 +189,11 @@ class Messages:
         plans = [
             (
                 spec,
-                [
+                one_per_token(
                     d
                     for d in devices.get(spec.user_id, [])
                     if _matches(spec.activation_id, spec.personal, d)
-                ],
+                ),
             )
             for spec in specs
         ]
@@ -353,13 +364,22 @@ class Messages:
                 self._sender, app_pk, devices[app_pk], ((m.user_id, m.activation_id) for m in group)
             )
         recorded = {(row.message_id, row.device_id) for row in ledger}
+        # A token already recorded through another registration of it is not sent again.
+        recorded_tokens = {(row.message_id, row.platform, row.token) for row in ledger}
         work: list[_Work] = []
         later: list[datetime] = []
         for m in found:
-            for target in devices[m.application_id].get(m.user_id, []):
-                if (m.id, target.device_id) not in recorded and _matches(
-                    m.activation_id, m.personal, target
-                ):
+            targets = one_per_token(
+                t
+                for t in devices[m.application_id].get(m.user_id, [])
+                if _matches(m.activation_id, m.personal, t)
+            )
+            for target in targets:
+                if (m.id, target.device_id) not in recorded and (
+                    m.id,
+                    target.platform,
+                    target.token,
+                ) not in recorded_tokens:
                     work.append(_Work(m.id, 1, target, None))
         for row in ledger:
             if row.status != "pending":
