@@ -309,7 +309,11 @@ async def test_unknown_app_is_a_generic_error(client: httpx.AsyncClient) -> None
         ({"userId": "alice"}, "Push message payload (body) must not be null."),
         ({"userId": "alice", "body": {"badge": -1}}, "badge"),
         ({"userId": "alice", "priority": "URGENT", "body": {}}, "priority"),
-        ({"userId": "alice", "body": {"validUntil": "tomorrow"}}, "validUntil"),
+        (
+            {"userId": "alice", "body": {"validUntil": "tomorrow"}},
+            "validUntil must be an ISO 8601 date and time (2026-12-01T12:00:00Z) or a Unix time",
+        ),
+        ({"userId": "alice", "body": {"body": 123}}, "body must be a string."),
         # No UTC instant: the largest and smallest datetimes, shifted out of range.
         ({"userId": "alice", "body": {"validUntil": "9999-12-31T23:59:59-12:00"}}, "out of range"),
         ({"userId": "alice", "body": {"validUntil": "0001-01-01T00:00:00+01:00"}}, "out of range"),

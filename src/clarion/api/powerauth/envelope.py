@@ -203,6 +203,8 @@ def _field_message(err: Any, *, path: str | None = None) -> str:
         return "Request object must be a JSON object."
     field = str(next((p for p in reversed(loc) if isinstance(p, str)), loc[-1]))
     label = _LABELS.get(field, field)
+    if field == "body" and loc.count("body") > 1:
+        label = "body"  # the text field inside the payload, not the payload itself
     if kind == "missing" or (err.get("input") is None and kind.endswith("_type")):
         if field == "userId" and ("message" in loc or "batch" in loc):
             return "Push message must contain a user ID."
@@ -220,6 +222,11 @@ def _field_message(err: Any, *, path: str | None = None) -> str:
             else ("be an " if _TYPE_NAMES[kind][0] in "aeiou" else "be a ") + _TYPE_NAMES[kind]
         )
         return f"{label} must {what}."
+    if kind.startswith(("datetime_", "date_")):
+        return (
+            f"{label} must be an ISO 8601 date and time (2026-12-01T12:00:00Z) or a Unix time "
+            "in seconds or milliseconds."
+        )
     if kind == "extra_forbidden":
         return f"Unknown field: {str(field)[:40]}."
     if kind == "value_error":
