@@ -25,6 +25,7 @@ from clarion.app import create_app
 from clarion.core.services import Services, open_services
 from clarion.core.worker import Worker
 from clarion.store import jobs
+from clarion.store.availability import database_unavailable
 from clarion.store.db import Database
 from clarion.store.jobs import JobQueue
 from clarion.store.models import Job
@@ -283,6 +284,44 @@ async def test_heartbeats_that_fail_in_an_outage_log_short_lines(
         finish.set()
         await eventually(lambda: _equals(states(services), ["done"]), 5)
     assert not unretrieved_task_exceptions(caplog)
+
+
+@on_postgres
+async def test_a_record_of_accepted_pushes_waits_out_a_short_outage(
+    services: Services, proxy: Proxy, proxied_db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A job's ledger record (what the providers accepted) keeps trying through an outage
+    shorter than its wait: failing, the job ran again and sent those pushes twice."""
+    caplog.set_level(logging.INFO)
+
+    async def write(session: Any) -> None:
+        jobs.enqueue(session, "recorded", [{"n": 1}])
+
+    await proxy.cut()
+    recording = asyncio.create_task(proxied_db.record(write, outage_wait=10))
+    await asyncio.sleep(1.5)
+    assert not recording.done()
+    assert await states(services) == []
+    await proxy.restore()
+    await asyncio.wait_for(recording, 10)
+    assert await states(services) == ["queued"]
+    said = [r for r in caplog.records if r.name == "clarion.store.db"]
+    assert [r.levelno for r in said] == [logging.WARNING, logging.INFO], said
+    assert said[0].getMessage().startswith("recording delivered pushes failed: ")
+    assert_one_short_line(said[0])
+
+    # Without a wait (an API request's record), or past it, the failure is raised.
+    await proxy.cut()
+    started = time.monotonic()
+    with pytest.raises(Exception) as raised:
+        await proxied_db.record(write)
+    assert time.monotonic() - started < 5
+    with pytest.raises(Exception) as again:
+        await proxied_db.record(write, outage_wait=1)
+    assert time.monotonic() - started < 10
+    await proxy.restore()
+    assert await states(services) == ["queued"]
+    assert database_unavailable(raised.value) and database_unavailable(again.value)
 
 
 async def test_unexpected_claim_errors_keep_their_traceback_but_back_off_too(

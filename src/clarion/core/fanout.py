@@ -90,12 +90,20 @@ class FanOut:
     """Runs ``campaign`` jobs on the workers."""
 
     def __init__(
-        self, db: Database, sender: Sender, *, page_size: int, wake: asyncio.Event
+        self,
+        db: Database,
+        sender: Sender,
+        *,
+        page_size: int,
+        wake: asyncio.Event,
+        record_wait: float = 0.0,
     ) -> None:
         self._db = db
         self._sender = sender
         self._page_size = page_size
         self._wake = wake
+        # How long a page waits out an outage to record what the providers accepted.
+        self._record_wait = record_wait
 
     async def run_job(self, payload: dict[str, Any]) -> datetime | None:
         campaign_id = int(payload["campaign"])
@@ -209,7 +217,7 @@ class FanOut:
             await _forget_dead(session, targets, outcomes)
             await _add_to_counters(session, live.campaign_id, outcomes)
 
-        await self._db.record(record)
+        await self._db.record(record, outage_wait=self._record_wait)
         count_outcomes(outcomes)
         return inserted == len(rows) and all(row["status"] != "pending" for row in rows)
 
@@ -262,7 +270,10 @@ class FanOut:
                 {"row_id": row.id, **ledger.outcome_values(outcome, now, attempts=attempt)}
                 for row, outcome in zip(group, outcomes, strict=True)
             ]
-            await self._db.record(_updater(live.campaign_id, updates, targets, outcomes))
+            await self._db.record(
+                _updater(live.campaign_id, updates, targets, outcomes),
+                outage_wait=self._record_wait,
+            )
             count_outcomes(outcomes)
 
     async def _complete_if_done(self, live: _Live) -> None:

@@ -135,10 +135,14 @@ def _matches(spec_activation: str | None, personal: bool, device: Target) -> boo
 class Messages:
     """The PowerAuth message service over the delivery core."""
 
-    def __init__(self, db: Database, sender: Sender, *, store_messages: bool) -> None:
+    def __init__(
+        self, db: Database, sender: Sender, *, store_messages: bool, record_wait: float = 0.0
+    ) -> None:
         self._db = db
         self._sender = sender
         self._store = store_messages
+        # How long a job waits out an outage to record what the providers accepted.
+        self._record_wait = record_wait
         self.wake = asyncio.Event()  # set when jobs were enqueued, so a local worker looks now
 
     # --- accepting -------------------------------------------------------------------------
@@ -417,7 +421,7 @@ class Messages:
                 await ledger.update_rows(session, updates)
             await forget_dead(session, dead)
 
-        await self._db.record(record)
+        await self._db.record(record, outage_wait=self._record_wait)
         return retries
 
 

@@ -206,7 +206,10 @@ async def open_services(settings: Settings, *, migrate: bool | None = None) -> S
         await db.dispose()
         raise
     sender = Sender(db, apps, settings)
-    messages = Messages(db, sender, store_messages=settings.store_messages)
+    # A job whose pushes were accepted waits out an outage to record them for half its lease:
+    # its last heartbeat was at most a third of a lease ago, so the job is still its own.
+    record_wait = settings.worker_lease_seconds / 2
+    messages = Messages(db, sender, store_messages=settings.store_messages, record_wait=record_wait)
     return Services(
         settings=settings,
         db=db,
@@ -222,5 +225,11 @@ async def open_services(settings: Settings, *, migrate: bool | None = None) -> S
         messages=messages,
         inbox=Inbox(db),
         campaigns=Campaigns(db, messages),
-        fanout=FanOut(db, sender, page_size=settings.campaign_batch_size, wake=messages.wake),
+        fanout=FanOut(
+            db,
+            sender,
+            page_size=settings.campaign_batch_size,
+            wake=messages.wake,
+            record_wait=record_wait,
+        ),
     )

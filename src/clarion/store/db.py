@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sqlite3
 import threading
 import time
@@ -35,6 +36,7 @@ from sqlalchemy.pool import NullPool
 from sqlalchemy.sql.compiler import ExpandedState, SQLCompiler
 from sqlalchemy.sql.elements import ClauseElement
 
+from clarion.store.availability import database_unavailable, first_line
 from clarion.store.urls import asyncpg_connect_args
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -44,6 +46,8 @@ PING_AFTER_IDLE_SECONDS = 1.0
 POOL_SIZE = 32
 POOL_OVERFLOW = 16
 RECORD_ATTEMPTS = 5
+
+log = logging.getLogger(__name__)
 # asyncpg connections per process for reads on PostgreSQL (``PgReader``), opened as needed.
 READ_POOL_SIZE = 16
 
@@ -605,7 +609,9 @@ class Database:
         async with self.sessions() as session, session.begin():
             yield session
 
-    async def record(self, work: Callable[[AsyncSession], Awaitable[None]]) -> None:
+    async def record(
+        self, work: Callable[[AsyncSession], Awaitable[None]], *, outage_wait: float = 0.0
+    ) -> None:
         """Run ``work`` in a unit of work; if SQLite answers "database is locked", run it again
         (up to ``RECORD_ATTEMPTS`` times).
 
@@ -614,16 +620,48 @@ class Database:
         mode a deferred transaction can get SQLITE_BUSY at once, without the busy timeout,
         when another connection commits between its first read and its first write. ``work``
         must be safe to run twice (the ledger's writes are).
+
+        ``outage_wait``: while the database cannot be reached, keep trying for that many
+        seconds (a worker passes part of its job's lease: the job is still its own meanwhile),
+        so that a short outage does not turn pushes already accepted into pushes sent twice.
         """
-        for attempt in range(1, RECORD_ATTEMPTS + 1):
+        deadline = time.monotonic() + outage_wait
+        attempt = 0
+        said = False
+        while True:
+            attempt += 1
             try:
                 async with self.transaction() as session:
                     await work(session)
+                if said:
+                    log.info("the record was written after the database came back")
                 return
             except OperationalError as exc:
-                if "locked" not in str(exc.orig) or attempt == RECORD_ATTEMPTS:
+                if "locked" in str(exc.orig) and attempt < RECORD_ATTEMPTS:
+                    await asyncio.sleep(0.02 * attempt)
+                    continue
+                if not self._wait_out(exc, deadline, said):
                     raise
-            await asyncio.sleep(0.02 * attempt)
+            except Exception as exc:
+                if not self._wait_out(exc, deadline, said):
+                    raise
+            said = True
+            await asyncio.sleep(min(2.0, 0.1 * 2 ** min(attempt, 5)))
+
+    @staticmethod
+    def _wait_out(exc: Exception, deadline: float, said: bool) -> bool:
+        """True if ``record`` should try again: the database is unreachable, and there is
+        time left. Says so once."""
+        left = deadline - time.monotonic()
+        if left <= 0 or not database_unavailable(exc):
+            return False
+        if not said:
+            log.warning(
+                "recording delivered pushes failed: %s; trying again for up to %.0f s",
+                first_line(exc),
+                left,
+            )
+        return True
 
     @asynccontextmanager
     async def reader(self) -> AsyncIterator[AsyncSession]:
