@@ -10,6 +10,8 @@ import httpx
 import pytest
 from sqlalchemy import func, select, update
 
+from clarion.core import fanout as fanout_module
+from clarion.core.sender import Target
 from clarion.core.services import Services
 from clarion.store.jobs import queue_depth
 from clarion.store.models import Campaign, CampaignPage, Delivery, Device, Job
@@ -277,6 +279,37 @@ async def test_a_page_cut_short_sends_only_what_was_not_recorded(
     assert done["timestampCompleted"]
     # The counters saw two pushes; at completion the ledger (three rows) is the truth.
     assert done["devices"] == {"total": 3, "sent": 3, "failed": 0, "pending": 0}
+
+
+async def test_a_late_run_of_a_page_changes_no_counter_after_completion(
+    client: httpx.AsyncClient, services: Services, app_ready: Emulators
+) -> None:
+    # A worker paused past its lease resumed after another had finished the campaign: its
+    # sends were recorded as "already there", but added to the counters (sent 20,542 of
+    # 20,000, for good).
+    tokens = [f"{i + 0x40:02x}" * 32 for i in range(4)]
+    for i, token in enumerate(tokens):
+        await register(client, token, f"act-{i}", user=f"user-{i}")
+    campaign = await create(client)
+    await add_users(client, campaign, [f"user-{i}" for i in range(4)])
+    assert_ok(await client.post(f"/push/campaign/send/live/{campaign}"))
+    await run_worker_until_idle(services)
+    done = await detail(client, campaign)
+    assert done["devices"] == {"total": 4, "sent": 4, "failed": 0, "pending": 0}
+    async with services.db.reader() as session:
+        live = await fanout_module._live(session, int(campaign))
+        assert live is not None
+        devices = (await session.scalars(select(Device).order_by(Device.id))).all()
+    targets = [
+        Target(d.id, d.platform, d.environment, d.token, d.activation_id, True) for d in devices
+    ]
+    final = await services.fanout._send_fresh(live, targets)  # the late run's last chunk
+    assert final is False  # it wrote nothing: the rows were there
+    again = await detail(client, campaign)
+    assert again["devices"] == {"total": 4, "sent": 4, "failed": 0, "pending": 0}
+    async with services.db.reader() as session:
+        row = await session.get(Campaign, int(campaign))
+        assert row is not None and (row.devices_sent, row.devices_failed) == (4, 0)
 
 
 async def test_progress_counts_each_page_as_it_is_recorded_and_retries_when_final(

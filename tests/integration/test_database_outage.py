@@ -12,6 +12,8 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -31,7 +33,9 @@ from clarion.store.jobs import JobQueue
 from clarion.store.models import Job
 from tests.conftest import make_settings
 
-PORTS = range(18540, 18600)
+# Each xdist worker its own ports: a proxy cut in one was taken over by the other's proxy.
+_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0) % 8
+PORTS = range(18540 + 20 * _WORKER, 18560 + 20 * _WORKER)
 WORKER_LOG = "clarion.core.worker"
 
 on_postgres = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
@@ -46,6 +50,7 @@ class Proxy:
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._pipes: set[asyncio.Task[None]] = set()
+        self._hold: socket.socket | None = None
         self.port = 0
 
     async def start(self) -> None:
@@ -65,13 +70,26 @@ class Proxy:
             writer.transport.abort()
         await self._server.wait_closed()
         self._server = None
+        # The port stays bound, not listening: a connection is refused, and no other proxy
+        # of this test process takes the port meanwhile.
+        self._hold = socket.socket()
+        self._hold.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past TIME_WAITs
+        self._hold.bind(("127.0.0.1", self.port))
 
     async def restore(self) -> None:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+        if self._hold is not None:
+            self._hold.close()
+            self._hold = None
+        self._server = await asyncio.start_server(
+            self._serve, "127.0.0.1", self.port, reuse_address=True
+        )
 
     async def close(self) -> None:
         if self._server is not None:
             await self.cut()
+        if self._hold is not None:
+            self._hold.close()
+            self._hold = None
         for pipe in list(self._pipes):
             pipe.cancel()
         await asyncio.gather(*self._pipes, return_exceptions=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from typing import Any
 
@@ -14,6 +15,7 @@ from clarion.app import create_app
 from clarion.core.services import Services
 from clarion.core.worker import Worker, check_handback
 from clarion.store import jobs
+from clarion.store.db import Database
 from clarion.store.jobs import JobQueue
 from clarion.store.models import Job
 from tests.conftest import make_settings
@@ -96,3 +98,73 @@ async def test_serves_worker_stops_with_the_configured_grace(
     async with app.router.lifespan_context(app):
         await asyncio.sleep(0)
     assert graces == [2.5]
+
+
+async def test_a_paused_worker_whose_lease_ended_stops_and_the_job_is_not_done_twice(
+    services: Services, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A process paused past its jobs' lease (SIGSTOP, a frozen VM) while another worker, in
+    another process, takes the job over: resumed, the paused one stops at its next safe point.
+    It carried on through the units it had planned, which the other had sent meanwhile: a
+    campaign page sent twice."""
+    caplog.set_level(logging.INFO, logger="clarion.core.worker")
+    lease = 0.6  # a heartbeat every 0.2 s
+    sent: list[tuple[str, int]] = []
+    recorded: set[int] = set()
+    paused = threading.Event()
+
+    def units_for(name: str) -> Any:
+        async def units(_payload: dict[str, Any]) -> None:
+            todo = [u for u in range(30) if u not in recorded]  # planned at the start
+            for unit in todo:
+                check_handback()
+                sent.append((name, unit))
+                await asyncio.sleep(0.02)
+                recorded.add(unit)
+                if name == "a" and unit == 2:
+                    paused.set()
+                    time.sleep(2.0)  # noqa: ASYNC251 (the process stops: no heartbeat, no loop)
+
+        return units
+
+    def other_process() -> None:
+        async def run() -> None:
+            db = Database(services.settings.database_url)
+            b = Worker(
+                JobQueue(db, "wb", lease_seconds=lease),
+                {"units": units_for("b")},
+                poll_interval=0.05,
+            )
+            task = asyncio.create_task(b.run(grace=5))
+            for _ in range(100):
+                await asyncio.sleep(0.05)
+                if b.completed:
+                    break
+            b.stop()
+            await task
+            await db.dispose()
+
+        paused.wait(10)
+        asyncio.run(run())
+
+    await enqueue(services, "units")
+    other = threading.Thread(target=other_process)
+    other.start()
+    a = Worker(JobQueue(services.db, "wa", lease_seconds=lease), {"units": units_for("a")})
+    task_a = asyncio.create_task(a.run(grace=5))
+    try:
+        await asyncio.to_thread(other.join, 15)
+        for _ in range(100):
+            if await job_state(services) == "done":
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        a.stop()
+        await task_a
+    units = [unit for _, unit in sent]
+    assert sorted(units) == list(range(30)), sent  # each unit once: none twice, none lost
+    assert [u for name, u in sent if name == "a"] == [0, 1, 2]
+    assert await job_state(services) == "done"
+    [stopped] = [r for r in caplog.records if "lease ended" in r.getMessage()]
+    assert stopped.levelno == logging.WARNING
+    assert a.completed == 0

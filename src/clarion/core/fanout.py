@@ -180,7 +180,14 @@ class FanOut:
         final = all(status != "pending" for status in recorded.values())
         for i in range(0, len(fresh), SEND_CHUNK):
             check_handback()  # the chunks before are recorded: a safe point to stop
-            final = await self._send_fresh(live, fresh[i : i + SEND_CHUNK]) and final
+            chunk = fresh[i : i + SEND_CHUNK]
+            if i:
+                # Read again before each later chunk: a run of this page that took over (this
+                # one was paused past its lease) may have recorded some meanwhile.
+                chunk, taken = await self._still_unrecorded(live, chunk)
+                final = final and not taken
+            if chunk:
+                final = await self._send_fresh(live, chunk) and final
         if not final:
             ids = [t.device_id for t in targets]
             retries = await self._pending(live, ids, due=utcnow())
@@ -199,6 +206,16 @@ class FanOut:
         await self._complete_if_done(live)
         return None
 
+    async def _still_unrecorded(
+        self, live: _Live, targets: list[Target]
+    ) -> tuple[list[Target], bool]:
+        """The targets with no ledger row yet, and whether any had one."""
+        async with self._db.reader() as session:
+            recorded = await _recorded(session, live, [t.device_id for t in targets])
+        if not recorded:
+            return targets, False
+        return [t for t in targets if t.device_id not in recorded], True
+
     async def _send_fresh(self, live: _Live, targets: list[Target]) -> bool:
         """Send to devices with no ledger row yet and record the outcomes. True if every row
         written is final and was written by this call (no other run had recorded one first)."""
@@ -215,7 +232,10 @@ class FanOut:
             nonlocal inserted
             inserted = await ledger.insert_rows(session, rows)
             await _forget_dead(session, targets, outcomes)
-            await _add_to_counters(session, live.campaign_id, outcomes)
+            if inserted == len(rows):
+                # Else another run recorded some of them, and counted them: these outcomes are
+                # left out (the count at completion, from the ledger, has every device once).
+                await _add_to_counters(session, live.campaign_id, outcomes)
 
         await self._db.record(record, outage_wait=self._record_wait)
         count_outcomes(outcomes)
@@ -526,7 +546,8 @@ def _updater(
 
 _ADD_TO_COUNTERS = (
     update(Campaign)
-    .where(Campaign.id == bindparam("campaign_id"))
+    # Once completed, the counters are the ledger's exact figures: a late run adds nothing.
+    .where(Campaign.id == bindparam("campaign_id"), Campaign.completed_at.is_(None))
     .values(
         devices_sent=Campaign.devices_sent + bindparam("add_sent", type_=Integer()),
         devices_failed=Campaign.devices_failed + bindparam("add_failed", type_=Integer()),

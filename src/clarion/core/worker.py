@@ -42,12 +42,24 @@ class HandBack(Exception):
     """Raised by ``check_handback`` in a job whose worker is stopping."""
 
 
+class LeaseLost(Exception):
+    """Raised by ``check_handback`` in a job whose lease may have passed to another worker:
+    it ended before a heartbeat could renew it (the process was paused, or cut off from the
+    database), or a heartbeat found the job taken. The job stops there and records nothing:
+    whoever holds it now sends the rest."""
+
+
 _stopping_worker: ContextVar[asyncio.Event | None] = ContextVar("stopping_worker", default=None)
+_lease_held: ContextVar[Callable[[], bool] | None] = ContextVar("lease_held", default=None)
 
 
 def check_handback() -> None:
     """Call between units of work whose results are recorded: raises HandBack once the worker
-    running this job is stopping, so the job is handed back there rather than cut short."""
+    running this job is stopping, so the job is handed back there rather than cut short, and
+    LeaseLost once the job may be another worker's."""
+    held = _lease_held.get()
+    if held is not None and not held():
+        raise LeaseLost
     stopping = _stopping_worker.get()
     if stopping is not None and stopping.is_set():
         raise HandBack
@@ -102,6 +114,10 @@ class Worker:
         self._wake = wake or asyncio.Event()
         self._stopping = asyncio.Event()
         self._running: dict[int, asyncio.Task[None]] = {}
+        # Per job in hand: until when (monotonic) its lease is surely this worker's, from the
+        # claim or the last heartbeat that renewed it (taken when that heartbeat started).
+        self._leased_until: dict[int, float] = {}
+        self._lost: set[int] = set()
         self._claims = Backoff(poll_interval, max_backoff)
         self._unreachable = False  # the last failed claim could not reach the database
         self._beats = Backoff(poll_interval, max_backoff)
@@ -122,10 +138,13 @@ class Worker:
             while not self._stopping.is_set():
                 self._wake.clear()  # before claiming, so no wake-up after it is lost
                 free = self._concurrency - len(self._running)
+                # Taken before the claim: the leases it sets end no sooner than this plus one.
+                leased_until = time.monotonic() + self._queue.lease.total_seconds()
                 claimed = await self._claim(free) if free > 0 else []
                 if claimed is None:
                     continue
                 for job in claimed:
+                    self._leased_until[job.id] = leased_until
                     task = asyncio.create_task(self._run(job))
                     task.add_done_callback(_observe)
                     self._running[job.id] = task
@@ -171,8 +190,12 @@ class Worker:
         except TimeoutError:
             pass
 
+    def _holds(self, job_id: int) -> bool:
+        return job_id not in self._lost and time.monotonic() < self._leased_until.get(job_id, 0)
+
     async def _run(self, job: ClaimedJob) -> None:
         _stopping_worker.set(self._stopping)  # this task's own context
+        _lease_held.set(lambda: self._holds(job.id))
         try:
             handler = self._handlers.get(job.kind)
             if handler is None:
@@ -186,6 +209,15 @@ class Worker:
                 raise
             except HandBack:
                 await self._hand_back([job.id])
+                return
+            except LeaseLost:
+                log.warning(
+                    "job %d stopped: its lease ended before a heartbeat renewed it (this "
+                    "process was paused or cut off from the database) or another worker took "
+                    "it; that worker sends the rest",
+                    job.id,
+                    extra={"job": job.id, "kind": job.kind},
+                )
                 return
             except Exception as exc:
                 extra = {"job": job.id, "kind": job.kind}
@@ -202,6 +234,8 @@ class Worker:
                 await self._record(job, lambda: self._queue.reschedule(job.id, again))
         finally:
             self._running.pop(job.id, None)
+            self._leased_until.pop(job.id, None)
+            self._lost.discard(job.id)
             self._wake.set()
 
     async def _record(self, job: ClaimedJob, write: Callable[[], Awaitable[None]]) -> bool:
@@ -241,8 +275,10 @@ class Worker:
         delay = interval
         while True:
             await asyncio.sleep(delay)
+            ids = self.in_flight
+            started = time.monotonic()
             try:
-                await self._queue.heartbeat(self.in_flight)
+                held = await self._queue.heartbeat(ids)
             except Exception as exc:
                 delay = min(interval, self._beats.failed())
                 if database_unavailable(exc):
@@ -253,6 +289,13 @@ class Worker:
                     log.exception("lease heartbeat failed; next try in %.1f s", delay)
                 continue
             delay = interval
+            until = started + self._queue.lease.total_seconds()
+            for job_id in ids:
+                if job_id in held:
+                    if job_id in self._leased_until:
+                        self._leased_until[job_id] = until
+                elif job_id in self._running and job_id not in self._lost:
+                    self._lost.add(job_id)  # it stops at its next safe point
             if self._beats.succeeded():
                 log.info("lease heartbeat works again")
 

@@ -93,16 +93,19 @@ class JobQueue:
             )
             return [ClaimedJob(r.id, r.kind, dict(r.payload), r.attempts) for r in rows]
 
-    async def heartbeat(self, ids: Sequence[int]) -> None:
-        """Extend the lease of jobs this worker still holds."""
+    async def heartbeat(self, ids: Sequence[int]) -> set[int]:
+        """Extend the lease of jobs this worker still holds; the ids it still holds (a job
+        missing from them was taken by another worker once its lease had ended)."""
         if not ids:
-            return
+            return set()
         async with self._db.transaction() as session:
-            await session.execute(
+            held = await session.scalars(
                 update(Job)
                 .where(Job.id.in_(ids), Job.lease_owner == self.owner, Job.state == "running")
                 .values(lease_until=utcnow() + self.lease)
+                .returning(Job.id)
             )
+            return set(held)
 
     async def finish(self, job_id: int) -> None:
         async with self._db.transaction() as session:
