@@ -437,6 +437,24 @@ async def test_without_waiting_a_held_key_answers_retry_at_once_with_the_time_le
     assert other.kind is OutcomeKind.DELIVERED  # other keys are not held
 
 
+async def test_a_held_token_is_counted_held_not_as_a_retry_outcome() -> None:
+    class Held(ScriptedProvider):
+        name = "held-test"
+
+    clock = FakeClock()
+    provider = Held({"a": [retry(30.0, 429, "TooManyRequests")]}, clock=clock)
+    dispatcher = dispatcher_for(provider, clock=clock)
+    labels = {"provider": "held-test"}
+    retries = {**labels, "outcome": "retry"}
+    before = sample("clarion_push_outcomes_total", **retries)
+    await dispatcher.send_once(KEY, 1, NOTE, ["a"], wait=False)  # the 429: one retry outcome
+    for _ in range(5):  # a job looking again while the key is held: no attempt, no outcome
+        await dispatcher.send_once(KEY, 1, NOTE, ["b", "c"], wait=False)
+    assert sample("clarion_push_outcomes_total", **retries) == before + 1
+    assert sample("clarion_push_held_total", **labels) == 10
+    assert sample("clarion_push_attempts_total", **labels) == 1
+
+
 # --- send_many: several notifications to one key in one provider call ----------------------
 
 
