@@ -168,7 +168,7 @@ class Settings(BaseSettings):
     hms_concurrency: int = Field(default=16, ge=1)
 
     # Delivery and workers
-    delivery_max_attempts: int = Field(default=5, ge=1)
+    delivery_max_attempts: int = Field(default=10, ge=1)
     delivery_backoff_base: float = Field(default=1.0, ge=0)
     delivery_backoff_cap: float = Field(default=60.0, ge=0)
     run_worker: bool = Field(default=True, description="serve runs a job worker too")

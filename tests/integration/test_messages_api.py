@@ -273,7 +273,7 @@ async def test_expired_message_is_dropped_not_sent(
 ) -> None:
     past = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
     msg = message(body={"title": "late", "validUntil": past})
-    with caplog.at_level(logging.INFO, logger="clarion.core.messages"):
+    with caplog.at_level(logging.INFO, logger="clarion.core.sender"):
         result = assert_ok(
             await client.post("/push/message/send", json=envelope(appId="mobile-app", message=msg))
         )
@@ -281,8 +281,38 @@ async def test_expired_message_is_dropped_not_sent(
     assert counts["ios"]["failed"] == 1 and counts["android"]["failed"] == 1
     assert app_ready.apns.received == [] and app_ready.fcm.received == []
     # The answer has only counts; the log says why, once per platform and reason.
-    said = sorted(r.getMessage() for r in caplog.records if r.name == "clarion.core.messages")
-    assert said == ["1 apns push failed: Expired", "1 fcm push failed: Expired"]
+    said = sorted(
+        (r.levelno, r.getMessage()) for r in caplog.records if r.name == "clarion.core.sender"
+    )
+    assert said == [
+        (logging.WARNING, "1 apns push failed: Expired"),
+        (logging.WARNING, "1 fcm push failed: Expired"),
+    ]
+
+
+async def test_a_job_logs_why_its_pushes_failed(
+    client: httpx.AsyncClient,
+    services: Services,
+    app_ready: Emulators,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app_ready.apns.unregister_device(IOS_TOKEN)
+    body = {"title": "hi", "extras": {"from": "me"}}  # a data key FCM reserves
+    msg = envelope(appId="mobile-app", mode="ASYNCHRONOUS", message=message(body=body))
+    assert_ok(await client.post("/push/message/send", json=msg))
+    with caplog.at_level(logging.INFO, logger="clarion.core.sender"):
+        await run_worker_until_idle(services)
+    said = sorted(
+        (r.levelno, r.getMessage()) for r in caplog.records if r.name == "clarion.core.sender"
+    )
+    assert said == [
+        (logging.INFO, "1 apns push to a dead token: Unregistered"),
+        (
+            logging.WARNING,
+            "1 fcm push failed: INVALID_ARGUMENT: data key 'from' is reserved by FCM",
+        ),
+    ]
+    assert all(IOS_TOKEN not in text and ANDROID_TOKEN not in text for _, text in said)
 
 
 async def test_user_without_devices_gets_zero_counts(

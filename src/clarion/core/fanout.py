@@ -44,6 +44,7 @@ from clarion.core.sender import (
     Sender,
     Target,
     forget_dead,
+    log_failures,
 )
 from clarion.core.worker import check_handback
 from clarion.providers.base import Notification, Outcome, OutcomeKind
@@ -239,6 +240,7 @@ class FanOut:
 
         await self._db.record(record, outage_wait=self._record_wait)
         count_outcomes(outcomes)
+        log_failures((live.app_id, t.platform, o) for t, o in zip(targets, outcomes, strict=True))
         return inserted == len(rows) and all(row["status"] != "pending" for row in rows)
 
     async def _pending(
@@ -295,6 +297,9 @@ class FanOut:
                 outage_wait=self._record_wait,
             )
             count_outcomes(outcomes)
+            log_failures(
+                (live.app_id, t.platform, o) for t, o in zip(targets, outcomes, strict=True)
+            )
 
     async def _complete_if_done(self, live: _Live) -> None:
         """Stamp the campaign completed once it is planned and every page is done."""

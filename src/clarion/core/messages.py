@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -24,7 +24,7 @@ from clarion.core import ledger
 from clarion.core import notification as notification_json
 from clarion.core.apps import application_pk
 from clarion.core.platforms import Platform
-from clarion.core.sender import Sender, Target, forget_dead
+from clarion.core.sender import Sender, Target, forget_dead, log_failures
 from clarion.core.worker import check_handback
 from clarion.errors import NotFound
 from clarion.providers.base import Notification, Outcome, OutcomeKind
@@ -206,7 +206,6 @@ class Messages:
         )
         retry: list[tuple[MessageSpec, list[tuple[Target, Outcome]]]] = []
         dead: list[tuple[int, Outcome]] = []
-        failed: Counter[tuple[str, str]] = Counter()
         for (spec, targets), results in zip(plans, outcomes, strict=True):
             later = []
             for target, outcome in zip(targets, results, strict=True):
@@ -217,21 +216,16 @@ class Messages:
                     later.append((target, outcome))
                 else:
                     result.count(target.platform, "failed")
-                    failed[(target.platform, outcome.reason or outcome.kind.value)] += 1
                     if outcome.kind is OutcomeKind.TOKEN_DEAD:
                         dead.append((target.device_id, outcome))
             if later or self._store:
                 retry.append((spec, [(t, o) for t, o in zip(targets, results, strict=True)]))
-        # The answer has counts only: the reasons go to the log, one line per distinct reason.
-        for (platform, reason), count in failed.items():
-            log.info(
-                "%d %s push%s failed: %s",
-                count,
-                platform,
-                "" if count == 1 else "es",
-                reason,
-                extra={"app": app_id},
-            )
+        # The answer has counts only: the reasons go to the log.
+        log_failures(
+            (app_id, target.platform, outcome)
+            for (_, targets), results in zip(plans, outcomes, strict=True)
+            for target, outcome in zip(targets, results, strict=True)
+        )
         if dead:
             await self._sender.forget_devices(dead)
         if retry:
@@ -315,6 +309,7 @@ class Messages:
                 calls[(messages[mid][0], attempt)].append((mid, group))
             await asyncio.gather(*(deliver(a, n, part) for (a, n), part in calls.items()))
             later.extend(await self._save(outcomes))
+            log_failures((messages[w.message_id][0], w.target.platform, o) for w, o in outcomes)
             outcomes.clear()
         if later:
             return min(later)

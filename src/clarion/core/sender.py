@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -398,6 +398,29 @@ def build_provider(
         timeout=timeout,
         concurrency=settings.hms_concurrency,
     )
+
+
+def log_failures(pushes: Iterable[tuple[str, str, Outcome]]) -> None:
+    """Say why pushes ended undelivered, one line per (app, platform, reason): an answer or a
+    ledger row has no room for the provider's reasons, and an operator needs them. ``pushes``:
+    (app id, platform, outcome); retries still to come and deliveries are left out. A failure
+    is a warning, a dead token (the app was uninstalled) information."""
+    tally: Counter[tuple[str, str, OutcomeKind, str]] = Counter(
+        (app_id, platform, outcome.kind, outcome.reason or outcome.kind.value)
+        for app_id, platform, outcome in pushes
+        if outcome.kind is OutcomeKind.FAILED or outcome.kind is OutcomeKind.TOKEN_DEAD
+    )
+    for (app_id, platform, kind, reason), count in tally.items():
+        log.log(
+            logging.WARNING if kind is OutcomeKind.FAILED else logging.INFO,
+            "%d %s push%s %s: %s",
+            count,
+            platform,
+            "" if count == 1 else "es",
+            "failed" if kind is OutcomeKind.FAILED else "to a dead token",
+            reason,
+            extra={"app": app_id},
+        )
 
 
 async def forget_dead(session: AsyncSession, dead: Iterable[tuple[int, Outcome]]) -> None:
