@@ -345,8 +345,24 @@ def worker_command(
         services = await open_services(settings)
         worker = services.worker()
         loop = asyncio.get_running_loop()
+
+        def on_signal(sig: signal.Signals) -> None:
+            if not worker.stopping:
+                log.info(
+                    "%s: stopping; the %d jobs in hand go back to the queue at their next safe "
+                    "point (at most %.0f s); %s again to stop now",
+                    sig.name,
+                    len(worker.in_flight),
+                    settings.worker_grace,
+                    sig.name,
+                )
+                worker.stop()
+            else:
+                log.info("%s again: stopping now", sig.name)
+                worker.stop(now=True)
+
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, worker.stop)
+            loop.add_signal_handler(sig, on_signal, sig)
         settle()
         log.info(
             "worker started",

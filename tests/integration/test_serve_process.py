@@ -253,6 +253,8 @@ def test_worker_runs_on_uvloop_and_stops_cleanly_on_sigterm(tmp_path: Path) -> N
     assert serving["metrics_port"] == port
     assert started and started[0]["loop"] == "uvloop"
     assert any(r.get("msg") == "worker stopped" for r in records)
+    # The signal is acknowledged when it comes, not only once the jobs were handed back.
+    assert any(str(r.get("msg", "")).startswith("SIGTERM: stopping; the 0 jobs") for r in records)
     assert status == 0
 
 

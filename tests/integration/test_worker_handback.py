@@ -168,3 +168,30 @@ async def test_a_paused_worker_whose_lease_ended_stops_and_the_job_is_not_done_t
     [stopped] = [r for r in caplog.records if "lease ended" in r.getMessage()]
     assert stopped.levelno == logging.WARNING
     assert a.completed == 0
+
+
+async def test_stopping_now_cuts_the_grace_short(
+    services: Services, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A second Ctrl-C: the jobs in hand are cancelled and handed back at once, not after the
+    grace (it was ignored: the worker still waited its 10 s)."""
+    running = asyncio.Event()
+
+    async def stuck(_payload: dict[str, Any]) -> None:
+        running.set()
+        await asyncio.sleep(60)
+
+    await enqueue(services, "stuck")
+    worker = Worker(JobQueue(services.db, "w-now"), {"stuck": stuck}, poll_interval=0.05)
+    task = asyncio.create_task(worker.run(grace=30))
+    await running.wait()
+    caplog.set_level(logging.WARNING, logger="clarion.core.worker")
+    worker.stop()
+    await asyncio.sleep(0.3)
+    assert not task.done()  # waiting out the grace for a safe point
+    started = time.monotonic()
+    worker.stop(now=True)
+    await asyncio.wait_for(task, 5)
+    assert time.monotonic() - started < 2
+    assert await job_state(services) == "queued"
+    assert any("when told to stop now" in r.getMessage() for r in caplog.records)

@@ -113,6 +113,7 @@ class Worker:
         self._poll = poll_interval
         self._wake = wake or asyncio.Event()
         self._stopping = asyncio.Event()
+        self._now = asyncio.Event()
         self._running: dict[int, asyncio.Task[None]] = {}
         # Per job in hand: until when (monotonic) its lease is surely this worker's, from the
         # claim or the last heartbeat that renewed it (taken when that heartbeat started).
@@ -127,9 +128,17 @@ class Worker:
     def in_flight(self) -> list[int]:
         return list(self._running)
 
-    def stop(self) -> None:
-        """Stop claiming; ``run`` returns once the jobs in hand finished or were handed back."""
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    def stop(self, *, now: bool = False) -> None:
+        """Stop claiming; ``run`` returns once the jobs in hand finished or were handed back.
+        ``now``: do not wait out the grace; cancel the jobs in hand at once and hand them back
+        (what they had in flight may be sent again, as after a crash)."""
         self._stopping.set()
+        if now:
+            self._now.set()
         self._wake.set()
 
     async def run(self, *, grace: float = 10.0) -> None:
@@ -302,18 +311,30 @@ class Worker:
     async def _drain(self, grace: float) -> None:
         if not self._running:
             return
-        tasks = list(self._running.values())
-        _, pending = await asyncio.wait(tasks, timeout=grace)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        pending = set(self._running.values())
+        now = asyncio.create_task(self._now.wait())
+        try:
+            while pending and not self._now.is_set() and loop.time() < deadline:
+                done, _ = await asyncio.wait(
+                    [*pending, now],
+                    timeout=deadline - loop.time(),
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                pending -= done
+        finally:
+            now.cancel()
         unfinished = [job_id for job_id, task in self._running.items() if task in pending]
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
         if unfinished:
             log.warning(
-                "cancelled %d jobs still running after %.0f s; their sends in flight may be"
-                " repeated by the next run",
+                "cancelled %d jobs still running %s; their sends in flight may be repeated by"
+                " the next run",
                 len(unfinished),
-                grace,
+                "when told to stop now" if self._now.is_set() else f"after {grace:.0f} s",
             )
             await self._hand_back(unfinished)
 
