@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -392,6 +392,23 @@ async def test_metrics_export_progress_of_campaigns_in_progress_only(
         )
     assert (queued, running) == (in_queue, 0.0) and queued >= 1
     assert waited > 0.0
+    assert 'clarion_jobs{state="lease_expired"} 0.0' in text
+    # A worker killed with a job in hand: the job shows as waiting for one, since its lease
+    # ended (it showed as running until another worker took it).
+    async with services.db.transaction() as session:
+        job = (await session.scalars(select(Job).where(Job.state == "queued"))).first()
+        assert job is not None
+        job.state, job.lease_owner = "running", "a-dead-worker"
+        job.lease_until = datetime.now(UTC) - timedelta(seconds=120)
+    text = (await client.get("/metrics")).text
+    assert 'clarion_jobs{state="lease_expired"} 1.0' in text
+    assert f'clarion_jobs{{state="queued"}} {in_queue - 1:.1f}' in text
+    [waited_now] = [
+        float(line.split()[1])
+        for line in text.splitlines()
+        if line.startswith("clarion_oldest_due_job_seconds ")
+    ]
+    assert waited_now >= 120
     await run_worker_until_idle(services)
     text = (await client.get("/metrics")).text
     assert f'campaign="{campaign}"' not in text

@@ -41,13 +41,16 @@ CAMPAIGNS_IN_PROGRESS = Gauge(
 )
 JOBS = Gauge(
     "clarion_jobs",
-    "Durable jobs (message batches, campaign fan-outs) by state: queued, running.",
+    "Durable jobs (message batches, campaign fan-outs) by state: queued, running, "
+    "lease_expired (running, but its worker stopped renewing the lease: dead or cut off; "
+    "another worker takes it).",
     ["state"],
     registry=DATABASE_REGISTRY,
 )
 OLDEST_DUE_JOB = Gauge(
     "clarion_oldest_due_job_seconds",
-    "How long the oldest queued job that is due has waited for a worker (0: none waits).",
+    "How long the oldest due job (queued, or its lease ended) has waited for a worker "
+    "(0: none waits).",
     registry=DATABASE_REGISTRY,
 )
 
@@ -102,11 +105,12 @@ def forget_database_gauges() -> None:
 async def export_progress(db: Database) -> None:
     """Refresh the database's gauges, campaign progress and the job queue (called on a
     /metrics scrape of a serve process)."""
-    queued, running, waited = await backlog(db)
+    queue = await backlog(db)
     DATABASE_UP.set(1)
-    JOBS.labels("queued").set(queued)
-    JOBS.labels("running").set(running)
-    OLDEST_DUE_JOB.set(waited)
+    JOBS.labels("queued").set(queue.queued)
+    JOBS.labels("running").set(queue.running)
+    JOBS.labels("lease_expired").set(queue.lease_expired)
+    OLDEST_DUE_JOB.set(queue.waited)
     async with db.reader() as session:
         in_progress = Campaign.sent.is_(True) & Campaign.completed_at.is_(None)
         count = await session.scalar(select(func.count()).where(in_progress))

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import func, literal_column, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.store.db import Database
@@ -143,23 +143,42 @@ async def queue_depth(db: Database) -> dict[str, int]:
         return {state: int(count) for state, count in rows}
 
 
-async def backlog(db: Database) -> tuple[int, int, float]:
-    """(jobs queued, jobs running, seconds the oldest due job has waited) for /metrics: read
-    through the (state, run_after) index, never counting the finished jobs."""
+@dataclass(frozen=True, slots=True)
+class Backlog:
+    queued: int
+    running: int  # with a lease still running: a worker has them
+    lease_expired: int  # running, but their lease ended: their worker died, or is cut off
+    waited: float  # seconds the oldest due job (queued, or lease ended) has waited
+
+
+async def backlog(db: Database) -> Backlog:
+    """The queue for /metrics: read through the (state, run_after) index, never counting the
+    finished jobs. A job whose lease ended waits for a worker as a queued one does, since the
+    moment its lease ended (after a ``kill -9`` of every worker it showed as running)."""
     now = utcnow()
     async with db.reader() as session:
-        rows = await session.execute(
-            select(Job.state, func.count())
+        counts: dict[str, int] = {}
+        for state, ended, count in await session.execute(
+            select(Job.state, Job.lease_until < now, func.count())
             .where(Job.state.in_(("queued", "running")))
-            .group_by(Job.state)
-        )
-        counts = {state: int(count) for state, count in rows}
-        oldest = await session.scalar(
+            # By position: the comparison's parameter, written twice, is two expressions to
+            # PostgreSQL.
+            .group_by(literal_column("1"), literal_column("2"))
+        ):
+            key = "lease_expired" if state == "running" and ended else str(state)
+            counts[key] = counts.get(key, 0) + int(count)
+        oldest_queued = await session.scalar(
             select(func.min(Job.run_after)).where(Job.state == "queued", Job.run_after <= now)
         )
+        oldest_expired = await session.scalar(
+            select(func.min(Job.lease_until)).where(Job.state == "running", Job.lease_until < now)
+        )
     waited = 0.0
-    if oldest is not None:
-        if oldest.tzinfo is None:
-            oldest = oldest.replace(tzinfo=now.tzinfo)
-        waited = max(0.0, (now - oldest).total_seconds())
-    return counts.get("queued", 0), counts.get("running", 0), waited
+    for oldest in (oldest_queued, oldest_expired):
+        if oldest is not None:
+            if oldest.tzinfo is None:
+                oldest = oldest.replace(tzinfo=now.tzinfo)
+            waited = max(waited, (now - oldest).total_seconds())
+    return Backlog(
+        counts.get("queued", 0), counts.get("running", 0), counts.get("lease_expired", 0), waited
+    )
