@@ -8,6 +8,11 @@ the worker is stopping, and the job goes back to the queue with nothing sent and
 job still running ``grace`` seconds later is cancelled and handed back as it is (what it had in
 flight may then be sent again by the next run, as after a crash).
 
+A job also stops at its next safe point (``LeaseLost``, nothing recorded) once its lease may
+be another worker's: the lease ended on this process's monotonic clock before a heartbeat
+renewed it (the process was paused, or could not reach the database), or a heartbeat found the
+job taken. The worker that took it over sends the rest.
+
 While the database is unreachable the worker logs one line per failed claim or heartbeat and
 tries again after a growing, jittered delay (up to ``max_backoff``); it resumes by itself when
 the database answers again. A job whose outcome cannot be recorded stays claimed until its lease
