@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -11,6 +12,7 @@ import pytest
 from sqlalchemy import func, select, update
 
 from clarion.core import fanout as fanout_module
+from clarion.core import worker as worker_module
 from clarion.core.sender import Target
 from clarion.core.services import Services
 from clarion.store.jobs import queue_depth
@@ -310,6 +312,43 @@ async def test_a_late_run_of_a_page_changes_no_counter_after_completion(
     async with services.db.reader() as session:
         row = await session.get(Campaign, int(campaign))
         assert row is not None and (row.devices_sent, row.devices_failed) == (4, 0)
+
+
+async def test_a_page_whose_lease_ended_mid_chunk_records_nothing(
+    client: httpx.AsyncClient, services: Services, app_ready: Emulators
+) -> None:
+    # The paused worker's chunk came back after another worker had taken the page over: it
+    # recorded those outcomes (retries, from its timed-out requests), and the new holder then
+    # sent the devices a third time.
+    tokens = [f"{i + 0x60:02x}" * 32 for i in range(3)]
+    for i, token in enumerate(tokens):
+        await register(client, token, f"act-{i}", user=f"user-{i}")
+    campaign = await create(client)
+    await add_users(client, campaign, [f"user-{i}" for i in range(3)])
+    assert_ok(await client.post(f"/push/campaign/send/live/{campaign}"))
+    assert await services.fanout.plan(int(campaign)) is None
+    async with services.db.reader() as session:
+        [page] = (await session.scalars(select(CampaignPage))).all()
+    held = {"lease": True}
+    app_ready.apns.faults.delay = 0.5
+
+    async def lose_the_lease() -> None:
+        await asyncio.sleep(0.2)  # the chunk is with the provider now
+        held["lease"] = False
+
+    losing = asyncio.create_task(lose_the_lease())
+    token = worker_module._lease_held.set(lambda: held["lease"])
+    try:
+        with pytest.raises(worker_module.LeaseLost):
+            await services.fanout.send_page(int(campaign), page.after, page.upto)
+    finally:
+        worker_module._lease_held.reset(token)
+        await losing
+    assert len(app_ready.apns.delivered()) == 3  # sent, as the paused worker's were
+    async with services.db.reader() as session:
+        assert await session.scalar(select(func.count()).select_from(Delivery)) == 0
+        row = await session.get(Campaign, int(campaign))
+        assert row is not None and (row.devices_sent, row.devices_failed) == (0, 0)
 
 
 async def test_progress_counts_each_page_as_it_is_recorded_and_retries_when_final(

@@ -46,7 +46,7 @@ from clarion.core.sender import (
     forget_dead,
     log_failures,
 )
-from clarion.core.worker import check_handback
+from clarion.core.worker import check_handback, check_lease
 from clarion.providers.base import Notification, Outcome, OutcomeKind
 from clarion.store import jobs
 from clarion.store.db import Database
@@ -225,6 +225,7 @@ class FanOut:
                 # left out (the count at completion, from the ledger, has every device once).
                 await _add_to_counters(session, live.campaign_id, outcomes)
 
+        check_lease()  # paused past its lease: the run that took the page over records these
         await self._db.record(record, outage_wait=self._record_wait)
         count_outcomes(outcomes)
         log_failures((live.app_id, t.platform, o) for t, o in zip(targets, outcomes, strict=True))
@@ -279,6 +280,7 @@ class FanOut:
                 {"row_id": row.id, **ledger.outcome_values(outcome, now, attempts=attempt)}
                 for row, outcome in zip(group, outcomes, strict=True)
             ]
+            check_lease()
             await self._db.record(
                 _updater(live.campaign_id, updates, targets, outcomes),
                 outage_wait=self._record_wait,

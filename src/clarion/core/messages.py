@@ -25,7 +25,7 @@ from clarion.core import notification as notification_json
 from clarion.core.apps import application_pk
 from clarion.core.platforms import Platform
 from clarion.core.sender import Sender, Target, forget_dead, log_failures
-from clarion.core.worker import check_handback
+from clarion.core.worker import check_handback, check_lease
 from clarion.errors import NotFound
 from clarion.providers.base import Notification, Outcome, OutcomeKind
 from clarion.store import jobs
@@ -416,6 +416,7 @@ class Messages:
                 await ledger.update_rows(session, updates)
             await forget_dead(session, dead)
 
+        check_lease()  # paused past its lease: the run that took the job over records these
         await self._db.record(record, outage_wait=self._record_wait)
         return retries
 

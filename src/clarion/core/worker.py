@@ -58,13 +58,21 @@ _stopping_worker: ContextVar[asyncio.Event | None] = ContextVar("stopping_worker
 _lease_held: ContextVar[Callable[[], bool] | None] = ContextVar("lease_held", default=None)
 
 
+def check_lease() -> None:
+    """Call before recording what a job sent: raises LeaseLost once the job may be another
+    worker's. The worker that took it over sends those devices itself; a record here would
+    stand in its way (its own outcome refused as a duplicate row, a retry left pending that it
+    then sends a third time)."""
+    held = _lease_held.get()
+    if held is not None and not held():
+        raise LeaseLost
+
+
 def check_handback() -> None:
     """Call between units of work whose results are recorded: raises HandBack once the worker
     running this job is stopping, so the job is handed back there rather than cut short, and
     LeaseLost once the job may be another worker's."""
-    held = _lease_held.get()
-    if held is not None and not held():
-        raise LeaseLost
+    check_lease()
     stopping = _stopping_worker.get()
     if stopping is not None and stopping.is_set():
         raise HandBack
