@@ -122,6 +122,13 @@ def test_expiry_and_collapse_key_become_headers() -> None:
     assert headers["apns-collapse-id"] == "c1"
 
 
+def test_an_empty_collapse_key_is_none() -> None:
+    # An empty apns-collapse-id header (and thread-id) went out; APNs refuses the header.
+    n = Notification(title="t", collapse_key="")
+    assert "apns-collapse-id" not in build_headers(n, topic="t")
+    assert json.loads(encode_payload(n)) == {"aps": {"alert": {"title": "t"}}}
+
+
 def test_payload_over_4096_bytes_is_rejected_locally() -> None:
     n = Notification(body="x" * 4096)
     assert local_rejection(n, encode_payload(n)) == "PayloadTooLarge"

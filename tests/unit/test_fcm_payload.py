@@ -119,3 +119,8 @@ def test_text_goes_as_utf8_not_escaped() -> None:
     body = fcm_request_body(fcm_message(note, now=NOW), "tok-1")
     assert ("ж" * 10).encode() in body and b"\\u" not in body
     assert json.loads(body)["message"]["data"] == {"k": '{"v":"é"}'}
+
+
+def test_an_empty_collapse_key_is_none() -> None:
+    message = fcm_message(Notification(title="t", collapse_key=""), now=NOW)
+    assert "collapse_key" not in message["android"]

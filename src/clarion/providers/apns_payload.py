@@ -53,7 +53,7 @@ def build_payload(n: Notification) -> dict[str, Any]:
             # The app's notification service extension decrypts the blob and rewrites the alert.
             aps["mutable-content"] = 1
             aps["content-available"] = 1
-    if n.collapse_key is not None:
+    if n.collapse_key:  # an empty one is none: APNs refuses an empty apns-collapse-id
         aps["thread-id"] = n.collapse_key
     # Custom keys are siblings of ``aps``; an extra named "aps" cannot replace Apple's dictionary.
     payload: dict[str, Any] = {k: v for k, v in n.extras.items() if k != "aps"}
@@ -79,7 +79,7 @@ def build_headers(n: Notification, *, topic: str) -> dict[str, str]:
     }
     if n.expires_at is not None:
         headers["apns-expiration"] = str(max(0, int(n.expires_at.timestamp())))
-    if n.collapse_key is not None:
+    if n.collapse_key:
         headers["apns-collapse-id"] = n.collapse_key
     return headers
 

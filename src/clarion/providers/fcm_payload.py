@@ -114,7 +114,7 @@ def fcm_message(notification: Notification, *, now: datetime | None = None) -> d
     ttl = ttl_seconds(notification.expires_at, now or datetime.now(UTC), FCM_MAX_TTL)
     if ttl is not None:
         android["ttl"] = f"{ttl}s"
-    if notification.collapse_key is not None:
+    if notification.collapse_key:  # an empty one is none, as on APNs
         android["collapse_key"] = notification.collapse_key
     message: dict[str, Any] = {"android": android}
     if notification.topic is not None and has_visible_content(notification):
