@@ -75,6 +75,16 @@ async def add_users(client: httpx.AsyncClient, campaign: str, users: list[str]) 
     assert_ok(await client.put(url, json={"requestObject": users}))
 
 
+async def live_campaign(client: httpx.AsyncClient, tokens: list[str]) -> str:
+    """A campaign to ``user-i`` (activation ``act-i``, iOS token ``tokens[i]``), sent live."""
+    for i, token in enumerate(tokens):
+        await register(client, token, f"act-{i}", user=f"user-{i}")
+    campaign = await create(client)
+    await add_users(client, campaign, [f"user-{i}" for i in range(len(tokens))])
+    assert_ok(await client.post(f"/push/campaign/send/live/{campaign}"))
+    return campaign
+
+
 async def detail(client: httpx.AsyncClient, campaign: str) -> dict[str, Any]:
     data = assert_ok(await client.get(f"/push/campaign/{campaign}/detail"))
     result: dict[str, Any] = data["responseObject"]
@@ -224,11 +234,7 @@ async def test_a_page_job_that_runs_again_sends_nothing_twice(
     client: httpx.AsyncClient, services: Services, app_ready: Emulators
 ) -> None:
     tokens = [f"{i:02x}" * 32 for i in range(10)]
-    for i, token in enumerate(tokens):
-        await register(client, token, f"act-{i}", user=f"user-{i}")
-    campaign = await create(client)
-    await add_users(client, campaign, [f"user-{i}" for i in range(10)])
-    assert_ok(await client.post(f"/push/campaign/send/live/{campaign}"))
+    await live_campaign(client, tokens)
     await run_worker_until_idle(services)
     assert len(app_ready.apns.delivered()) == 10
     async with services.db.transaction() as session:
@@ -252,11 +258,7 @@ async def test_a_page_cut_short_sends_only_what_was_not_recorded(
     client: httpx.AsyncClient, services: Services, app_ready: Emulators
 ) -> None:
     tokens = [f"{i:02x}" * 32 for i in range(3)]
-    for i, token in enumerate(tokens):
-        await register(client, token, f"act-{i}", user=f"user-{i}")
-    campaign = await create(client)
-    await add_users(client, campaign, ["user-0", "user-1", "user-2"])
-    assert_ok(await client.post(f"/push/campaign/send/live/{campaign}"))
+    campaign = await live_campaign(client, tokens)
     assert await services.fanout.plan(int(campaign)) is None  # one page of 3
     async with services.db.transaction() as session:
         # A worker sent to the first device and recorded it, then died before the others.
@@ -290,11 +292,7 @@ async def test_a_late_run_of_a_page_changes_no_counter_after_completion(
     # sends were recorded as "already there", but added to the counters (sent 20,542 of
     # 20,000, for good).
     tokens = [f"{i + 0x40:02x}" * 32 for i in range(4)]
-    for i, token in enumerate(tokens):
-        await register(client, token, f"act-{i}", user=f"user-{i}")
-    campaign = await create(client)
-    await add_users(client, campaign, [f"user-{i}" for i in range(4)])
-    assert_ok(await client.post(f"/push/campaign/send/live/{campaign}"))
+    campaign = await live_campaign(client, tokens)
     await run_worker_until_idle(services)
     done = await detail(client, campaign)
     assert done["devices"] == {"total": 4, "sent": 4, "failed": 0, "pending": 0}
@@ -321,11 +319,7 @@ async def test_a_page_whose_lease_ended_mid_chunk_records_nothing(
     # recorded those outcomes (retries, from its timed-out requests), and the new holder then
     # sent the devices a third time.
     tokens = [f"{i + 0x60:02x}" * 32 for i in range(3)]
-    for i, token in enumerate(tokens):
-        await register(client, token, f"act-{i}", user=f"user-{i}")
-    campaign = await create(client)
-    await add_users(client, campaign, [f"user-{i}" for i in range(3)])
-    assert_ok(await client.post(f"/push/campaign/send/live/{campaign}"))
+    campaign = await live_campaign(client, tokens)
     assert await services.fanout.plan(int(campaign)) is None
     async with services.db.reader() as session:
         [page] = (await session.scalars(select(CampaignPage))).all()
@@ -355,13 +349,9 @@ async def test_progress_counts_each_page_as_it_is_recorded_and_retries_when_fina
     client: httpx.AsyncClient, services: Services, app_ready: Emulators
 ) -> None:
     tokens = [f"{i + 0x10:02x}" * 32 for i in range(6)]
-    for i, token in enumerate(tokens):
-        await register(client, token, f"act-{i}", user=f"user-{i}")
     app_ready.apns.unregister_device(tokens[2])
     app_ready.apns.faults.by_token[tokens[1]] = (429, "TooManyRequests")
-    campaign = await create(client)
-    await add_users(client, campaign, [f"user-{i}" for i in range(6)])
-    assert_ok(await client.post(f"/push/campaign/send/live/{campaign}"))
+    campaign = await live_campaign(client, tokens)
     assert await services.fanout.plan(int(campaign)) is None  # two pages of 3
     async with services.db.reader() as session:
         first = (await session.scalars(select(CampaignPage).order_by(CampaignPage.upto))).first()
@@ -408,11 +398,7 @@ GAUGES = (
 async def test_metrics_export_progress_of_campaigns_in_progress_only(
     client: httpx.AsyncClient, services: Services, app_ready: Emulators
 ) -> None:
-    for i in range(4):
-        await register(client, f"{i:02x}" * 32, f"act-{i}", user=f"user-{i}")
-    campaign = await create(client)
-    await add_users(client, campaign, [f"user-{i}" for i in range(4)])
-    assert_ok(await client.post(f"/push/campaign/send/live/{campaign}"))
+    campaign = await live_campaign(client, [f"{i:02x}" * 32 for i in range(4)])
     while await services.fanout.plan(int(campaign)) is not None:
         pass
     text = (await client.get("/metrics")).text
@@ -524,11 +510,7 @@ async def test_a_page_whose_every_push_is_final_skips_the_pending_lookups(
 
     monkeypatch.setattr(services.fanout, "_pending", counted)
     tokens = [f"{i + 0x40:02x}" * 32 for i in range(3)]
-    for i, token in enumerate(tokens):
-        await register(client, token, f"act-{i}", user=f"user-{i}")
-    campaign = await create(client)
-    await add_users(client, campaign, [f"user-{i}" for i in range(3)])
-    assert_ok(await client.post(f"/push/campaign/send/live/{campaign}"))
+    campaign = await live_campaign(client, tokens)
     assert await services.fanout.plan(int(campaign)) is None
     async with services.db.reader() as session:
         page = (await session.scalars(select(CampaignPage))).first()

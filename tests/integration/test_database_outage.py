@@ -183,6 +183,12 @@ def assert_one_short_line(record: logging.LogRecord) -> None:
     assert "\n" not in message and len(message) < 400, message
 
 
+def assert_short_warnings(records: list[logging.LogRecord]) -> None:
+    for record in records:
+        assert record.levelno == logging.WARNING
+        assert_one_short_line(record)
+
+
 def unretrieved_task_exceptions(caplog: pytest.LogCaptureFixture) -> list[str]:
     gc.collect()  # a dropped task reports its exception when it is collected
     return [r.getMessage() for r in caplog.records if "never retrieved" in r.getMessage()]
@@ -211,9 +217,7 @@ async def test_an_outage_is_logged_in_short_lines_spaced_by_a_backoff_and_claimi
         # Polling every 0.05 s would have made about 60; a backoff doubling from the poll
         # interval up to 1 s makes about 8.
         assert 2 <= len(failures) <= 15, [r.getMessage() for r in failures]
-        for record in failures:
-            assert record.levelno == logging.WARNING
-            assert_one_short_line(record)
+        assert_short_warnings(failures)
         assert any(
             name in failures[0].getMessage()
             for name in ("OperationalError", "InterfaceError", "DBAPIError", "Error:")
@@ -295,9 +299,7 @@ async def test_heartbeats_that_fail_in_an_outage_log_short_lines(
         await asyncio.sleep(2)
         beats = worker_records(caplog, "lease heartbeat failed")
         assert 1 <= len(beats) <= 10, [r.getMessage() for r in beats]
-        for record in beats:
-            assert record.levelno == logging.WARNING
-            assert_one_short_line(record)
+        assert_short_warnings(beats)
         await proxy.restore()
         finish.set()
         await eventually(lambda: _equals(states(services), ["done"]), 5)

@@ -45,13 +45,20 @@ async def emulators() -> AsyncIterator[Emulators]:
         yield Emulators(apns, fcm, key, account)
 
 
-@pytest.fixture
-def settings_overrides(emulators: Emulators) -> dict[str, Any]:
+def emulator_settings(emulators: Emulators) -> dict[str, Any]:
+    """clarion's provider settings pointed at the emulators."""
     return {
         "apns_production_url": emulators.apns.url,
         "apns_sandbox_url": emulators.apns.url,
         "provider_ca_file": emulators.apns.ca_file,
         "fcm_base_url": emulators.fcm.url,
+    }
+
+
+@pytest.fixture
+def settings_overrides(emulators: Emulators) -> dict[str, Any]:
+    return {
+        **emulator_settings(emulators),
         "delivery_backoff_base": 0.01,
         "delivery_backoff_cap": 0.05,
         # 30% injected 429s would exhaust 5 attempts for 0.3^5 of the devices (a flaky test).
@@ -572,10 +579,7 @@ class TestStoredMessages:
     @pytest.fixture
     def settings_overrides(self, emulators: Emulators) -> dict[str, Any]:
         return {
-            "apns_production_url": emulators.apns.url,
-            "apns_sandbox_url": emulators.apns.url,
-            "provider_ca_file": emulators.apns.ca_file,
-            "fcm_base_url": emulators.fcm.url,
+            **emulator_settings(emulators),
             "store_messages": True,
         }
 
@@ -654,10 +658,7 @@ class TestMultipleActivations:
     @pytest.fixture
     def settings_overrides(self, emulators: Emulators) -> dict[str, Any]:
         return {
-            "apns_production_url": emulators.apns.url,
-            "apns_sandbox_url": emulators.apns.url,
-            "provider_ca_file": emulators.apns.ca_file,
-            "fcm_base_url": emulators.fcm.url,
+            **emulator_settings(emulators),
             "multiple_activations": True,
         }
 

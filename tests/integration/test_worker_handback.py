@@ -33,6 +33,23 @@ async def job_state(services: Services) -> str:
     return str(state)
 
 
+async def running_a_stuck_job(
+    services: Services, name: str, *, grace: float
+) -> tuple[Worker, asyncio.Task[None]]:
+    """A worker running a job that never reaches a safe point (it waits a minute)."""
+    running = asyncio.Event()
+
+    async def stuck(_payload: dict[str, Any]) -> None:
+        running.set()
+        await asyncio.sleep(60)
+
+    await enqueue(services, "stuck")
+    worker = Worker(JobQueue(services.db, name), {"stuck": stuck}, poll_interval=0.05)
+    task = asyncio.create_task(worker.run(grace=grace))
+    await running.wait()
+    return worker, task
+
+
 async def test_a_job_stops_at_its_next_safe_point_and_goes_back_to_the_queue(
     services: Services,
 ) -> None:
@@ -66,16 +83,7 @@ async def test_a_job_stops_at_its_next_safe_point_and_goes_back_to_the_queue(
 async def test_a_job_without_a_safe_point_is_cancelled_after_the_grace(
     services: Services, caplog: pytest.LogCaptureFixture
 ) -> None:
-    running = asyncio.Event()
-
-    async def stuck(_payload: dict[str, Any]) -> None:
-        running.set()
-        await asyncio.sleep(60)
-
-    await enqueue(services, "stuck")
-    worker = Worker(JobQueue(services.db, "w2"), {"stuck": stuck}, poll_interval=0.05)
-    task = asyncio.create_task(worker.run(grace=0.3))
-    await running.wait()
+    worker, task = await running_a_stuck_job(services, "w2", grace=0.3)
     caplog.set_level(logging.WARNING, logger="clarion.core.worker")
     worker.stop()
     await asyncio.wait_for(task, 5)
@@ -175,16 +183,7 @@ async def test_stopping_now_cuts_the_grace_short(
 ) -> None:
     """A second Ctrl-C: the jobs in hand are cancelled and handed back at once, not after the
     grace (it was ignored: the worker still waited its 10 s)."""
-    running = asyncio.Event()
-
-    async def stuck(_payload: dict[str, Any]) -> None:
-        running.set()
-        await asyncio.sleep(60)
-
-    await enqueue(services, "stuck")
-    worker = Worker(JobQueue(services.db, "w-now"), {"stuck": stuck}, poll_interval=0.05)
-    task = asyncio.create_task(worker.run(grace=30))
-    await running.wait()
+    worker, task = await running_a_stuck_job(services, "w-now", grace=30)
     caplog.set_level(logging.WARNING, logger="clarion.core.worker")
     worker.stop()
     await asyncio.sleep(0.3)

@@ -199,14 +199,14 @@ class InlineReader:
         wrapping) cost several times the indexed read itself. Anything else goes through a
         SQLAlchemy connection.
         """
+        if getattr(statement, "selected_columns", None) is None:
+            return self._read_with_sqlalchemy(statement, params)
         driver: sqlite3.Connection | None = getattr(self._local, "driver", None)
         if driver is None:
             raw = self._engine.raw_connection()
             with self._lock:
                 self._open.append(raw)
             driver = self._local.driver = cast(sqlite3.Connection, raw.driver_connection)
-        if getattr(statement, "selected_columns", None) is None:
-            return self._read_with_sqlalchemy(statement, params)
         plan = self._plans.get(statement)
         if plan is None:
             plan = self._plans[statement] = _Plan(statement, self._engine.dialect, bind_all=True)
