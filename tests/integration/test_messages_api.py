@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
@@ -17,6 +18,7 @@ from sqlalchemy import event, func, select
 from clarion.core.services import Services
 from clarion.emulators.apns import ApnsEmulator
 from clarion.emulators.fcm import FcmEmulator, make_service_account
+from clarion.providers.base import Notification, OutcomeKind
 from clarion.store.jobs import queue_depth
 from clarion.store.models import Credential, Delivery, Device, Job
 from tests.support import assert_error, assert_ok, envelope
@@ -573,6 +575,67 @@ async def test_delivery_metrics_count_outcomes_by_provider(
     metrics = (await client.get("/metrics")).text
     assert delivered(metrics) == before + 1
     assert "clarion_provider_latency_seconds_bucket" in metrics
+
+
+def provider_calls(text: str, provider: str) -> float:
+    """How many provider calls (batches of tokens) ``/metrics`` has counted for ``provider``."""
+    prefix = f'clarion_provider_latency_seconds_count{{provider="{provider}"}}'
+    for line in text.splitlines():
+        if line.startswith(prefix):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+async def test_sends_made_together_share_one_call_per_provider_each_with_its_own_outcomes(
+    client: httpx.AsyncClient, services: Services, app_ready: Emulators
+) -> None:
+    await register(client, IOS_TOKEN_2, "act-ios-bob", user="bob")
+    app_ready.apns.unregister_device(IOS_TOKEN_2)
+    _, devices, versions = await services.sender.lookup("mobile-app", ["alice", "bob"])
+    alice_ios = [t for t in devices["alice"] if t.platform == "apns"]
+    alice_android = [t for t in devices["alice"] if t.platform == "fcm"]
+    before = (await client.get("/metrics")).text
+
+    def note(title: str) -> Notification:
+        return Notification(title=title, body="b")
+
+    answers = await asyncio.gather(
+        services.sender.send_together(
+            "mobile-app", [(note("for alice"), alice_ios)], versions=versions
+        ),
+        services.sender.send_together(
+            "mobile-app", [(note("for bob"), devices["bob"])], versions=versions
+        ),
+        services.sender.send_together(
+            "mobile-app",
+            [(note("android 1"), alice_android), (note("android 2"), alice_android)],
+            versions=versions,
+        ),
+    )
+    kinds = [[o.kind for o in item] for answer in answers for item in answer]
+    assert kinds == [
+        [OutcomeKind.DELIVERED],
+        [OutcomeKind.TOKEN_DEAD],
+        [OutcomeKind.DELIVERED],
+        [OutcomeKind.DELIVERED],
+    ]
+    [to_alice] = app_ready.apns.delivered()
+    assert to_alice.token == IOS_TOKEN and to_alice.payload["aps"]["alert"]["title"] == "for alice"
+    fcm_titles = [
+        m["android"]["notification"]["title"] for m in app_ready.fcm.messages_to(ANDROID_TOKEN)
+    ]
+    assert sorted(fcm_titles) == ["android 1", "android 2"]
+    after = (await client.get("/metrics")).text
+    # Three callers, two providers: one APNs call for two tokens, one FCM call for two.
+    assert provider_calls(after, "apns") == provider_calls(before, "apns") + 1
+    assert provider_calls(after, "fcm") == provider_calls(before, "fcm") + 1
+    # A send in a later turn of the event loop makes a call of its own.
+    [[again]] = await services.sender.send_together(
+        "mobile-app", [(note("later"), alice_ios)], versions=versions
+    )
+    assert again.kind is OutcomeKind.DELIVERED
+    later = (await client.get("/metrics")).text
+    assert provider_calls(later, "apns") == provider_calls(after, "apns") + 1
 
 
 class TestStoredMessages:

@@ -3,6 +3,7 @@ and what each provider outcome does (dead token, rejected credentials, retry, fa
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import AsyncIterator
 from typing import Any
@@ -109,6 +110,27 @@ async def test_dead_token_deletes_the_client(
     later = await client.post(f"/clients/{wallet}", json=encrypted_push("m-2"))
     assert later.status_code == 202 and later.json() == {"status": "OK"}
     assert len(apns.received) == 1
+
+
+async def test_pushes_in_flight_together_are_each_answered_for_their_own_client(
+    client: httpx.AsyncClient, apns: ApnsEmulator
+) -> None:
+    await upload_key(client, apns.create_team_key(TEAM, KEY))
+    tokens = {f"wallet-{i}": f"{i:02x}" * 32 for i in range(1, 7)}
+    for wallet, token in tokens.items():
+        response = await client.post("/clients", json=register_body(wallet, token, "apns"))
+        assert response.status_code == 200, response.text
+    apns.unregister_device(tokens["wallet-3"])
+    wallets = list(tokens)
+    responses = await asyncio.gather(
+        *(client.post(f"/clients/{w}", json=encrypted_push(f"m-{w}")) for w in wallets)
+    )
+    answers = {w: (r.status_code, r.json()) for w, r in zip(wallets, responses, strict=True)}
+    assert answers.pop("wallet-3")[1]["errors"][0]["name"] == "client_deleted"
+    assert all(answer == (200, {"status": "OK"}) for answer in answers.values()), answers
+    assert sorted(p.token for p in delivered(apns)) == sorted(
+        token for wallet, token in tokens.items() if wallet != "wallet-3"
+    )
 
 
 async def test_a_client_registered_after_apples_timestamp_is_kept(

@@ -201,7 +201,7 @@ class Messages:
             )
             for spec in specs
         ]
-        outcomes = await self._sender.send_many(
+        outcomes = await self._sender.send_together(
             app_id, [(spec.notification, targets) for spec, targets in plans], versions=versions
         )
         retry: list[tuple[MessageSpec, list[tuple[Target, Outcome]]]] = []

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from clarion.config import Settings
 from clarion.core.apps import Applications
 from clarion.core.platforms import Platform
+from clarion.core.together import Together
 from clarion.delivery import (
     CredentialsRejected,
     CredentialsUnusable,
@@ -172,8 +173,14 @@ class Sender:
             ),
             on_credentials_rejected=self._rejected,
         )
+        self._together: Together[
+            tuple[str, tuple[tuple[str, tuple[int, str | None]], ...]],
+            tuple[Notification, Sequence[Target]],
+            list[Outcome],
+        ] = Together(self._send_together)
 
     async def close(self) -> None:
+        await self._together.drain()
         await self.dispatcher.close()
 
     async def lookup(
@@ -314,6 +321,26 @@ class Sender:
         elif groups:
             await asyncio.gather(*(send(key, parts) for key, parts in groups.items()))
         return [[o for o in item if o is not None] for item in outcomes]
+
+    async def send_together(
+        self,
+        app_id: str,
+        items: Sequence[tuple[Notification, Sequence[Target]]],
+        *,
+        versions: Versions,
+    ) -> list[list[Outcome]]:
+        """``send_many`` (one attempt, no waiting at a backing-off key), joined with the other
+        callers' of this turn of the event loop for the same app and credentials versions:
+        one dispatcher call for all of them (see ``clarion.core.together``)."""
+        return await self._together.submit((app_id, tuple(sorted(versions.items()))), items)
+
+    async def _send_together(
+        self,
+        key: tuple[str, tuple[tuple[str, tuple[int, str | None]], ...]],
+        items: list[tuple[Notification, Sequence[Target]]],
+    ) -> list[list[Outcome]]:
+        app_id, versions = key
+        return await self.send_many(app_id, items, versions=dict(versions))
 
     async def forget_devices(self, dead: Sequence[tuple[int, Outcome]]) -> None:
         """Remove registrations whose token the provider declared dead (see ``forget_dead``)."""

@@ -486,7 +486,7 @@ class DeliverySender:
             active=True,
         )
         versions = {platform: client.credentials} if client.credentials else {}
-        [outcome] = await self._sender.send_once(
-            tenant_id, notification, [target], versions=versions
+        [[outcome]] = await self._sender.send_together(
+            tenant_id, [(notification, [target])], versions=versions
         )
         return outcome
