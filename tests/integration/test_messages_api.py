@@ -6,7 +6,7 @@ import asyncio
 import base64
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -15,9 +15,11 @@ import httpx
 import pytest
 from sqlalchemy import event, func, select
 
+from clarion.core.messages import MessageSpec, SendResult
 from clarion.core.services import Services
 from clarion.emulators.apns import ApnsEmulator
 from clarion.emulators.fcm import FcmEmulator, make_service_account
+from clarion.errors import NotFound
 from clarion.providers.base import Notification, OutcomeKind
 from clarion.store.jobs import queue_depth
 from clarion.store.models import Credential, Delivery, Device, Job
@@ -636,6 +638,49 @@ async def test_sends_made_together_share_one_call_per_provider_each_with_its_own
     assert again.kind is OutcomeKind.DELIVERED
     later = (await client.get("/metrics")).text
     assert provider_calls(later, "apns") == provider_calls(after, "apns") + 1
+
+
+async def test_sync_sends_made_together_share_one_lookup_each_counting_its_own_devices(
+    client: httpx.AsyncClient,
+    services: Services,
+    app_ready: Emulators,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    await register(client, IOS_TOKEN_2, "act-ios-bob", user="bob")
+    lookups: list[list[str]] = []
+    real_lookup = services.sender.lookup
+
+    async def counted(app_id: str, users: Sequence[str]) -> Any:
+        lookups.append(sorted(users))
+        return await real_lookup(app_id, users)
+
+    monkeypatch.setattr(services.sender, "lookup", counted)
+
+    def spec(user: str) -> MessageSpec:
+        return MessageSpec(user, Notification(title=f"for {user}", body="b"))
+
+    alice, bob, nobody, unknown = await asyncio.gather(
+        services.messages.send_now("mobile-app", [spec("alice")]),
+        services.messages.send_now("mobile-app", [spec("bob"), spec("bob")]),
+        services.messages.send_now("mobile-app", [spec("nobody")]),
+        services.messages.send_now("no-such-app", [spec("alice")]),
+        return_exceptions=True,
+    )
+    assert isinstance(unknown, NotFound)
+    assert isinstance(alice, SendResult) and isinstance(bob, SendResult)
+    assert isinstance(nobody, SendResult)
+    counts = {
+        name: {p.value: (c.sent, c.failed) for p, c in r.by_platform.items() if c.total}
+        for name, r in (("alice", alice), ("bob", bob), ("nobody", nobody))
+    }
+    assert counts == {
+        "alice": {"apns": (1, 0), "fcm": (1, 0)},
+        "bob": {"apns": (2, 0)},
+        "nobody": {},
+    }
+    assert sorted(lookups) == [["alice"], ["alice", "bob", "nobody"]]
+    titles = sorted(p.payload["aps"]["alert"]["title"] for p in app_ready.apns.delivered())
+    assert titles == ["for alice", "for bob", "for bob"]
 
 
 class TestStoredMessages:

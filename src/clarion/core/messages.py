@@ -24,7 +24,7 @@ from clarion.core import ledger
 from clarion.core import notification as notification_json
 from clarion.core.apps import application_pk
 from clarion.core.platforms import Platform
-from clarion.core.sender import Sender, Target, forget_dead, log_failures
+from clarion.core.sender import LOOKUP_USERS, Sender, Target, forget_dead, log_failures
 from clarion.core.worker import check_handback, check_lease
 from clarion.errors import NotFound
 from clarion.providers.base import Notification, Outcome, OutcomeKind
@@ -176,8 +176,8 @@ class Messages:
         """One attempt per device now; anything the provider asks to retry becomes a job."""
         result = SendResult()
         users = list({s.user_id for s in specs})
-        if len(users) <= 1000:  # the common case: one query
-            found, devices, versions = await self._sender.lookup(app_id, users)
+        if len(users) <= LOOKUP_USERS:  # the common case: one query for this and the others
+            found, devices, versions = await self._sender.lookup_together(app_id, users)
             if found is None:
                 raise NotFound(f"Application not found: {app_id[:255]}")
             app_pk = found

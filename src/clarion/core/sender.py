@@ -141,6 +141,7 @@ _VERSIONS_OF = select(Credential.platform, Credential.version, Credential.enviro
 )
 
 NO_CREDENTIALS = "NoCredentials"
+LOOKUP_USERS = 1000  # users in one lookup query at most
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,8 +179,12 @@ class Sender:
             tuple[Notification, Sequence[Target]],
             list[Outcome],
         ] = Together(self._send_together)
+        self._lookups: Together[str, str, tuple[int | None, list[Target], Versions]] = Together(
+            self._lookup_together
+        )
 
     async def close(self) -> None:
+        await self._lookups.drain()
         await self._together.drain()
         await self.dispatcher.close()
 
@@ -208,6 +213,40 @@ class Sender:
             if row.version is not None:
                 versions[row.platform] = (row.version, row.app_environment)
         return rows[0].app_pk, found, versions
+
+    async def lookup_together(
+        self, app_id: str, users: Sequence[str]
+    ) -> tuple[int | None, dict[str, list[Target]], Versions]:
+        """``lookup``, joined with the other callers' of this turn of the event loop for the
+        same app: one query for all of them (see ``clarion.core.together``). The versions may
+        name more platforms than these users' devices have (the others' devices)."""
+        unique = list(dict.fromkeys(users))
+        if not unique:
+            return await self.lookup(app_id, unique)
+        answers = await self._lookups.submit(app_id, unique)
+        app_pk: int | None = None
+        versions: Versions = {}
+        found: dict[str, list[Target]] = {}
+        for user, (pk, targets, known) in zip(unique, answers, strict=True):
+            app_pk, versions = pk, known
+            if targets:
+                found[user] = targets
+        return app_pk, found, versions
+
+    async def _lookup_together(
+        self, app_id: str, users: list[str]
+    ) -> list[tuple[int | None, list[Target], Versions]]:
+        unique = list(dict.fromkeys(users))
+        app_pk: int | None = None
+        found: dict[str, list[Target]] = {}
+        versions: Versions = {}
+        for i in range(0, len(unique), LOOKUP_USERS):
+            app_pk, part, known = await self.lookup(app_id, unique[i : i + LOOKUP_USERS])
+            found.update(part)
+            versions.update(known)
+            if app_pk is None:
+                break  # no such app
+        return [(app_pk, found.get(user, []), versions) for user in users]
 
     async def devices_of(self, app_pk: int, users: Iterable[str]) -> dict[str, list[Target]]:
         """The registrations of these users in the app, by user."""
