@@ -15,11 +15,12 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
+from starlette.types import Receive, Scope, Send
 
 from clarion import __version__
 from clarion.api import powerauth, walletconnect
 from clarion.api.hot import HotRoutes
-from clarion.api.limits import BodyLimit
+from clarion.api.limits import WALLETCONNECT_MAX_BODY, BodyLimit
 from clarion.api.powerauth.hot import ROUTES as PA_HOT_ROUTES
 from clarion.api.walletconnect.hot import ROUTES as WC_HOT_ROUTES
 from clarion.config import Settings, load_settings
@@ -33,6 +34,24 @@ from clarion.store.availability import database_unavailable, first_line
 log = logging.getLogger("clarion")
 
 HOT_ROUTES = (*WC_HOT_ROUTES, *PA_HOT_ROUTES)
+
+
+class ClarionApp(FastAPI):
+    """FastAPI with the hot routes (``clarion.api.hot``) in front of its middleware stack."""
+
+    hot: HotRoutes | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        hot = self.hot
+        if hot is None:
+            await super().__call__(scope, receive, send)
+            return
+        scope["app"] = self
+        await hot(scope, receive, send)
+
+    async def full_stack(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Every request the hot routes do not answer: FastAPI and its middleware."""
+        await super().__call__(scope, receive, send)
 
 
 def create_app(
@@ -69,7 +88,7 @@ def create_app(
             if owned:
                 await svc.close()
 
-    app = FastAPI(
+    app = ClarionApp(
         title="clarion",
         version=__version__,
         summary="A self-hosted push server: the PowerAuth Push Server and WalletConnect push APIs.",
@@ -85,8 +104,9 @@ def create_app(
     app.include_router(walletconnect.router())
     app.include_router(powerauth.router())
     app.add_route("/metrics", _metrics, include_in_schema=False)
-    if settings.hot_routes:  # inside the metrics middleware, which counts its answers too
-        app.add_middleware(HotRoutes, routes=HOT_ROUTES)
+    if settings.hot_routes:  # in front of the middleware stack, counting its own answers
+        max_body = min(settings.max_body_bytes, WALLETCONNECT_MAX_BODY)
+        app.hot = HotRoutes(app.full_stack, HOT_ROUTES, max_body=max_body)
     app.add_middleware(BodyLimit, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware)
     app.add_exception_handler(HTTPException, _http_error)

@@ -31,11 +31,11 @@ HTTP_LATENCY = Histogram(
 
 
 # Methods are sent by clients: anything else is one label, so nobody can grow the series.
-_METHODS = frozenset({"GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"})
+METHODS = frozenset({"GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"})
 
 
 @functools.cache
-def _children(method: str, template: str, status: int) -> tuple[Counter, Histogram]:
+def http_meters(method: str, template: str, status: int) -> tuple[Counter, Histogram]:
     """The metric children of one label set, looked up once (``labels()`` takes a lock).
 
     Bounded: templates are the app's routes (or "unmatched"), never raw paths.
@@ -77,8 +77,8 @@ class MetricsMiddleware:
         finally:
             route = scope.get("route")
             template = getattr(route, "path", None) or _unrouted(scope)
-            method = scope["method"] if scope["method"] in _METHODS else "OTHER"
-            count, latency = _children(method, template, status)
+            method = scope["method"] if scope["method"] in METHODS else "OTHER"
+            count, latency = http_meters(method, template, status)
             count.inc()
             latency.observe(time.perf_counter() - started)
 

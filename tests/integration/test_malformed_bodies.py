@@ -208,11 +208,13 @@ async def test_powerauth_body_over_the_limit_is_413_never_read_whole(
     assert (await api.post("/admin/app/create", content=under, headers=JSON)).status_code == 400
 
 
+@pytest.mark.parametrize("declared", [True, False], ids=["content-length", "chunked"])
 @pytest.mark.parametrize("path", ["/clients/wallet", "/tenants"])
 async def test_walletconnect_body_over_its_limit_is_413_in_its_format(
-    api: httpx.AsyncClient, path: str
+    api: httpx.AsyncClient, path: str, declared: bool
 ) -> None:
-    response = await api.post(path, content=b"{" + b" " * 100_001 + b"}", headers=JSON)
+    body: Any = b"{" + b" " * 100_001 + b"}" if declared else chunks(100_001)
+    response = await api.post(path, content=body, headers=JSON)
     assert response.status_code == 413, response.text
     assert response.json() == {
         "status": "FAILED",
