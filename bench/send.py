@@ -30,6 +30,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import procs
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from sink import Sink, nginx_sink, spare_port
@@ -130,7 +131,7 @@ async def count_sent(db: Database) -> tuple[int, int]:
 
 
 def start_clarion(
-    url: str, sink: Sink, folder: Path, port: int, processes: int
+    url: str, sink: Sink, folder: Path, port: int, processes: int, extra: dict[str, str]
 ) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLARION_")}
     env.update(
@@ -142,6 +143,7 @@ def start_clarion(
         CLARION_PROVIDER_CA_FILE=sink.ca_file,
         CLARION_LOG_LEVEL="WARNING",
     )
+    env.update(extra)
     log = (folder / "clarion.log").open("ab")
     proc = subprocess.Popen(
         [
@@ -187,8 +189,9 @@ def upload_credentials(api: str) -> None:
     httpx.put(api + "/admin/app/ios/update", json=body).raise_for_status()
 
 
-def bench_async(api: str, url: str, messages: int, per_request: int) -> str:
+def bench_async(api: str, url: str, messages: int, per_request: int, server: int) -> str:
     db = Database(url)
+    cpu_before = procs.cpu_seconds([server])
     started = time.perf_counter()
     with httpx.Client(base_url=api, timeout=120) as client:
         for start in range(0, messages, per_request):
@@ -210,9 +213,11 @@ def bench_async(api: str, url: str, messages: int, per_request: int) -> str:
 
     sent, failed = asyncio.run(wait())
     elapsed = time.perf_counter() - started
+    cpu = procs.cpu_seconds([server]) - cpu_before
     return (
         f"{messages:,} async messages accepted in {accepted:.1f} s, delivered in {elapsed:.1f} s: "
-        f"{sent / elapsed:,.0f} pushes/s ({sent:,} sent, {failed:,} failed)"
+        f"{sent / elapsed:,.0f} pushes/s ({sent:,} sent, {failed:,} failed); server CPU "
+        f"{cpu / max(sent + failed, 1) * 1e6:,.0f} us/push ({cpu / elapsed:.2f} cores busy)"
     )
 
 
@@ -247,13 +252,15 @@ def run(kind: str, args: argparse.Namespace) -> None:
         with database(kind, folder) as url:
             asyncio.run(load_devices(url, args.messages, analyze=args.analyze))
             port = spare_port()
-            proc = start_clarion(url, sink, folder, port, args.processes)
+            extra = dict(item.split("=", 1) for item in args.env)
+            proc = start_clarion(url, sink, folder, port, args.processes, extra)
             api = f"http://127.0.0.1:{port}"
             try:
                 upload_credentials(api)
                 label = f"{kind}, {args.processes} process{'es' if args.processes > 1 else ''}"
                 print(
-                    f"send ({label}) a: " + bench_async(api, url, args.messages, args.per_request),
+                    f"send ({label}) a: "
+                    + bench_async(api, url, args.messages, args.per_request, proc.pid),
                     flush=True,
                 )
                 if args.seconds > 0:
@@ -285,6 +292,13 @@ def main() -> None:
     )
     parser.add_argument(
         "--processes", type=int, default=1, help="clarion serve --processes (API + worker each)"
+    )
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="CLARION_X=VALUE",
+        help="a setting for the clarion server (repeatable), e.g. CLARION_WORKER_CONCURRENCY=8",
     )
     args = parser.parse_args()
     for kind in ("sqlite", "postgresql") if args.db == "both" else (args.db,):
