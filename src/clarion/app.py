@@ -20,7 +20,7 @@ from starlette.types import Receive, Scope, Send
 from clarion import __version__
 from clarion.api import powerauth, walletconnect
 from clarion.api.hot import HotRoutes
-from clarion.api.limits import WALLETCONNECT_MAX_BODY, BodyLimit
+from clarion.api.limits import BodyLimit
 from clarion.api.powerauth.hot import ROUTES as PA_HOT_ROUTES
 from clarion.api.walletconnect.hot import ROUTES as WC_HOT_ROUTES
 from clarion.config import Settings, load_settings
@@ -105,8 +105,7 @@ def create_app(
     app.include_router(powerauth.router())
     app.add_route("/metrics", _metrics, include_in_schema=False)
     if settings.hot_routes:  # in front of the middleware stack, counting its own answers
-        max_body = min(settings.max_body_bytes, WALLETCONNECT_MAX_BODY)
-        app.hot = HotRoutes(app.full_stack, HOT_ROUTES, max_body=max_body)
+        app.hot = HotRoutes(app.full_stack, HOT_ROUTES, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(BodyLimit, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware)
     app.add_exception_handler(HTTPException, _http_error)

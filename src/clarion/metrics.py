@@ -31,11 +31,11 @@ HTTP_LATENCY = Histogram(
 
 
 # Methods are sent by clients: anything else is one label, so nobody can grow the series.
-METHODS = frozenset({"GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"})
+_METHODS = frozenset({"GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"})
 
 
 @functools.cache
-def http_meters(method: str, template: str, status: int) -> tuple[Counter, Histogram]:
+def _children(method: str, template: str, status: int) -> tuple[Counter, Histogram]:
     """The metric children of one label set, looked up once (``labels()`` takes a lock).
 
     Bounded: templates are the app's routes (or "unmatched"), never raw paths.
@@ -77,10 +77,15 @@ class MetricsMiddleware:
         finally:
             route = scope.get("route")
             template = getattr(route, "path", None) or _unrouted(scope)
-            method = scope["method"] if scope["method"] in METHODS else "OTHER"
-            count, latency = http_meters(method, template, status)
-            count.inc()
-            latency.observe(time.perf_counter() - started)
+            count_request(scope["method"], template, status, started)
+
+
+def count_request(method: str, template: str, status: int, started: float) -> None:
+    """Count one answered request under its route template; ``started``: its
+    ``time.perf_counter()`` when it came in."""
+    count, latency = _children(method if method in _METHODS else "OTHER", template, status)
+    count.inc()
+    latency.observe(time.perf_counter() - started)
 
 
 async def metrics_endpoint(_request: Request) -> Response:

@@ -223,6 +223,34 @@ async def test_regular_requests_never_reach_the_full_stack() -> None:
     assert inner.paths == ["/things/7", "/things/7/more", "/things/7"]
 
 
+async def test_only_a_declared_body_within_the_paths_limit_is_taken_hot() -> None:
+    inner = Recording()
+    routes = [
+        HotRoute("POST", "/things/{id}", echo_json),
+        HotRoute("POST", "/clients/{id}", echo_json),  # a WalletConnect path: 1 MiB at most
+    ]
+    layer: Any = HotRoutes(inner, routes, max_body_bytes=2_000_000)
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        scope["app"] = type("A", (), {"state": type("S", (), {"services": None})()})()
+        await layer(scope, receive, send)
+
+    big = b'{"a": "' + b"x" * 1_500_000 + b'"}'
+
+    async def chunked() -> AsyncIterator[bytes]:
+        yield b'{"a": 1}'
+
+    json_type = {"content-type": "application/json"}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        under_its_limit = await c.post("/things/7", content=big, headers=json_type)
+        over_the_dialects = await c.post("/clients/7", content=big, headers=json_type)
+        without_length = await c.post("/things/8", content=chunked(), headers=json_type)
+    assert under_its_limit.text == "hot:7:['a']"
+    assert over_the_dialects.text.startswith("full:")  # for BodyLimit to refuse
+    assert without_length.text == "full:" + '{"a": 1}'  # chunked: BodyLimit counts it
+    assert inner.paths == ["/clients/7", "/things/8"]
+
+
 def test_every_hot_route_has_a_fastapi_route_of_the_same_template(services: Services) -> None:
     paths = create_app(services.settings, services=services).openapi()["paths"]
     for route in HOT_ROUTES:

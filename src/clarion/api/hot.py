@@ -36,8 +36,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from clarion import jsontext
 from clarion.api import json_content_type
+from clarion.api.limits import body_limit, content_length
 from clarion.core.services import Services
-from clarion.metrics import METHODS, http_meters
+from clarion.metrics import count_request
 
 
 @dataclass(slots=True)
@@ -114,14 +115,15 @@ class HotRoute:
 
 
 class HotRoutes:
-    """The ASGI middleware: hot routes first, everything else (and every fall-through) to
+    """The ASGI layer: hot routes first, everything else (and every fall-through) to
     ``app``. Routes are tried in order, so a literal template goes before a parameter one."""
 
     def __init__(
-        self, app: ASGIApp, routes: Sequence[HotRoute], *, max_body: int | None = None
+        self, app: ASGIApp, routes: Sequence[HotRoute], *, max_body_bytes: int | None = None
     ) -> None:
         self.app = app
-        self.max_body = max_body  # None: the body's size is for the layer in front to check
+        # None: the body's size is for a layer in front to check (as in the tests' stacks).
+        self.max_body_bytes = max_body_bytes
         self._routes: dict[tuple[str, int], list[HotRoute]] = {}
         for route in routes:
             self._routes.setdefault((route.method, len(route.segments)), []).append(route)
@@ -156,9 +158,11 @@ class HotRoutes:
     ) -> None:
         started = time.perf_counter()
         with_body = route.method in ("POST", "PUT")
-        if with_body and self.max_body is not None and not _declared_within(scope, self.max_body):
-            await self.app(scope, receive, send)  # too large, or chunked: BodyLimit decides
-            return
+        if with_body and self.max_body_bytes is not None:
+            declared = content_length(scope)
+            if declared is None or declared > body_limit(scope["path"], self.max_body_bytes):
+                await self.app(scope, receive, send)  # chunked, or too large: BodyLimit decides
+                return
         body = await _read_body(receive) if with_body else None
         if body is None and with_body:
             await self.app(scope, receive, send)  # a disconnect: let the full stack see it
@@ -185,18 +189,7 @@ class HotRoutes:
             await send({"type": "http.response.body", "body": response.body})
         finally:
             if counted:
-                method = scope["method"] if scope["method"] in METHODS else "OTHER"
-                count, latency = http_meters(method, route.template, status)
-                count.inc()
-                latency.observe(time.perf_counter() - started)
-
-
-def _declared_within(scope: Scope, limit: int) -> bool:
-    """True if the request declares a Content-Length of at most ``limit`` bytes."""
-    for key, value in scope["headers"]:
-        if key == b"content-length":
-            return value.isdigit() and int(value) <= limit
-    return False
+                count_request(scope["method"], route.template, status, started)
 
 
 async def _read_body(receive: Receive) -> bytes | None:

@@ -31,12 +31,8 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         walletconnect = owns_path(scope["path"])
-        limit = (
-            min(self.powerauth_limit, WALLETCONNECT_MAX_BODY)
-            if walletconnect
-            else self.powerauth_limit
-        )
-        declared = _content_length(scope)
+        limit = body_limit(scope["path"], self.powerauth_limit)
+        declared = content_length(scope)
         if declared is not None and declared > limit:
             await _too_large(walletconnect, limit)(scope, receive, send)
             return
@@ -78,7 +74,16 @@ class BodyLimit:
             await _too_large(walletconnect, limit)(scope, receive, send)
 
 
-def _content_length(scope: Scope) -> int | None:
+def body_limit(path: str, max_body_bytes: int) -> int:
+    """The largest body a request to ``path`` may carry (``max_body_bytes``, or less for the
+    WalletConnect dialect's paths)."""
+    if owns_path(path):
+        return min(max_body_bytes, WALLETCONNECT_MAX_BODY)
+    return max_body_bytes
+
+
+def content_length(scope: Scope) -> int | None:
+    """The request's declared Content-Length, or None."""
     for name, value in scope["headers"]:
         if name == b"content-length":
             try:
