@@ -85,6 +85,17 @@ async def live_campaign(client: httpx.AsyncClient, tokens: list[str]) -> str:
     return campaign
 
 
+async def planned_campaign(
+    client: httpx.AsyncClient, services: Services, tokens: list[str]
+) -> tuple[str, list[CampaignPage]]:
+    """``live_campaign``, its plan run to the end: the campaign and its pages, in order."""
+    campaign = await live_campaign(client, tokens)
+    assert await services.fanout.plan(int(campaign)) is None
+    async with services.db.reader() as session:
+        pages = (await session.scalars(select(CampaignPage).order_by(CampaignPage.upto))).all()
+    return campaign, list(pages)
+
+
 async def detail(client: httpx.AsyncClient, campaign: str) -> dict[str, Any]:
     data = assert_ok(await client.get(f"/push/campaign/{campaign}/detail"))
     result: dict[str, Any] = data["responseObject"]
@@ -258,8 +269,7 @@ async def test_a_page_cut_short_sends_only_what_was_not_recorded(
     client: httpx.AsyncClient, services: Services, app_ready: Emulators
 ) -> None:
     tokens = [f"{i:02x}" * 32 for i in range(3)]
-    campaign = await live_campaign(client, tokens)
-    assert await services.fanout.plan(int(campaign)) is None  # one page of 3
+    campaign, [_] = await planned_campaign(client, services, tokens)  # one page of 3
     async with services.db.transaction() as session:
         # A worker sent to the first device and recorded it, then died before the others.
         message_id = await session.scalar(select(Campaign.message_id))
@@ -319,10 +329,7 @@ async def test_a_page_whose_lease_ended_mid_chunk_records_nothing(
     # recorded those outcomes (retries, from its timed-out requests), and the new holder then
     # sent the devices a third time.
     tokens = [f"{i + 0x60:02x}" * 32 for i in range(3)]
-    campaign = await live_campaign(client, tokens)
-    assert await services.fanout.plan(int(campaign)) is None
-    async with services.db.reader() as session:
-        [page] = (await session.scalars(select(CampaignPage))).all()
+    campaign, [page] = await planned_campaign(client, services, tokens)
     held = {"lease": True}
     app_ready.apns.faults.delay = 0.5
 
@@ -351,11 +358,7 @@ async def test_progress_counts_each_page_as_it_is_recorded_and_retries_when_fina
     tokens = [f"{i + 0x10:02x}" * 32 for i in range(6)]
     app_ready.apns.unregister_device(tokens[2])
     app_ready.apns.faults.by_token[tokens[1]] = (429, "TooManyRequests")
-    campaign = await live_campaign(client, tokens)
-    assert await services.fanout.plan(int(campaign)) is None  # two pages of 3
-    async with services.db.reader() as session:
-        first = (await session.scalars(select(CampaignPage).order_by(CampaignPage.upto))).first()
-        assert first is not None
+    campaign, [first, _] = await planned_campaign(client, services, tokens)  # two pages of 3
     retry_at = await services.fanout.send_page(int(campaign), first.after, first.upto)
     assert retry_at is not None  # user-1's push waits for its retry
 
@@ -510,11 +513,7 @@ async def test_a_page_whose_every_push_is_final_skips_the_pending_lookups(
 
     monkeypatch.setattr(services.fanout, "_pending", counted)
     tokens = [f"{i + 0x40:02x}" * 32 for i in range(3)]
-    campaign = await live_campaign(client, tokens)
-    assert await services.fanout.plan(int(campaign)) is None
-    async with services.db.reader() as session:
-        page = (await session.scalars(select(CampaignPage))).first()
-        assert page is not None
+    campaign, [page] = await planned_campaign(client, services, tokens)
     assert await services.fanout.send_page(int(campaign), page.after, page.upto) is None
     assert lookups == []  # every push delivered, every row this run's
     assert len(app_ready.apns.delivered()) == 3
