@@ -10,12 +10,12 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, update
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.core.sender import Target
 from clarion.delivery.retry import BACKING_OFF
 from clarion.providers.base import Outcome, OutcomeKind
+from clarion.store.bulk import SQLITE_ROWS, bind, sqlite_values
 from clarion.store.models import Delivery
 
 _deliveries = cast(Table, Delivery.__table__)
@@ -69,11 +69,6 @@ def outcome_values(outcome: Outcome, now: datetime, *, attempts: int) -> dict[st
     }
 
 
-# Built on the Table: the ORM's bulk insert of the same rows costs about twice the CPU per row
-# (its unit-of-work bookkeeping) for nothing a ledger row needs.
-_SQLITE_INSERT = sqlite_insert(_deliveries).on_conflict_do_nothing(
-    index_elements=["message_id", "device_id"]
-)
 # On PostgreSQL one array per column, unnested together: one short statement whatever the
 # number of rows, about a third of the CPU of the multi-row VALUES SQLAlchemy builds.
 _COLUMNS = (
@@ -88,6 +83,7 @@ _COLUMNS = (
     "reason",
     "updated_at",
 )
+_SQLITE_CONFLICT = " ON CONFLICT (message_id, device_id) DO NOTHING"
 _PG_INSERT = (
     "INSERT INTO deliveries (message_id, device_id, platform, environment, token, status, "
     "attempts, next_attempt_at, reason, updated_at) "
@@ -104,14 +100,47 @@ async def insert_rows(session: AsyncSession, rows: list[dict[str, Any]]) -> int 
     None)."""
     if not rows:
         return 0
-    if session.get_bind().dialect.name != "postgresql":
-        result: Any = await session.execute(_SQLITE_INSERT, rows)
-    else:
-        connection = await session.connection()
+    connection = await session.connection()
+    dialect = connection.dialect
+    if dialect.name == "postgresql":
         arrays = tuple([row[name] for row in rows] for name in _COLUMNS)
-        result = await connection.exec_driver_sql(_PG_INSERT, arrays)
-    count = getattr(result, "rowcount", -1)
-    return count if isinstance(count, int) and count >= 0 else None
+        result: Any = await connection.exec_driver_sql(_PG_INSERT, arrays)
+        count = getattr(result, "rowcount", -1)
+        return count if isinstance(count, int) and count >= 0 else None
+    # SQLite: rows of values as SQLAlchemy would bind them, each timestamp converted once (a
+    # batch's rows share theirs), a few hundred rows per statement.
+    timestamp = bind(_deliveries.c.updated_at, dialect)
+    converted: dict[datetime, Any] = {}
+
+    def when(value: datetime | None) -> Any:
+        if value is None:
+            return None
+        found = converted.get(value)
+        if found is None:
+            found = converted[value] = timestamp(value)
+        return found
+
+    added = 0
+    for start in range(0, len(rows), SQLITE_ROWS):
+        chunk = rows[start : start + SQLITE_ROWS]
+        args: list[Any] = []
+        for row in chunk:
+            args += (
+                row["message_id"],
+                row["device_id"],
+                row["platform"],
+                row["environment"],
+                row["token"],
+                row["status"],
+                row["attempts"],
+                when(row["next_attempt_at"]),
+                row["reason"],
+                when(row["updated_at"]),
+            )
+        sql = sqlite_values("deliveries", _COLUMNS, len(chunk), _SQLITE_CONFLICT)
+        result = await connection.exec_driver_sql(sql, tuple(args))
+        added += max(result.rowcount, 0)
+    return added
 
 
 async def update_rows(session: AsyncSession, rows: list[dict[str, Any]]) -> None:

@@ -9,15 +9,16 @@ a job that runs twice (a crash, a lease that ended) send each device at most onc
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.core import ledger
@@ -29,6 +30,7 @@ from clarion.core.worker import check_handback, check_lease
 from clarion.errors import NotFound
 from clarion.providers.base import Notification, Outcome, OutcomeKind
 from clarion.store import jobs
+from clarion.store.bulk import SQLITE_ROWS, bind, sqlite_values
 from clarion.store.db import Database
 from clarion.store.models import Application, Delivery, PushMessage, utcnow
 
@@ -37,6 +39,43 @@ log = logging.getLogger(__name__)
 MESSAGES_PER_JOB = 500
 LEDGER_WAVE = 100  # devices sent between two ledger commits of a job
 JOB_KIND = "messages"
+
+
+# Built once, so the reads and the update compile once (per number of ids).
+_PLAN_MESSAGES = (
+    select(
+        PushMessage.id,
+        PushMessage.application_id,
+        PushMessage.user_id,
+        PushMessage.activation_id,
+        PushMessage.personal,
+        PushMessage.notification,
+        Application.app_id,
+    )
+    .join(Application, Application.id == PushMessage.application_id)
+    .where(PushMessage.id.in_(bindparam("ids", expanding=True)), PushMessage.completed_at.is_(None))
+)
+_PLAN_LEDGER = select(
+    Delivery.id,
+    Delivery.message_id,
+    Delivery.device_id,
+    Delivery.platform,
+    Delivery.environment,
+    Delivery.token,
+    Delivery.status,
+    Delivery.attempts,
+    Delivery.next_attempt_at,
+).where(Delivery.message_id.in_(bindparam("ids", expanding=True)))
+_MESSAGES = cast(Table, PushMessage.__table__)
+# On the table, not the ORM class: an ORM update first looks for the rows in the session.
+_COMPLETE = (
+    update(_MESSAGES)
+    .where(
+        _MESSAGES.c.id.in_(bindparam("ids", expanding=True)),
+        _MESSAGES.c.completed_at.is_(None),
+    )
+    .values(completed_at=bindparam("now"))
+)
 
 
 class Mode(StrEnum):
@@ -314,11 +353,7 @@ class Messages:
         if later:
             return min(later)
         async with self._db.transaction() as session:
-            await session.execute(
-                update(PushMessage)
-                .where(PushMessage.id.in_(message_ids), PushMessage.completed_at.is_(None))
-                .values(completed_at=utcnow())
-            )
+            await session.execute(_COMPLETE, {"ids": message_ids, "now": utcnow()})
         return None
 
     async def _plan(
@@ -327,32 +362,8 @@ class Messages:
         """The messages, what to send now, and when the retries not yet due are."""
         # Separate reads (inline on SQLite): only this job, under its lease, writes the ledger
         # rows of its messages, so nothing it reads here changes between the statements.
-        found = await self._db.read(
-            select(
-                PushMessage.id,
-                PushMessage.application_id,
-                PushMessage.user_id,
-                PushMessage.activation_id,
-                PushMessage.personal,
-                PushMessage.notification,
-                Application.app_id,
-            )
-            .join(Application, Application.id == PushMessage.application_id)
-            .where(PushMessage.id.in_(message_ids), PushMessage.completed_at.is_(None))
-        )
-        ledger = await self._db.read(
-            select(
-                Delivery.id,
-                Delivery.message_id,
-                Delivery.device_id,
-                Delivery.platform,
-                Delivery.environment,
-                Delivery.token,
-                Delivery.status,
-                Delivery.attempts,
-                Delivery.next_attempt_at,
-            ).where(Delivery.message_id.in_([m.id for m in found]))
-        )
+        found = await self._db.read(_PLAN_MESSAGES, {"ids": message_ids})
+        ledger = await self._db.read(_PLAN_LEDGER, {"ids": [m.id for m in found]})
         by_app: dict[int, list[Any]] = defaultdict(list)
         for message in found:
             by_app[message.application_id].append(message)
@@ -441,11 +452,16 @@ def _waves(
 
 
 async def _insert_messages(
-    session: AsyncSession, app_pk: int, specs: Iterable[MessageSpec], *, ordered: bool
+    session: AsyncSession, app_pk: int, specs: Sequence[MessageSpec], *, ordered: bool
 ) -> list[int]:
     """Insert the messages; their ids in the order of ``specs`` if ``ordered``, else in any
-    order (on SQLite, asking for the order makes SQLAlchemy insert row by row: 4 statements
-    per message instead of one multi-row INSERT per few hundred)."""
+    order, in one statement per few hundred messages on the driver (``_insert_unordered``).
+    Asking SQLAlchemy for the order makes it insert row by row on SQLite: for the few messages
+    of a synchronous send only."""
+    if not specs:
+        return []
+    if not ordered:
+        return await _insert_unordered(session, app_pk, specs)
     now = utcnow()
     rows = [
         {
@@ -459,9 +475,75 @@ async def _insert_messages(
         }
         for spec in specs
     ]
-    if not rows:
-        return []
     result = await session.execute(
-        insert(PushMessage).returning(PushMessage.id, sort_by_parameter_order=ordered), rows
+        insert(PushMessage).returning(PushMessage.id, sort_by_parameter_order=True), rows
     )
     return [int(i) for i in result.scalars()]
+
+
+_MESSAGE_COLUMNS = (
+    "user_id",
+    "activation_id",
+    "personal",
+    "notification",
+    "expires_at",
+    "application_id",
+    "created_at",
+)
+# One array per varying column, unnested together; the application and the time once.
+_PG_INSERT_MESSAGES = (
+    "INSERT INTO push_messages (user_id, activation_id, personal, notification, expires_at, "
+    "application_id, created_at) "
+    "SELECT u, a, p, n::json, e, $6::int, $7::timestamptz FROM unnest($1::varchar[], "
+    "$2::varchar[], $3::bool[], $4::text[], $5::timestamptz[]) AS t(u, a, p, n, e) "
+    "RETURNING id"
+)
+
+
+async def _insert_unordered(
+    session: AsyncSession, app_pk: int, specs: Sequence[MessageSpec]
+) -> list[int]:
+    connection = await session.connection()
+    dialect = connection.dialect
+    now = utcnow()
+    notifications = [json.dumps(notification_json.to_json(s.notification)) for s in specs]
+    if dialect.name == "postgresql":
+        result = await connection.exec_driver_sql(
+            _PG_INSERT_MESSAGES,
+            (
+                [s.user_id for s in specs],
+                [s.activation_id for s in specs],
+                [s.personal for s in specs],
+                notifications,
+                [s.notification.expires_at for s in specs],
+                app_pk,
+                now,
+            ),
+        )
+        return [int(row[0]) for row in result]
+    # SQLite: the values as SQLAlchemy would bind them, the shared ones converted once.
+    timestamp = bind(_MESSAGES.c.created_at, dialect)
+    personal = bind(_MESSAGES.c.personal, dialect)
+    created = timestamp(now)
+    expiry: dict[datetime, Any] = {}  # messages of one request mostly share their expiry
+    ids: list[int] = []
+    for start in range(0, len(specs), SQLITE_ROWS):
+        chunk = specs[start : start + SQLITE_ROWS]
+        args: list[Any] = []
+        for spec, text in zip(chunk, notifications[start : start + SQLITE_ROWS], strict=True):
+            expires = spec.notification.expires_at
+            if expires is not None and expires not in expiry:
+                expiry[expires] = timestamp(expires)
+            args += (
+                spec.user_id,
+                spec.activation_id,
+                personal(spec.personal),
+                text,
+                None if expires is None else expiry[expires],
+                app_pk,
+                created,
+            )
+        sql = sqlite_values("push_messages", _MESSAGE_COLUMNS, len(chunk), " RETURNING id")
+        result = await connection.exec_driver_sql(sql, tuple(args))
+        ids += [int(row[0]) for row in result]
+    return ids

@@ -26,10 +26,11 @@ def to_notification(
 ) -> Notification:
     """The provider-neutral notification of a message body (also a campaign's message)."""
     extras = body.extras or {}
-    # Counted as sent: UTF-8 bytes of compact JSON (escaped as \uXXXX, "é" counted 6, not 2).
-    encoded = json.dumps(extras, separators=(",", ":"), ensure_ascii=False)
-    if len(encoded.encode("utf-8", "surrogatepass")) > MAX_EXTRAS_BYTES:
-        raise InvalidRequest(f"Push message extras must not exceed {MAX_EXTRAS_BYTES} bytes.")
+    if extras:
+        # Counted as sent: UTF-8 bytes of compact JSON (escaped as \uXXXX, "é" counted 6).
+        encoded = json.dumps(extras, separators=(",", ":"), ensure_ascii=False)
+        if len(encoded.encode("utf-8", "surrogatepass")) > MAX_EXTRAS_BYTES:
+            raise InvalidRequest(f"Push message extras must not exceed {MAX_EXTRAS_BYTES} bytes.")
     return Notification(
         title=body.title,
         title_loc_key=body.titleLocKey,
