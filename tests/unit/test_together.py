@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from clarion.core.together import Together
+from clarion.core.together import OneAtATime, Together
 
 
 class Recorder:
@@ -98,3 +98,65 @@ async def test_drain_waits_for_the_call_under_way() -> None:
     call.release.set()
     await drained
     assert caller.done() and caller.result() == [10]
+
+
+# --- OneAtATime: a group commit per key -----------------------------------------------------
+
+
+async def test_what_comes_while_a_call_runs_goes_into_one_next_call() -> None:
+    call = Recorder()
+    call.release.clear()
+    one: OneAtATime[str, int, int] = OneAtATime(call)
+    first = asyncio.ensure_future(one.submit("tenant", 1))
+    await call.entered.wait()
+    later = [asyncio.ensure_future(one.submit("tenant", n)) for n in (2, 3, 4)]
+    await asyncio.sleep(0.01)
+    assert call.calls == [("tenant", [1])]  # nothing more while the first call runs
+    call.release.set()
+    assert await first == 10 and [await f for f in later] == [20, 30, 40]
+    assert call.calls == [("tenant", [1]), ("tenant", [2, 3, 4])]
+
+
+async def test_keys_have_their_own_calls_and_a_batch_is_bounded() -> None:
+    call = Recorder()
+    one: OneAtATime[str, int, int] = OneAtATime(call, max_items=2)
+    answers = await asyncio.gather(
+        one.submit("a", 1), one.submit("b", 2), one.submit("a", 3), one.submit("a", 5)
+    )
+    assert answers == [10, 20, 30, 50]
+    assert sorted(call.calls) == [("a", [1, 3]), ("a", [5]), ("b", [2])]
+
+
+async def test_a_failed_call_fails_its_own_callers_and_the_next_call_still_runs() -> None:
+    failing = {"n": 0}
+
+    async def call(key: str, items: list[int]) -> list[int]:
+        failing["n"] += 1
+        await asyncio.sleep(0)
+        if failing["n"] == 1:
+            raise RuntimeError("database down")
+        return [item * 10 for item in items]
+
+    one: OneAtATime[str, int, int] = OneAtATime(call)
+    first = asyncio.ensure_future(one.submit("t", 1))
+    await asyncio.sleep(0)  # the first call has started: the next one queues behind it
+    second = asyncio.ensure_future(one.submit("t", 2))
+    with pytest.raises(RuntimeError, match="database down"):
+        await first
+    assert await second == 20
+
+
+async def test_drain_waits_for_queued_calls_too() -> None:
+    call = Recorder()
+    call.release.clear()
+    one: OneAtATime[str, int, int] = OneAtATime(call)
+    futures = [asyncio.ensure_future(one.submit("t", n)) for n in (1, 2)]
+    await call.entered.wait()
+    futures.append(asyncio.ensure_future(one.submit("t", 3)))
+    await asyncio.sleep(0)
+    drained = asyncio.ensure_future(one.drain())
+    await asyncio.sleep(0.01)
+    assert not drained.done()
+    call.release.set()
+    await drained
+    assert all(f.done() for f in futures) and len(call.calls) == 2

@@ -94,3 +94,58 @@ class Together(Generic[K, I, R]):
                 await asyncio.wait(list(self._calls))
             else:
                 await asyncio.sleep(0)
+
+
+class OneAtATime(Generic[K, I, R]):
+    """``submit(key, item)`` answers ``call(key, items)``'s result for the caller's item, with
+    at most one call in flight per key: what is submitted while a call runs waits for it to
+    end and goes into the next call, with everything else submitted meanwhile (a group
+    commit: one transaction, and one commit, for a burst of writes).
+
+    ``call`` returns one result per item, in order. If it raises, every caller of that call
+    gets the exception. At most ``max_items`` items go into one call.
+    """
+
+    def __init__(
+        self, call: Callable[[K, list[I]], Awaitable[list[R]]], *, max_items: int = 256
+    ) -> None:
+        self._call = call
+        self._max = max_items
+        self._queues: dict[K, list[tuple[I, asyncio.Future[R]]]] = {}
+        self._tasks: dict[K, asyncio.Task[None]] = {}
+
+    async def submit(self, key: K, item: I) -> R:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[R] = loop.create_future()
+        self._queues.setdefault(key, []).append((item, done))
+        if key not in self._tasks:
+            self._tasks[key] = loop.create_task(self._run(key))
+        return await done
+
+    async def _run(self, key: K) -> None:
+        batch: list[tuple[I, asyncio.Future[R]]] = []
+        try:
+            while queue := self._queues.get(key):
+                batch, self._queues[key] = queue[: self._max], queue[self._max :]
+                try:
+                    results = await self._call(key, [item for item, _ in batch])
+                except Exception as exc:
+                    for _, done in batch:
+                        if not done.done():
+                            done.set_exception(exc)
+                    continue
+                for (_, done), result in zip(batch, results, strict=True):
+                    if not done.done():  # a caller cancelled meanwhile has no one to answer
+                        done.set_result(result)
+        except BaseException:  # cancelled (the loop is closing): nobody waits forever
+            for _, done in [*batch, *self._queues.get(key, [])]:
+                done.cancel()
+            raise
+        finally:
+            self._queues.pop(key, None)
+            del self._tasks[key]
+
+    async def drain(self) -> None:
+        """Wait for the calls under way and those queued behind them."""
+        while self._tasks:
+            await asyncio.wait(list(self._tasks.values()))
