@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import random
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 
 from clarion.core.services import Services
+from clarion.core.walletconnect import PushType, Registration
 from clarion.providers.noop import NoopProvider
 from clarion.store.models import Device, WcMessage
 from tests.support import apns_p8, service_account
@@ -238,3 +240,67 @@ async def test_a_field_error_is_reported_in_fields_only_whoever_finds_it(
     assert named.status_code == 400
     assert named.json()["errors"][0]["name"] == "provider_not_available"
     assert named.json()["fields"][0]["field"] == "type"
+
+
+def registered_one_by_one(
+    before: dict[str, str], batch: list[tuple[str, str]]
+) -> tuple[dict[str, str], set[str]]:
+    """The spec's rules applied one registration at a time: the clients' tokens after the
+    batch, and the clients that lost their row on the way (with their message ids)."""
+    held, removed = dict(before), set()
+    for client_id, token in batch:
+        for other, other_token in list(held.items()):
+            if other_token == token and other != client_id:
+                del held[other]
+                removed.add(other)
+        held[client_id] = token
+    return held, removed
+
+
+async def test_registrations_made_together_end_as_if_made_one_by_one(
+    client: httpx.AsyncClient, services: Services
+) -> None:
+    # Registrations started in one turn of the event loop share one transaction. Whatever
+    # they do to each other (a token moving between clients, a client re-registering, two
+    # clients trading tokens), the outcome must be that of the same registrations made in
+    # order, message ids included.
+    rng = random.Random(20261202)
+    wc = services.walletconnect
+    for round_ in range(25):
+        async with services.db.transaction() as session:
+            await session.execute(delete(WcMessage))
+            await session.execute(delete(Device).where(Device.client_id.is_not(None)))
+        clients = [f"c{n}" for n in range(5)]
+        tokens = [f"t{n}" for n in range(4)]
+        before = dict(zip(rng.sample(clients, 3), rng.sample(tokens, 3), strict=True))
+        for client_id, token in before.items():
+            await wc.register(Registration(DEFAULT_TENANT, client_id, PushType.NOOP, token))
+            pushed = await client.post(f"/clients/{client_id}", json=encrypted_push("m"))
+            assert pushed.status_code == 200, pushed.text
+        batch = [(rng.choice(clients), rng.choice(tokens)) for _ in range(rng.randint(2, 8))]
+
+        await asyncio.gather(
+            *(wc.register(Registration(DEFAULT_TENANT, c, PushType.NOOP, t)) for c, t in batch)
+        )
+
+        expected, removed = registered_one_by_one(before, batch)
+        stored = {c: token for c, (token, _) in (await clients_of(services)).items()}
+        assert stored == expected, (round_, before, batch)
+        async with services.db.reader() as session:
+            kept = set(await session.scalars(select(WcMessage.client_id)))
+        assert kept == set(before) - removed, (round_, before, batch)
+
+
+async def test_a_batch_one_upsert_cannot_order_is_applied_one_by_one(
+    client: httpx.AsyncClient, services: Services
+) -> None:
+    # "b" takes "x" after "a" gave it up, in the same batch: a multi-row upsert writes b's row
+    # (first in the batch) while a's still holds "x", which the token's unique index refuses.
+    wc = services.walletconnect
+    await wc.register(Registration(DEFAULT_TENANT, "a", PushType.NOOP, "x"))
+    batch = [("b", "w"), ("a", "y"), ("b", "x")]
+    await asyncio.gather(
+        *(wc.register(Registration(DEFAULT_TENANT, c, PushType.NOOP, t)) for c, t in batch)
+    )
+    stored = {c: token for c, (token, _) in (await clients_of(services)).items()}
+    assert stored == registered_one_by_one({"a": "x"}, batch)[0] == {"a": "y", "b": "x"}

@@ -15,7 +15,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
-from sqlalchemy import delete, select, update
+from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.core import credentials
@@ -26,6 +26,20 @@ from clarion.store.db import Database, insert_for
 from clarion.store.models import Application, Credential, utcnow
 
 REASON_LENGTH = 512
+# A tenant's public facts: one row per credential (one row of NULLs if it has none).
+_INFO = (
+    select(
+        Application.id,
+        Credential.platform,
+        Credential.bundle,
+        Credential.auth,
+        Credential.rejected_reason,
+    )
+    .select_from(Application)
+    .outerjoin(Credential, Credential.application_id == Application.id)
+    .where(Application.app_id == bindparam("tenant"))
+    .order_by(Credential.id)
+)
 
 
 GENERIC_FIELD_ERROR = "invalid_field"
@@ -171,16 +185,19 @@ class Tenants:
             await session.execute(delete(Application).where(Application.id == pk))
 
     async def info(self, tenant_id: str) -> TenantInfo:
-        async with self._db.transaction() as session:
-            pk = await self.pk(session, tenant_id)
-            rows = (
-                await session.scalars(select(Credential).where(Credential.application_id == pk))
-            ).all()
-        apns = next((c for c in rows if c.platform == Platform.APNS.value), None)
-        reasons = [c.rejected_reason for c in rows if c.rejected_reason]
+        # A read, not a unit of work: every registration asks (inline on SQLite, on asyncpg
+        # directly on PostgreSQL). Only the default tenant's first use writes.
+        rows = await self._db.read(_INFO, {"tenant": tenant_id})
+        if not rows:
+            async with self._db.transaction() as session:
+                await self.pk(session, tenant_id)  # creates the default tenant, else NotFound
+            rows = await self._db.read(_INFO, {"tenant": tenant_id})
+        held = [row for row in rows if row.platform is not None]
+        apns = next((c for c in held if c.platform == Platform.APNS.value), None)
+        reasons = [c.rejected_reason for c in held if c.rejected_reason]
         return TenantInfo(
             tenant_id=tenant_id,
-            platforms=frozenset(c.platform for c in rows),
+            platforms=frozenset(c.platform for c in held),
             apns_topic=apns.bundle if apns else None,
             apns_type=apns.auth if apns else None,
             suspended_reason=reasons[0] if reasons else None,

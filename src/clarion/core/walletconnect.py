@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from clarion import jsontext
 from clarion.core.sender import Sender, Target
 from clarion.core.tenants import InvalidField, Tenants
+from clarion.core.together import OneAtATime
 from clarion.core.wcclaims import Claims
 from clarion.errors import ClarionError
 from clarion.providers.apns import is_device_token
@@ -49,6 +50,8 @@ T = TypeVar("T")
 FLAG_ENCRYPTED = 1
 _ATTEMPTS = 5  # a registration or push racing another one is retried this many times
 _LOCK_SPACE = 0x5743  # "WC": the first key of clarion's WalletConnect advisory locks
+# What a registration sets on the client's row (besides the tenant and the client id).
+_REGISTERED = ("platform", "environment", "token", "always_raw", "active", "registered_at")
 
 
 class PushType(enum.StrEnum):
@@ -233,13 +236,18 @@ def build_notification(
     )
 
 
-async def retrying(action: Callable[[], Awaitable[T]]) -> T:
-    """Run a unit of work again when it lost a race (a unique key, a SQLite write lock)."""
+async def retrying(action: Callable[[], Awaitable[T]], *, unique_keys: bool = True) -> T:
+    """Run a unit of work again when it lost a race (a unique key, a SQLite write lock).
+    ``unique_keys=False``: a unique key refused is no race (the work holds the locks that
+    exclude one), so it is raised at once."""
     for attempt in range(_ATTEMPTS):
         try:
             return await action()
         except (IntegrityError, DBAPIError) as exc:
-            racing = isinstance(exc, IntegrityError) or "locked" in str(exc.orig)
+            if isinstance(exc, IntegrityError):
+                racing = unique_keys
+            else:
+                racing = "locked" in str(exc.orig)
             if not racing or attempt == _ATTEMPTS - 1:
                 raise
             await asyncio.sleep(0.005 * (attempt + 1))
@@ -260,6 +268,9 @@ class WalletConnect:
         self._db = db
         self._tenants = tenants
         self._claims = Claims(db)
+        self._registering: OneAtATime[str, tuple[str, dict[str, Any]], Exception | None] = (
+            OneAtATime(self._register_batch)
+        )
         self.sender = sender
         self.relay_key = relay_key  # set: pushes must carry the relay's signature
 
@@ -288,29 +299,99 @@ class WalletConnect:
                 "token", "An APNs device token is hexadecimal digits, an even number of them."
             )
 
-        async def upsert() -> None:
-            async with self._writing() as session:
-                tenant_pk = await self._tenants.pk(session, reg.tenant_id)
-                await _serialise(session, tenant_pk)
-                await _take_token(session, tenant_pk, reg.token, client_id)
-                values = {
-                    "platform": reg.push_type.platform,
-                    "environment": reg.push_type.environment,
-                    "token": reg.token,
-                    "always_raw": reg.always_raw,
-                    "active": True,
-                    "registered_at": utcnow(),
-                }
-                insert = _insert_for(session)
+        values = {
+            "platform": reg.push_type.platform,
+            "environment": reg.push_type.environment,
+            "token": reg.token,
+            "always_raw": reg.always_raw,
+            "active": True,
+        }
+        failed = await self._registering.submit(reg.tenant_id, (client_id, values))
+        if failed is not None:
+            raise failed
+
+    async def _register_batch(
+        self, tenant_id: str, items: list[tuple[str, dict[str, Any]]]
+    ) -> list[Exception | None]:
+        """Apply registrations in the order they came, in one transaction (a burst of
+        registrations shares its commit and its turn at the tenant's lock). If the batch
+        fails, each registration is applied alone, so that one's error stays its own (and
+        two clients trading tokens in one batch, which one multi-row upsert cannot order,
+        are applied one after the other)."""
+        if len(items) > 1:
+            try:
+                await retrying(lambda: self._upsert(tenant_id, items), unique_keys=False)
+                return [None] * len(items)
+            except Exception:  # noqa: S110 - each is tried alone below, with its own error
+                pass
+        return [await self._register_alone(tenant_id, item) for item in items]
+
+    async def _register_alone(
+        self, tenant_id: str, item: tuple[str, dict[str, Any]]
+    ) -> Exception | None:
+        try:
+            await retrying(lambda: self._upsert(tenant_id, [item]))
+        except Exception as exc:
+            return exc
+        return None
+
+    async def _upsert(self, tenant_id: str, items: list[tuple[str, dict[str, Any]]]) -> None:
+        """One unit of work with the same outcome as registering the items one by one: a
+        client's last registration is its row, and a token registered by a client is taken
+        from every client that held it before (which loses its row and its message ids)."""
+        now = utcnow()
+        async with self._writing() as session:
+            tenant_pk = await self._tenants.pk(session, tenant_id)
+            await _serialise(session, tenant_pk)
+            tokens = list({values["token"] for _, values in items})
+            holders = await session.execute(
+                select(Device.client_id, Device.token).where(
+                    Device.application_id == tenant_pk,
+                    Device.client_id.is_not(None),
+                    Device.token.in_(tokens),
+                )
+            )
+            held: dict[str, str] = {str(client): token for client, token in holders}
+            removed: set[str] = set()
+            final: dict[str, dict[str, Any]] = {}
+            for client_id, values in items:
+                token = values["token"]
+                for other, other_token in list(held.items()):
+                    if other_token == token and other != client_id:
+                        del held[other]
+                        final.pop(other, None)
+                        removed.add(other)
+                held[client_id] = token
+                final[client_id] = values
+            if removed:
                 await session.execute(
-                    insert(Device)
-                    .values(application_id=tenant_pk, client_id=client_id, **values)
-                    .on_conflict_do_update(
-                        index_elements=["application_id", "client_id"], set_=values
+                    delete(Device).where(
+                        Device.application_id == tenant_pk, Device.client_id.in_(removed)
                     )
                 )
-
-        await retrying(upsert)
+                await session.execute(
+                    delete(WcMessage).where(
+                        WcMessage.application_id == tenant_pk, WcMessage.client_id.in_(removed)
+                    )
+                )
+            insert = _insert_for(session)
+            statement = insert(Device).values(
+                [
+                    {
+                        "application_id": tenant_pk,
+                        "client_id": client_id,
+                        "registered_at": now,
+                        **values,
+                    }
+                    for client_id, values in final.items()
+                ]
+            )
+            changed = {name: statement.excluded[name] for name in _REGISTERED}
+            await session.execute(
+                statement.on_conflict_do_update(
+                    index_elements=["application_id", "client_id"], set_=changed
+                )
+            )
 
     async def unregister(self, tenant_id: str, client_id: str) -> None:
         """Delete the client; an unknown client is fine (idempotent)."""
@@ -430,31 +511,6 @@ async def _serialise(session: AsyncSession, tenant_pk: int) -> None:
     no such lock. SQLite needs none: its first write takes the database's write lock."""
     if session.get_bind().dialect.name == "postgresql":
         await session.execute(select(func.pg_advisory_xact_lock(_LOCK_SPACE, tenant_pk)))
-
-
-async def _take_token(session: AsyncSession, tenant_pk: int, token: str, client_id: str) -> None:
-    """Remove the token from any other client of the tenant, with its message ids.
-
-    A write first: on SQLite it takes the write lock before the transaction reads anything.
-    """
-    moved = (
-        await session.scalars(
-            delete(Device)
-            .where(
-                Device.application_id == tenant_pk,
-                Device.token == token,
-                Device.client_id.is_not(None),
-                Device.client_id != client_id,
-            )
-            .returning(Device.client_id)
-        )
-    ).all()
-    if moved:
-        await session.execute(
-            delete(WcMessage).where(
-                WcMessage.application_id == tenant_pk, WcMessage.client_id.in_(moved)
-            )
-        )
 
 
 def _push_type(platform: str, environment: str | None) -> PushType:
