@@ -28,6 +28,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 from clarion import __version__, runloop
 from clarion.config import Settings, load_settings
 from clarion.core.campaigns import parse_id
+from clarion.core.retention import Retention
 from clarion.core.secretbox import SecretKeyError
 from clarion.core.services import Services, open_services
 from clarion.errors import ClarionError, Refused
@@ -524,6 +525,30 @@ def migrate(
         f"database migrated: {before or 'empty'} -> {after} (head {head_revision()}): {where}",
         highlight=False,
         soft_wrap=True,
+    )
+
+
+@cli.command()
+def prune(
+    config: ConfigOption = None,
+    days: Annotated[
+        float | None,
+        typer.Option(min=0, help="Delete what is older than this (default: retention_days)."),
+    ] = None,
+) -> None:
+    """Delete finished jobs, delivered messages (with their ledger rows) and WalletConnect
+    message ids older than the retention, now (workers also do it about once an hour)."""
+    settings = _settings(config)
+    keep = settings.retention_days if days is None else days
+    if keep <= 0:
+        out.print("retention is 0 days (keep forever): nothing deleted")
+        return
+    pruned = _run(_with_services(settings, lambda s: Retention(s.db, keep).prune()), settings)
+    out.print(
+        f"deleted what was older than {keep:g} days: {pruned.jobs:,} finished jobs, "
+        f"{pruned.messages:,} delivered messages (with their ledger rows), "
+        f"{pruned.walletconnect_ids:,} WalletConnect message ids",
+        highlight=False,
     )
 
 

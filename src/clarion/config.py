@@ -187,6 +187,12 @@ class Settings(BaseSettings):
         description="Seconds a stopping worker's jobs get to reach a safe point before they "
         "are cancelled (serve's worker and clarion worker's)",
     )
+    retention_days: float = Field(
+        default=30.0,
+        ge=0,
+        description="Days after which workers delete finished jobs, delivered messages with "
+        "their ledger rows, and WalletConnect message ids (0: keep them forever)",
+    )
 
     # --- WalletConnect (issue 8) ---------------------------------------------------------
     public_url: str | None = Field(

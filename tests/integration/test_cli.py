@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -114,8 +115,6 @@ def test_configuration_mistakes_are_one_clear_line_not_a_traceback(tmp_path: Pat
 
 
 def test_migrate_goes_forward_only_and_names_a_newer_schema(tmp_path: Path) -> None:
-    import sqlite3
-
     assert run(tmp_path, "migrate").returncode == 0
     back = run(tmp_path, "migrate", "--revision", "0005")
     assert back.returncode == 1 and "forward only" in back.stderr  # was a silent no-op
@@ -139,3 +138,25 @@ def test_clarion_config_file_is_read_as_config_is(tmp_path: Path) -> None:
     config.write_text(f'database_url = "sqlite:///{tmp_path / "elsewhere.db"}"\n')
     assert run(tmp_path, "migrate", CLARION_CONFIG_FILE=str(config)).returncode == 0
     assert (tmp_path / "elsewhere.db").is_file() and not (tmp_path / "clarion.db").exists()
+
+
+def test_prune_deletes_old_message_ids_and_says_how_many(tmp_path: Path) -> None:
+    assert run(tmp_path, "migrate").returncode == 0
+    assert run(tmp_path, "app", "create", "wallet-tenant").returncode == 0
+    with sqlite3.connect(tmp_path / "clarion.db") as db:
+        (app,) = db.execute("SELECT id FROM applications").fetchone()
+        db.executemany(
+            "INSERT INTO wc_messages (application_id, client_id, message_id, created_at)"
+            " VALUES (?, 'wallet', ?, ?)",
+            [
+                (app, "old", "2020-01-01 00:00:00.000000"),
+                (app, "new", "2999-01-01 00:00:00.000000"),
+            ],
+        )
+    kept = run(tmp_path, "prune", CLARION_RETENTION_DAYS="0")
+    assert kept.returncode == 0 and "nothing deleted" in kept.stdout
+    pruned = run(tmp_path, "prune", "--days", "30")
+    assert pruned.returncode == 0, pruned.stderr
+    assert "1 WalletConnect message ids" in " ".join(pruned.stdout.split())
+    with sqlite3.connect(tmp_path / "clarion.db") as db:
+        assert db.execute("SELECT message_id FROM wc_messages").fetchall() == [("new",)]

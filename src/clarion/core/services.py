@@ -17,6 +17,7 @@ from clarion.core.fanout import JOB_KIND as CAMPAIGN_JOB_KIND
 from clarion.core.fanout import FanOut
 from clarion.core.inbox import Inbox
 from clarion.core.messages import JOB_KIND, Messages
+from clarion.core.retention import Retention
 from clarion.core.secretbox import SecretBox, SecretKeyError, secret_box_for
 from clarion.core.sender import Sender
 from clarion.core.tenants import Tenants
@@ -58,6 +59,7 @@ class Services:
             concurrency=self.settings.worker_concurrency,
             poll_interval=self.settings.worker_poll_interval,
             wake=self.messages.wake,
+            chores=[Retention(self.db, self.settings.retention_days).run],
         )
 
     async def close(self) -> None:

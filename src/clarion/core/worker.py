@@ -28,7 +28,7 @@ import random
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from contextvars import ContextVar
 from datetime import datetime, timedelta
 from typing import Any
@@ -119,6 +119,7 @@ class Worker:
         poll_interval: float = 0.5,
         wake: asyncio.Event | None = None,
         max_backoff: float = 30.0,
+        chores: Sequence[Callable[[], Coroutine[Any, Any, None]]] = (),
     ) -> None:
         self._queue = queue
         self._handlers = handlers
@@ -136,6 +137,8 @@ class Worker:
         self._unreachable = False  # the last failed claim could not reach the database
         self._beats = Backoff(poll_interval, max_backoff)
         self.completed = 0
+        # Background duties that run as long as the worker does (pruning old rows).
+        self._chores = chores
 
     @property
     def in_flight(self) -> list[int]:
@@ -156,6 +159,9 @@ class Worker:
 
     async def run(self, *, grace: float = 10.0) -> None:
         heartbeat = asyncio.create_task(self._heartbeat())
+        chores = [asyncio.create_task(chore()) for chore in self._chores]
+        for chore in chores:
+            chore.add_done_callback(_observe)
         try:
             while not self._stopping.is_set():
                 self._wake.clear()  # before claiming, so no wake-up after it is lost
@@ -174,8 +180,9 @@ class Worker:
                     await self._idle()
         finally:
             await self._drain(grace)
-            heartbeat.cancel()
-            await asyncio.gather(heartbeat, return_exceptions=True)
+            for task in (heartbeat, *chores):
+                task.cancel()
+            await asyncio.gather(heartbeat, *chores, return_exceptions=True)
 
     async def _claim(self, limit: int) -> list[ClaimedJob] | None:
         """Due jobs; None after a failure, once the backoff's delay (or a stop) has passed."""

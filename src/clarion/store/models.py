@@ -152,6 +152,7 @@ class PushMessage(Base):
     """One accepted message to one user (or one activation) of an application."""
 
     __tablename__ = "push_messages"
+    __table_args__ = (Index("ix_push_messages_created_at", "created_at"),)  # retention
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     application_id: Mapped[int] = mapped_column(
@@ -266,6 +267,7 @@ class WcMessage(Base):
     """
 
     __tablename__ = "wc_messages"
+    __table_args__ = (Index("ix_wc_messages_created_at", "created_at"),)  # retention
 
     application_id: Mapped[int] = mapped_column(
         ForeignKey("applications.id", ondelete="CASCADE"), primary_key=True
