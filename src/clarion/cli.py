@@ -533,23 +533,39 @@ def prune(
     config: ConfigOption = None,
     days: Annotated[
         float | None,
-        typer.Option(min=0, help="Delete what is older than this (default: retention_days)."),
+        typer.Option(min=0, help="Messages and jobs older than this (default: retention_days)."),
+    ] = None,
+    wc_days: Annotated[
+        float | None,
+        typer.Option(
+            min=0,
+            help="WalletConnect message ids older than this (default: "
+            "wc_message_retention_days; 0 keeps them).",
+        ),
     ] = None,
 ) -> None:
-    """Delete finished jobs, delivered messages (with their ledger rows) and WalletConnect
-    message ids older than the retention, now (workers also do it about once an hour)."""
+    """Delete finished jobs, delivered messages (with their ledger rows) and, if set,
+    WalletConnect message ids older than their retention, now (workers also do it about once
+    an hour)."""
     settings = _settings(config)
     keep = settings.retention_days if days is None else days
-    if keep <= 0:
+    keep_wc = settings.wc_message_retention_days if wc_days is None else wc_days
+    if keep <= 0 and keep_wc <= 0:
         out.print("retention is 0 days (keep forever): nothing deleted")
         return
-    pruned = _run(_with_services(settings, lambda s: Retention(s.db, keep).prune()), settings)
-    out.print(
-        f"deleted what was older than {keep:g} days: {pruned.jobs:,} finished jobs, "
-        f"{pruned.messages:,} delivered messages (with their ledger rows), "
-        f"{pruned.walletconnect_ids:,} WalletConnect message ids",
-        highlight=False,
+    pruned = _run(
+        _with_services(settings, lambda s: Retention(s.db, keep, keep_wc).prune()), settings
     )
+    said = [
+        f"{pruned.jobs:,} finished jobs and {pruned.messages:,} delivered messages (with "
+        f"their ledger rows) older than {keep:g} days"
+        if keep > 0
+        else "no messages or jobs (retention_days is 0)",
+        f"{pruned.walletconnect_ids:,} WalletConnect message ids older than {keep_wc:g} days"
+        if keep_wc > 0
+        else "no WalletConnect message ids (wc_message_retention_days is 0)",
+    ]
+    out.print("deleted " + "; ".join(said), highlight=False)
 
 
 @cli.command()

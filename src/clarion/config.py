@@ -190,8 +190,15 @@ class Settings(BaseSettings):
     retention_days: float = Field(
         default=30.0,
         ge=0,
-        description="Days after which workers delete finished jobs, delivered messages with "
-        "their ledger rows, and WalletConnect message ids (0: keep them forever)",
+        description="Days after which workers delete finished jobs and delivered messages "
+        "with their ledger rows (0: keep them forever)",
+    )
+    wc_message_retention_days: float = Field(
+        default=0.0,
+        ge=0,
+        description="Days after which workers delete WalletConnect message ids (0, the "
+        "default: never, so an id is pushed at most once ever; once deleted, the same id "
+        "would be pushed again)",
     )
 
     # --- WalletConnect (issue 8) ---------------------------------------------------------

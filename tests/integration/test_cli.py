@@ -155,8 +155,10 @@ def test_prune_deletes_old_message_ids_and_says_how_many(tmp_path: Path) -> None
         )
     kept = run(tmp_path, "prune", CLARION_RETENTION_DAYS="0")
     assert kept.returncode == 0 and "nothing deleted" in kept.stdout
-    pruned = run(tmp_path, "prune", "--days", "30")
+    default = run(tmp_path, "prune")  # WalletConnect ids are kept unless asked
+    assert default.returncode == 0 and "no WalletConnect message ids" in default.stdout
+    pruned = run(tmp_path, "prune", "--wc-days", "30")
     assert pruned.returncode == 0, pruned.stderr
-    assert "1 WalletConnect message ids" in " ".join(pruned.stdout.split())
+    assert "1 WalletConnect message ids older than 30 days" in " ".join(pruned.stdout.split())
     with sqlite3.connect(tmp_path / "clarion.db") as db:
         assert db.execute("SELECT message_id FROM wc_messages").fetchall() == [("new",)]

@@ -133,7 +133,7 @@ async def test_only_settled_rows_older_than_the_retention_are_deleted(
     services: Services,
 ) -> None:
     kept = await seed(services)
-    pruned = await Retention(services.db, 30, batch=2).prune()  # several batches each
+    pruned = await Retention(services.db, 30, 30, batch=2).prune()  # several batches each
     assert (pruned.jobs, pruned.messages, pruned.walletconnect_ids) == (1, 2, 5)
     left = await remaining(services)
     assert left["messages"] == kept["messages"]
@@ -141,15 +141,24 @@ async def test_only_settled_rows_older_than_the_retention_are_deleted(
     assert left["jobs"] == kept["jobs"]
     assert left["wc"] == kept["wc"]
     # A second pass finds nothing more.
-    assert (await Retention(services.db, 30).prune()).total == 0
+    assert (await Retention(services.db, 30, 30).prune()).total == 0
 
 
 async def test_a_longer_retention_or_zero_keeps_them(services: Services) -> None:
     await seed(services)
     before = await remaining(services)
-    assert (await Retention(services.db, 60).prune()).total == 0
+    assert (await Retention(services.db, 60, 60).prune()).total == 0
     assert (await Retention(services.db, 0).prune()).total == 0
     assert await remaining(services) == before
+
+
+async def test_walletconnect_ids_are_kept_for_ever_unless_asked(services: Services) -> None:
+    # The spec: a message id is pushed at most once, ever. Only an operator's setting prunes.
+    kept = await seed(services)
+    pruned = await services.retention.prune()  # the default settings
+    assert pruned.walletconnect_ids == 0 and pruned.messages == 2
+    assert (await remaining(services))["wc"] == kept["wc"] | {f"old-{n}" for n in range(5)}
+    assert (await Retention(services.db, 0, 30).prune()).walletconnect_ids == 5
 
 
 async def test_a_campaigns_message_goes_once_the_campaign_is_deleted(
@@ -163,6 +172,7 @@ async def test_a_campaigns_message_goes_once_the_campaign_is_deleted(
     assert (await remaining(services))["messages"] == kept["messages"] - {campaign.message_id}
 
 
+@pytest.mark.parametrize("settings_overrides", [{"wc_message_retention_days": 30}])
 async def test_the_worker_prunes_while_it_runs(
     services: Services, monkeypatch: pytest.MonkeyPatch
 ) -> None:

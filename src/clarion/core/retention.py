@@ -2,14 +2,15 @@
 
 Every accepted PowerAuth message leaves a message row and its ledger rows, every job a row, and
 every WalletConnect push its message id (the dedup key). None of them is needed for long once
-settled, and without a limit they grow with every push. After ``CLARION_RETENTION_DAYS`` days
-(0: never) the worker deletes:
+settled, and without a limit they grow with every push. The worker deletes:
 
-- finished jobs;
-- messages whose delivery is complete (every device settled), with their ledger rows. A
-  campaign's message and ledger stay as long as the campaign does (its detail reads them);
-- WalletConnect message ids. A relay that retried a message later than that would have it
-  sent again: the relay's retry window is minutes, the default 30 days.
+- after ``CLARION_RETENTION_DAYS`` days (30; 0: never), finished jobs and messages whose
+  delivery is complete (every device settled), with their ledger rows. A campaign's message
+  and ledger stay as long as the campaign does (its detail reads them);
+- after ``CLARION_WC_MESSAGE_RETENTION_DAYS`` days, WalletConnect message ids. The default, 0,
+  keeps them for ever, as the spec has it ("pushed at most once, ever"); an operator who sets
+  it accepts that an id sent again later than that is pushed again (a relay retries within
+  minutes).
 
 Deletes go in batches of ``BATCH`` rows, each its own short transaction, so that pushes and
 registrations are never held up behind a long one (SQLite has one writer). Every worker prunes
@@ -93,20 +94,31 @@ class Pruned:
 
 
 class Retention:
-    def __init__(self, db: Database, days: float, *, batch: int = BATCH) -> None:
+    """``days``: messages and jobs; ``wc_days``: WalletConnect message ids (0: keep)."""
+
+    def __init__(
+        self, db: Database, days: float, wc_days: float = 0.0, *, batch: int = BATCH
+    ) -> None:
         self._db = db
         self.days = days
+        self.wc_days = wc_days
         self._batch = batch
 
+    @property
+    def keeps_everything(self) -> bool:
+        return self.days <= 0 and self.wc_days <= 0
+
     async def prune(self, now: datetime | None = None) -> Pruned:
-        """Delete what is older than the retention; nothing if it is 0."""
+        """Delete what is older than its retention; nothing where that is 0."""
         pruned = Pruned()
-        if self.days <= 0:
-            return pruned
-        cutoff = (now or utcnow()) - timedelta(days=self.days)
-        pruned.jobs = await self._drain(_OLD_JOBS, cutoff)
-        pruned.messages = await self._drain(_OLD_MESSAGES, cutoff)
-        pruned.walletconnect_ids = await self._drain(_OLD_WC_IDS, cutoff)
+        now = now or utcnow()
+        if self.days > 0:
+            cutoff = now - timedelta(days=self.days)
+            pruned.jobs = await self._drain(_OLD_JOBS, cutoff)
+            pruned.messages = await self._drain(_OLD_MESSAGES, cutoff)
+        if self.wc_days > 0:
+            cutoff = now - timedelta(days=self.wc_days)
+            pruned.walletconnect_ids = await self._drain(_OLD_WC_IDS, cutoff)
         return pruned
 
     async def _drain(self, statement: Any, cutoff: datetime) -> int:
@@ -124,7 +136,7 @@ class Retention:
 
     async def run(self) -> None:
         """Prune now and then, for as long as the worker runs (it cancels this)."""
-        if self.days <= 0:
+        if self.keeps_everything:
             return
         await asyncio.sleep(random.uniform(*FIRST_DELAY))
         while True:
@@ -135,8 +147,7 @@ class Retention:
             else:
                 if pruned.total:
                     log.info(
-                        "pruned rows older than %g days",
-                        self.days,
+                        "pruned old rows",
                         extra={
                             "jobs": pruned.jobs,
                             "messages": pruned.messages,

@@ -48,6 +48,13 @@ class Services:
     campaigns: Campaigns
     fanout: FanOut
 
+    @property
+    def retention(self) -> Retention:
+        """What the workers delete, and after how long."""
+        return Retention(
+            self.db, self.settings.retention_days, self.settings.wc_message_retention_days
+        )
+
     def worker(self, *, identity: str | None = None) -> Worker:
         """A job worker over this process's services."""
         queue = JobQueue(
@@ -59,7 +66,7 @@ class Services:
             concurrency=self.settings.worker_concurrency,
             poll_interval=self.settings.worker_poll_interval,
             wake=self.messages.wake,
-            chores=[Retention(self.db, self.settings.retention_days).run],
+            chores=[self.retention.run],
         )
 
     async def close(self) -> None:
