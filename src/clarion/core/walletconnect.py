@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -268,6 +268,7 @@ class WalletConnect:
         self._db = db
         self._tenants = tenants
         self._claims = Claims(db)
+        self._analyzed = False  # _analyze_once has run
         self._registering: OneAtATime[str, tuple[str, dict[str, Any]], Exception | None] = (
             OneAtATime(self._register_batch)
         )
@@ -321,10 +322,39 @@ class WalletConnect:
         if len(items) > 1:
             try:
                 await retrying(lambda: self._upsert(tenant_id, items), unique_keys=False)
-                return [None] * len(items)
             except Exception:  # noqa: S110 - each is tried alone below, with its own error
                 pass
-        return [await self._register_alone(tenant_id, item) for item in items]
+            else:
+                await self._analyze_once()
+                return [None] * len(items)
+        results = [await self._register_alone(tenant_id, item) for item in items]
+        await self._analyze_once()
+        return results
+
+    async def _analyze_once(self) -> None:
+        """On PostgreSQL, give a ``devices`` table that was never analyzed its statistics.
+
+        Without any, a push's claim (``wcclaims``) looked its client up, in a run of a few
+        thousand clients registered in a burst, through the tenant's token index filtered by
+        client id (about 220 rows read per push) rather than the (tenant, client id) unique
+        index: both were costed the same. PostgreSQL's CPU per push went up fourfold and
+        relay pushes ran 25 % slower. Autovacuum analyzes a table within a minute or so of
+        such a burst; where it is off, or in that minute, nothing would. Once analyzed, the
+        statistics tell the two indexes apart however the table grows, so this checks once
+        per process."""
+        if self._analyzed or self._db.dialect != "postgresql":
+            return
+        self._analyzed = True
+        try:
+            async with self._db.engine.connect() as conn:
+                conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+                never = await conn.scalar(
+                    text("SELECT reltuples < 0 FROM pg_class WHERE oid = 'devices'::regclass")
+                )
+                if never:
+                    await conn.execute(text("ANALYZE devices"))
+        except DBAPIError as exc:  # not the table's owner, say: a slower plan, not an error
+            log.warning("could not analyze the devices table: %s", str(exc.orig)[:200])
 
     async def _register_alone(
         self, tenant_id: str, item: tuple[str, dict[str, Any]]
