@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import Executable
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 
-from clarion.core import fanout, sender, wcclaims
+from clarion.core import fanout, messages, sender, wcclaims
 from clarion.core.services import open_services
 from clarion.core.walletconnect import PushType, Registration
 from clarion.store.models import utcnow
@@ -23,7 +23,7 @@ from tests.conftest import _pg_admin, _pg_url, make_settings
 DEVICES = 5_000
 
 
-TABLES = ("applications", "credentials", "devices", "wc_messages")
+TABLES = ("applications", "credentials", "devices", "wc_messages", "deliveries")
 
 
 @pytest.fixture
@@ -211,3 +211,18 @@ async def test_a_burst_of_registrations_leaves_devices_analyzed_and_claims_on_th
         assert "client_id" in condition and "Rows Removed" not in plan, plan
     finally:
         await _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def test_a_jobs_ledger_read_probes_each_message_by_its_index(
+    unanalyzed: tuple[asyncpg.Connection, int],
+) -> None:
+    # As message_id IN (...), 500 messages were planned as a scan of the whole ledger.
+    conn, _ = unanalyzed
+    await conn.execute(
+        "INSERT INTO deliveries (message_id, device_id, platform, token, status, attempts,"
+        " updated_at) SELECT m, d, 'apns', md5(m::text), 'sent', 1, now()"
+        " FROM generate_series(1, 8000) AS m, generate_series(1, 10) AS d"
+    )
+    plan = await explain(conn, messages._PG_PLAN_LEDGER, {"ids": [*range(4000, 4500), 99_999]})
+    assert "Seq Scan on deliveries" not in plan, plan
+    assert "Index" in plan and "rows=10 loops=501" in plan, plan
