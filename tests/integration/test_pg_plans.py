@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import Executable
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 
-from clarion.core import fanout, messages, sender, wcclaims
+from clarion.core import fanout, ledger, sender, wcclaims
 from clarion.core.services import open_services
 from clarion.core.walletconnect import PushType, Registration
 from clarion.store.models import utcnow
@@ -223,6 +223,6 @@ async def test_a_jobs_ledger_read_probes_each_message_by_its_index(
         " updated_at) SELECT m, d, 'apns', md5(m::text), 'sent', 1, now()"
         " FROM generate_series(1, 8000) AS m, generate_series(1, 10) AS d"
     )
-    plan = await explain(conn, messages._PG_PLAN_LEDGER, {"ids": [*range(4000, 4500), 99_999]})
+    plan = await explain(conn, ledger._PG_READ, {"ids": [*range(4000, 4500), 99_999]})
     assert "Seq Scan on deliveries" not in plan, plan
     assert "Index" in plan and "rows=10 loops=501" in plan, plan

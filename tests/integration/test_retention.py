@@ -192,7 +192,7 @@ async def test_the_worker_prunes_while_it_runs(
     assert left["wc"] == kept["wc"] and left["messages"] == kept["messages"]
 
 
-async def test_recent_rows_are_found_by_index_not_by_scanning(services: Services) -> None:
+async def test_the_migration_indexes_the_ages_retention_looks_up(services: Services) -> None:
     # The batches look rows up by created_at: the migration indexes both tables.
     async with services.db.engine.connect() as conn:
         names = await conn.run_sync(

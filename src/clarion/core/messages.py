@@ -18,7 +18,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, column, insert, select, text, update
+from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.core import ledger
@@ -32,7 +32,7 @@ from clarion.providers.base import Notification, Outcome, OutcomeKind
 from clarion.store import jobs
 from clarion.store.bulk import SQLITE_ROWS, bind, sqlite_values
 from clarion.store.db import Database
-from clarion.store.models import Application, Delivery, PushMessage, utcnow
+from clarion.store.models import Application, PushMessage, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -55,38 +55,6 @@ _PLAN_MESSAGES = (
     .join(Application, Application.id == PushMessage.application_id)
     .where(PushMessage.id.in_(bindparam("ids", expanding=True)), PushMessage.completed_at.is_(None))
 )
-_PLAN_LEDGER = select(
-    Delivery.id,
-    Delivery.message_id,
-    Delivery.device_id,
-    Delivery.platform,
-    Delivery.environment,
-    Delivery.token,
-    Delivery.status,
-    Delivery.attempts,
-    Delivery.next_attempt_at,
-).where(Delivery.message_id.in_(bindparam("ids", expanding=True)))
-# PostgreSQL: the same read as one index probe per message, whatever the ledger's statistics
-# say. As ``message_id IN (...)``, a ledger never analyzed (autovacuum off, or the minute
-# after a burst of sends) was planned as a scan of every row: 18 ms per job at 74,000 rows
-# in bench/send.py, growing with the ledger (as the device lookups in core/sender.py).
-_LEDGER_COLUMNS = (
-    "id",
-    "message_id",
-    "device_id",
-    "platform",
-    "environment",
-    "token",
-    "status",
-    "attempts",
-    "next_attempt_at",
-)
-_PG_PLAN_LEDGER = text(
-    "SELECT "  # noqa: S608 - constant SQL; every value is a bound parameter
-    + ", ".join(f"d.{name}" for name in _LEDGER_COLUMNS)
-    + " FROM unnest(CAST(:ids AS bigint[])) AS m(id) CROSS JOIN LATERAL"
-    " (SELECT * FROM deliveries AS dl WHERE dl.message_id = m.id OFFSET 0) AS d"
-).columns(*(column(name) for name in _LEDGER_COLUMNS))
 _MESSAGES = cast(Table, PushMessage.__table__)
 # On the table, not the ORM class: an ORM update first looks for the rows in the session.
 _COMPLETE = (
@@ -384,10 +352,7 @@ class Messages:
         # Separate reads (inline on SQLite): only this job, under its lease, writes the ledger
         # rows of its messages, so nothing it reads here changes between the statements.
         found = await self._db.read(_PLAN_MESSAGES, {"ids": message_ids})
-        ids = list({m.id for m in found})
-        ledger = await self._db.read(
-            _PG_PLAN_LEDGER if self._db.dialect == "postgresql" else _PLAN_LEDGER, {"ids": ids}
-        )
+        held = await ledger.of_messages(self._db, [m.id for m in found])
         by_app: dict[int, list[Any]] = defaultdict(list)
         for message in found:
             by_app[message.application_id].append(message)
@@ -397,9 +362,9 @@ class Messages:
             await add_unowned(
                 self._sender, app_pk, devices[app_pk], ((m.user_id, m.activation_id) for m in group)
             )
-        recorded = {(row.message_id, row.device_id) for row in ledger}
+        recorded = {(row.message_id, row.device_id) for row in held}
         # A token already recorded through another registration of it is not sent again.
-        recorded_tokens = {(row.message_id, row.platform, row.token) for row in ledger}
+        recorded_tokens = {(row.message_id, row.platform, row.token) for row in held}
         work: list[_Work] = []
         later: list[datetime] = []
         for m in found:
@@ -415,7 +380,7 @@ class Messages:
                     target.token,
                 ) not in recorded_tokens:
                     work.append(_Work(m.id, 1, target, None))
-        for row in ledger:
+        for row in held:
             if row.status != "pending":
                 continue
             if row.next_attempt_at is not None and row.next_attempt_at > now:
