@@ -189,10 +189,8 @@ class Delivery(Base):
     """The ledger: one row per (message, device), so a retry or restart never sends twice."""
 
     __tablename__ = "deliveries"
-    __table_args__ = (
-        UniqueConstraint("message_id", "device_id"),
-        Index("ix_deliveries_message_id_status", "message_id", "status"),
-    )
+    # The one index every read of the ledger uses (migration 0009 dropped a second).
+    __table_args__ = (UniqueConstraint("message_id", "device_id"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     message_id: Mapped[int] = mapped_column(
