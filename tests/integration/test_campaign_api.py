@@ -16,7 +16,7 @@ from clarion.core import worker as worker_module
 from clarion.core.sender import Target
 from clarion.core.services import Services
 from clarion.store.jobs import queue_depth
-from clarion.store.models import Campaign, CampaignPage, Delivery, Device, Job
+from clarion.store.models import Campaign, CampaignPage, CampaignUser, Delivery, Device, Job
 from tests.integration.test_messages_api import (
     ANDROID_TOKEN,
     IOS_TOKEN,
@@ -142,6 +142,27 @@ async def test_users_are_kept_once_paged_and_removed(
     assert_ok(await client.post(f"/push/campaign/{campaign}/user/delete", json=body))
     page = assert_ok(await client.get(f"/push/campaign/{campaign}/user/list"))
     assert page["responseObject"]["users"] == ["bob", "carol"]
+
+
+async def test_concurrent_additions_to_one_campaign_keep_every_user_once(
+    client: httpx.AsyncClient, app_ready: Emulators, services: Services
+) -> None:
+    # Overlapping lists at once: every request succeeds and the union is there, each user
+    # once (PostgreSQL: the campaign's row lock queues them; each sees the ones before).
+    campaign = await create(client)
+    lists = [[f"user-{(7 * n + i) % 50:02d}" for i in range(30)] for n in range(6)]
+    await asyncio.gather(*(add_users(client, campaign, users) for users in lists))
+    await add_users(client, campaign, lists[0])  # all of them there already
+    expected = sorted({user for users in lists for user in users})
+    page = assert_ok(await client.get(f"/push/campaign/{campaign}/user/list?size=100"))
+    assert page["responseObject"]["users"] == expected
+    async with services.db.reader() as session:
+        rows = await session.scalar(
+            select(func.count())
+            .select_from(CampaignUser)
+            .where(CampaignUser.campaign_id == int(campaign))
+        )
+    assert rows == len(expected)
 
 
 async def test_deleting_a_campaign_says_whether_it_existed(
