@@ -20,13 +20,14 @@ from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import bindparam, text
+from sqlalchemy import Table, bindparam, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from clarion.store.bulk import bind, sqlite_values
 from clarion.store.db import Database
-from clarion.store.models import UTCDateTime, utcnow
+from clarion.store.models import UTCDateTime, WcMessage, utcnow
 
 MAX_BATCH = 256
 PG_WRITERS = 8
@@ -110,26 +111,33 @@ _PG_BATCH = text(
 
 
 # The two SQLite statements are built for a batch size from constants and indices only:
-# every value is a bound parameter.
+# every value is a bound parameter. They run on the driver (``exec_driver_sql``, positional
+# parameters): through SQLAlchemy's execution of ``text()``, building the parameters of a batch
+# and processing its rows had taken about a tenth of the event loop's time in a relay run
+# (py-spy --gil, bench/relay.py, 2026-12-02).
 
 
 @functools.lru_cache(maxsize=MAX_BATCH)
-def _sqlite_select(count: int) -> Any:
+def _sqlite_select(count: int) -> str:
     """Read ``count`` (tenant, client) pairs at once."""
-    pairs = ", ".join(f"(:t{i}, :c{i}, {i})" for i in range(count))
+    pairs = ", ".join(f"(?, ?, {i})" for i in range(count))
     source = "SELECT column1 AS tenant, column2 AS client, column3 AS ord FROM (VALUES "
     sql = f"SELECT r.ord, {_CLIENT_COLUMNS} FROM ({source}{pairs})) AS r"  # noqa: S608
-    return text(f"{sql} JOIN applications AS a ON a.app_id = r.tenant {_CLIENT_JOINS}")
+    return f"{sql} JOIN applications AS a ON a.app_id = r.tenant {_CLIENT_JOINS}"
 
 
 @functools.lru_cache(maxsize=MAX_BATCH)
-def _sqlite_insert(count: int) -> Any:
+def _sqlite_insert(count: int) -> str:
     """Claim ``count`` triples at once; the answer names those this statement inserted."""
-    rows = ", ".join(f"(:a{i}, :c{i}, :m{i}, :now)" for i in range(count))
-    columns = "wc_messages (application_id, client_id, message_id, created_at)"
-    returning = "RETURNING application_id, client_id, message_id"
-    sql = f"INSERT INTO {columns} VALUES {rows} ON CONFLICT DO NOTHING {returning}"  # noqa: S608
-    return text(sql).bindparams(bindparam("now", type_=UTCDateTime()))
+    return sqlite_values(
+        "wc_messages",
+        ("application_id", "client_id", "message_id", "created_at"),
+        count,
+        " ON CONFLICT DO NOTHING RETURNING application_id, client_id, message_id",
+    )
+
+
+_created_at = cast(Table, WcMessage.__table__).c.created_at
 
 
 class Claims:
@@ -228,10 +236,11 @@ class Claims:
     async def _sqlite_batch(
         conn: AsyncConnection, batch: Sequence[_Request], now: datetime
     ) -> list[ClaimRow | None]:
-        params: dict[str, Any] = {}
-        for i, request in enumerate(batch):
-            params[f"t{i}"], params[f"c{i}"] = request.tenant_id, request.client_id
-        found = {row[0]: row[1:] for row in await conn.execute(_sqlite_select(len(batch)), params)}
+        params: list[Any] = []
+        for request in batch:
+            params += (request.tenant_id, request.client_id)
+        selected = await conn.exec_driver_sql(_sqlite_select(len(batch)), tuple(params))
+        found: dict[int, Any] = {row[0]: row[1:] for row in selected}
         wanted: list[tuple[int, int, str]] = []  # (batch index, tenant pk, stored client id)
         for i, request in enumerate(batch):
             if i in found:
@@ -240,11 +249,11 @@ class Claims:
                     wanted.append((i, app_pk, stored_id))
         claimed: set[tuple[int, str, str]] = set()
         if wanted:
-            values: dict[str, Any] = {"now": now}
-            for n, (i, app_pk, stored_id) in enumerate(wanted):
-                values[f"a{n}"], values[f"c{n}"] = app_pk, stored_id
-                values[f"m{n}"] = batch[i].message_id
-            result = await conn.execute(_sqlite_insert(len(wanted)), values)
+            stamp = bind(_created_at, conn.dialect)(now)
+            values: list[Any] = []
+            for i, app_pk, stored_id in wanted:
+                values += (app_pk, stored_id, batch[i].message_id, stamp)
+            result: Any = await conn.exec_driver_sql(_sqlite_insert(len(wanted)), tuple(values))
             claimed = {(a, c, m) for a, c, m in result}
         rows: list[ClaimRow | None] = []
         for i, request in enumerate(batch):
