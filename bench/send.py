@@ -189,14 +189,19 @@ def upload_credentials(api: str) -> None:
     httpx.put(api + "/admin/app/ios/update", json=body).raise_for_status()
 
 
-def bench_async(api: str, url: str, messages: int, per_request: int, server: int) -> str:
+def bench_async(
+    api: str, url: str, messages: int, per_request: int, server: int, same_body: bool = False
+) -> str:
     db = Database(url)
     cpu_before = procs.cpu_seconds([server])
     started = time.perf_counter()
     with httpx.Client(base_url=api, timeout=120) as client:
         for start in range(0, messages, per_request):
             batch = [
-                {"userId": f"u-{i}", "body": {"title": "Balance", "body": f"Message {i}"}}
+                {
+                    "userId": f"u-{i}",
+                    "body": {"title": "Balance", "body": "Message" if same_body else f"Msg {i}"},
+                }
                 for i in range(start, min(messages, start + per_request))
             ]
             body = {"requestObject": {"appId": "bench-app", "mode": "ASYNCHRONOUS", "batch": batch}}
@@ -262,7 +267,9 @@ def run(kind: str, args: argparse.Namespace) -> None:
                 label = f"{kind}, {args.processes} process{'es' if args.processes > 1 else ''}"
                 print(
                     f"send ({label}) a: "
-                    + bench_async(api, url, args.messages, args.per_request, proc.pid),
+                    + bench_async(
+                        api, url, args.messages, args.per_request, proc.pid, args.same_body
+                    ),
                     flush=True,
                 )
                 if args.seconds > 0:
@@ -283,6 +290,11 @@ def main() -> None:
     parser.add_argument("--db", choices=["sqlite", "postgresql", "both"], default="both")
     parser.add_argument("--messages", type=int, default=100_000)
     parser.add_argument("--per-request", type=int, default=5_000)
+    parser.add_argument(
+        "--same-body",
+        action="store_true",
+        help="(a): every message with the same title and body (else each its own body)",
+    )
     parser.add_argument("--seconds", type=int, default=30)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--keep-log", type=Path, default=None)

@@ -18,7 +18,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy import Table, Text, bindparam, insert, select, update
+from sqlalchemy import cast as cast_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.core import ledger
@@ -49,7 +50,9 @@ _PLAN_MESSAGES = (
         PushMessage.user_id,
         PushMessage.activation_id,
         PushMessage.personal,
-        PushMessage.notification,
+        # As stored (text): the messages of a batch often carry the same notification, read
+        # once per job below instead of once per message.
+        cast_(PushMessage.notification, Text).label("notification"),
         Application.app_id,
     )
     .join(Application, Application.id == PushMessage.application_id)
@@ -388,7 +391,16 @@ class Messages:
                 continue
             target = Target(row.device_id, row.platform, row.environment, row.token, None, True)
             work.append(_Work(row.message_id, row.attempts + 1, target, row.id))
-        messages = {m.id: (m.app_id, notification_json.from_json(m.notification)) for m in found}
+        # One Notification per distinct stored text, shared by the messages that carry it: the
+        # provider then builds its payload once for all of them (ApnsProvider.send_many).
+        parsed: dict[str, Notification] = {}
+        messages: dict[int, tuple[str, Notification]] = {}
+        for m in found:
+            notification = parsed.get(m.notification)
+            if notification is None:
+                notification = notification_json.from_json(json.loads(m.notification))
+                parsed[m.notification] = notification
+            messages[m.id] = (m.app_id, notification)
         return messages, work, later
 
     async def _save(self, outcomes: list[tuple[_Work, Outcome]]) -> list[datetime]:

@@ -233,8 +233,13 @@ class ApnsProvider(Provider):
             ]
         outcomes: list[Outcome | None] = []
         requests: list[tuple[int, str, Mapping[str, str], bytes]] = []
+        # Parts that share one Notification object (the messages of a batch with the same
+        # content) share its payload and headers: built once.
+        built: dict[int, tuple[Mapping[str, str], bytes] | str] = {}
         for notification, tokens in parts:
-            prepared = self._prepare(notification)
+            prepared = built.get(id(notification))
+            if prepared is None:
+                prepared = built[id(notification)] = self._prepare(notification)
             if isinstance(prepared, str):
                 outcomes.extend(Outcome(t, OutcomeKind.FAILED, reason=prepared) for t in tokens)
                 continue
