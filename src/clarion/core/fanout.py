@@ -240,9 +240,11 @@ class FanOut:
             postgresql = session.get_bind().dialect.name == "postgresql"
             for chunk in _chunks(device_ids):
                 if postgresql:  # one index probe per device, as _recorded
+                    params: dict[str, Any] = {"ids": list(chunk), "message_id": live.message_id}
+                    if due is not None:
+                        params["due"] = due
                     rows = await session.execute(
-                        _PG_PENDING if due is None else _PG_PENDING_DUE,
-                        {"ids": list(chunk), "message_id": live.message_id, "due": due},
+                        _PG_PENDING if due is None else _PG_PENDING_DUE, params
                     )
                     found += [
                         _Row(
