@@ -200,7 +200,10 @@ def bench_async(
             batch = [
                 {
                     "userId": f"u-{i}",
-                    "body": {"title": "Balance", "body": "Message" if same_body else f"Msg {i}"},
+                    "body": {
+                        "title": "Balance",
+                        "body": "Message" + ("" if same_body else f" {i}"),
+                    },
                 }
                 for i in range(start, min(messages, start + per_request))
             ]

@@ -237,29 +237,26 @@ async def test_a_campaign_page_finds_its_ledger_rows_by_one_probe_per_device(
     # against the page's devices: 4.4 s a page at 200,000 rows (bench/campaign.py).
     conn, _ = unanalyzed
     await conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
-    for name, statement in (("recorded", fanout._PG_RECORDED), ("due", fanout._PG_PENDING_DUE)):
-        compiled = statement.compile(dialect=asyncpg_dialect())
-        await conn.execute(f"PREPARE {name} AS {compiled}")
+    statements = {"recorded": fanout._PG_RECORDED, "due": fanout._PG_PENDING_DUE}
+    compiled = {name: s.compile(dialect=asyncpg_dialect()) for name, s in statements.items()}
+    for name, sql in compiled.items():
+        await conn.execute(f"PREPARE {name} AS {sql}")
     page = "'{" + ",".join(str(n) for n in range(19_000, 21_000)) + "}'"
-    order = {"recorded": ("ids", "message_id"), "due": ("ids", "message_id", "due")}
     values = {"ids": page, "message_id": "7", "due": "now()"}
 
     async def plan(name: str) -> str:
-        compiled = dict(recorded=fanout._PG_RECORDED, due=fanout._PG_PENDING_DUE)[name].compile(
-            dialect=asyncpg_dialect()
-        )
-        args = ", ".join(values[key] for key in compiled.positiontup or order[name])
+        args = ", ".join(values[key] for key in compiled[name].positiontup or ())
         lines = await conn.fetch(f"EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) EXECUTE {name}({args})")
         return "\n".join(line[0] for line in lines)
 
-    for name in order:
+    for name in statements:
         await plan(name)  # planned on the empty ledger
     await conn.execute(
         "INSERT INTO deliveries (message_id, device_id, platform, token, status, attempts,"
         " updated_at) SELECT 7, d, 'apns', md5(d::text), 'sent', 1, now()"
         " FROM generate_series(1, 20000) AS d"
     )
-    for name in order:
+    for name in statements:
         found = await plan(name)
         assert "Seq Scan on deliveries" not in found and "Bitmap" not in found, found
         assert "loops=2000" in found, found
