@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Integer, String, any_, bindparam, column, exists, func, select, text, update
+from sqlalchemy import Integer, String, any_, bindparam, exists, func, select, text, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -239,40 +239,26 @@ class FanOut:
         async with self._db.reader() as session:
             postgresql = session.get_bind().dialect.name == "postgresql"
             for chunk in _chunks(device_ids):
+                rows: Any
                 if postgresql:  # one index probe per device, as _recorded
                     params: dict[str, Any] = {"ids": list(chunk), "message_id": live.message_id}
                     if due is not None:
                         params["due"] = due
-                    rows = await session.execute(
-                        _PG_PENDING if due is None else _PG_PENDING_DUE, params
+                    statement = _PG_PENDING if due is None else _PG_PENDING_DUE
+                    rows = await session.execute(statement, params)
+                else:
+                    query = select(
+                        *(Delivery.__table__.c[name] for name in _PENDING_COLUMNS)
+                    ).where(
+                        Delivery.message_id == live.message_id,
+                        Delivery.device_id.in_(chunk),
+                        Delivery.status == "pending",
                     )
-                    found += [
-                        _Row(
-                            r.id,
-                            Target(r.device_id, r.platform, r.environment, r.token, None, True),
-                            r.attempts,
-                            r.next_attempt_at,
+                    if due is not None:
+                        query = query.where(
+                            Delivery.next_attempt_at.is_(None) | (Delivery.next_attempt_at <= due)
                         )
-                        for r in rows
-                    ]
-                    continue
-                query = select(
-                    Delivery.id,
-                    Delivery.device_id,
-                    Delivery.platform,
-                    Delivery.environment,
-                    Delivery.token,
-                    Delivery.attempts,
-                    Delivery.next_attempt_at,
-                ).where(
-                    Delivery.message_id == live.message_id,
-                    Delivery.device_id.in_(chunk),
-                    Delivery.status == "pending",
-                )
-                if due is not None:
-                    query = query.where(
-                        Delivery.next_attempt_at.is_(None) | (Delivery.next_attempt_at <= due)
-                    )
+                    rows = await session.execute(query)
                 found += [
                     _Row(
                         r.id,
@@ -280,7 +266,7 @@ class FanOut:
                         r.attempts,
                         r.next_attempt_at,
                     )
-                    for r in await session.execute(query)
+                    for r in rows
                 ]
         return found
 
@@ -537,24 +523,32 @@ _PG_RECORDED = text(
     " WHERE dl.message_id = :message_id AND dl.device_id = x.id OFFSET 0) AS d"
 )
 
-_PENDING_COLUMNS = ("id", "device_id", "platform", "environment", "token", "attempts")
-_PG_PENDING_SQL = (
-    "SELECT d.* FROM unnest(CAST(:ids AS integer[])) AS x(id)"
-    " CROSS JOIN LATERAL (SELECT dl.id, dl.device_id, dl.platform, dl.environment, dl.token,"
-    " dl.attempts, dl.next_attempt_at FROM deliveries AS dl"
-    " WHERE dl.message_id = :message_id AND dl.device_id = x.id AND dl.status = 'pending'{due}"
-    " OFFSET 0) AS d"
+# What a page reads of its pending ledger rows, to send them again.
+_PENDING_COLUMNS = (
+    "id",
+    "device_id",
+    "platform",
+    "environment",
+    "token",
+    "attempts",
+    "next_attempt_at",
 )
-_PG_PENDING = text(_PG_PENDING_SQL.format(due="")).columns(
-    *(column(name) for name in _PENDING_COLUMNS),
-    column("next_attempt_at", Delivery.__table__.c.next_attempt_at.type),
-)
-_PG_PENDING_DUE = text(
-    _PG_PENDING_SQL.format(due=" AND (dl.next_attempt_at IS NULL OR dl.next_attempt_at <= :due)")
-).columns(
-    *(column(name) for name in _PENDING_COLUMNS),
-    column("next_attempt_at", Delivery.__table__.c.next_attempt_at.type),
-)
+
+
+def _pg_pending(due: str) -> Any:
+    """The page's pending rows by one index probe per device (as ``_PG_RECORDED``), with the
+    extra condition ``due``."""
+    return text(
+        "SELECT d.* FROM unnest(CAST(:ids AS integer[])) AS x(id)"  # noqa: S608 - constant SQL
+        " CROSS JOIN LATERAL (SELECT "
+        + ", ".join(f"dl.{name}" for name in _PENDING_COLUMNS)
+        + " FROM deliveries AS dl WHERE dl.message_id = :message_id AND dl.device_id = x.id"
+        " AND dl.status = 'pending'" + due + " OFFSET 0) AS d"
+    ).columns(*(Delivery.__table__.c[name] for name in _PENDING_COLUMNS))
+
+
+_PG_PENDING = _pg_pending("")
+_PG_PENDING_DUE = _pg_pending(" AND (dl.next_attempt_at IS NULL OR dl.next_attempt_at <= :due)")
 
 
 async def _recorded(session: AsyncSession, live: _Live, device_ids: list[int]) -> dict[int, str]:
