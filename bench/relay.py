@@ -137,7 +137,7 @@ def percentile(values: list[float], fraction: float) -> float:
 
 @contextmanager
 def server(
-    database_url: str, env_extra: dict[str, str], http_server: str = "uvicorn"
+    database_url: str, env_extra: dict[str, str], http_server: str = "uvicorn", processes: int = 1
 ) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLARION_")}
@@ -159,7 +159,18 @@ def server(
         )
     log = open(Path(folder) / "serve.log", "wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "clarion", "serve", "--port", str(port), "--server", http_server],
+        [
+            sys.executable,
+            "-m",
+            "clarion",
+            "serve",
+            "--port",
+            str(port),
+            "--server",
+            http_server,
+            "--processes",
+            str(processes),
+        ],
         env=env,
         cwd=folder,
         stdout=log,
@@ -232,13 +243,15 @@ async def measure(kind: str, ports: list[int], pids: list[int], args: argparse.N
         return "POST", f"/clients/client-{client}", json.dumps(body).encode()
 
     cpu_before = server_cpu(pids)
+    client_before = time.process_time()
     count, latencies, statuses = await run_load(ports, args.concurrency, args.seconds, push)
     cpu = server_cpu(pids) - cpu_before
+    client_cpu = time.process_time() - client_before
     print(
         f"{kind}: relay pushes {count / args.seconds:,.0f} requests/s, "
         f"p50 {percentile(latencies, 0.5):.1f} ms, p99 {percentile(latencies, 0.99):.1f} ms, "
         f"server CPU {cpu / count * 1e6:,.0f} us/push ({cpu / args.seconds:.2f} cores busy), "
-        f"statuses {statuses}; "
+        f"statuses {statuses}; load client CPU {client_cpu / count * 1e6:,.0f} us/request; "
         f"baseline GET /health {health / seconds:,.0f} requests/s, {health_cpu_us:,.0f} us/request"
     )
 
@@ -283,16 +296,20 @@ def main() -> None:
     parser.add_argument(
         "--servers", type=int, default=1, help="clarion serve processes on one database"
     )
+    parser.add_argument(
+        "--processes", type=int, default=1, help="clarion serve --processes: one port, N processes"
+    )
     parser.add_argument("--server", choices=["uvicorn", "granian"], default="uvicorn")
     args = parser.parse_args()
     for kind in args.db.split(","):
         with database(kind) as url, ExitStack() as stack:
             env = stack.enter_context(apns_sink()) if args.type == "apns" else {}
             servers = [
-                stack.enter_context(server(url, env, args.server)) for _ in range(args.servers)
+                stack.enter_context(server(url, env, args.server, args.processes)) for _ in range(args.servers)
             ]
             label = f"{kind} {args.type} {args.server}"
-            label += f" x{args.servers} processes" if args.servers > 1 else ""
+            label += f" x{args.servers} servers" if args.servers > 1 else ""
+            label += f", {args.processes} processes" if args.processes > 1 else ""
             asyncio.run(measure(label, [p for p, _ in servers], [s.pid for _, s in servers], args))
 
 
