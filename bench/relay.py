@@ -305,7 +305,8 @@ def main() -> None:
         with database(kind) as url, ExitStack() as stack:
             env = stack.enter_context(apns_sink()) if args.type == "apns" else {}
             servers = [
-                stack.enter_context(server(url, env, args.server, args.processes)) for _ in range(args.servers)
+                stack.enter_context(server(url, env, args.server, args.processes))
+                for _ in range(args.servers)
             ]
             label = f"{kind} {args.type} {args.server}"
             label += f" x{args.servers} servers" if args.servers > 1 else ""

@@ -504,7 +504,7 @@ def migrate(
     settings = _settings(config)
 
     async def run() -> tuple[str | None, str | None]:
-        db = Database(settings.database_url)
+        db = Database.for_settings(settings)
         try:
             before = await db.current_revision()
             if revision != "head" and before is not None and known_revision(revision):

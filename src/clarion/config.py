@@ -93,6 +93,24 @@ class Settings(BaseSettings):
 
     # Storage
     database_url: str = DEFAULT_DATABASE_URL
+    database_pool_size: int = Field(
+        default=32,
+        ge=1,
+        description="PostgreSQL: connections each process keeps open for writes (and reads "
+        "inside transactions)",
+    )
+    database_pool_overflow: int = Field(
+        default=16,
+        ge=0,
+        description="PostgreSQL: connections a process may open beyond database_pool_size in "
+        "a burst, closed when given back",
+    )
+    database_read_pool_size: int = Field(
+        default=16,
+        ge=1,
+        description="PostgreSQL: connections each process may open for single-statement reads "
+        "(asyncpg directly)",
+    )
     auto_migrate: bool | None = Field(
         default=None,
         description="Apply migrations on start. Default: yes for SQLite, no for PostgreSQL.",

@@ -191,7 +191,7 @@ async def open_services(settings: Settings, *, migrate: bool | None = None) -> S
     key_file = None if key else settings.resolved_key_file()
     new_key_file = key_file if key_file is not None and not key_file.exists() else None
     box = secret_box_for(key, key_file)
-    db = Database(settings.database_url)
+    db = Database.for_settings(settings)
     try:
         if settings.should_auto_migrate if migrate is None else migrate:
             await db.upgrade()

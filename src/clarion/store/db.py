@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import asyncpg
 from alembic import command
@@ -38,6 +38,9 @@ from sqlalchemy.sql.elements import ClauseElement
 
 from clarion.store.availability import database_unavailable, first_line
 from clarion.store.urls import asyncpg_connect_args
+
+if TYPE_CHECKING:
+    from clarion.config import Settings
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 # A pooled PostgreSQL connection is pinged on checkout only once it has been idle this long.
@@ -106,7 +109,12 @@ def _ping_if_idle(dialect: Dialect) -> Any:
 
 
 def create_engine(
-    url: str | URL, *, echo: bool = False, connect_args: Mapping[str, Any] | None = None
+    url: str | URL,
+    *,
+    echo: bool = False,
+    connect_args: Mapping[str, Any] | None = None,
+    pool_size: int = POOL_SIZE,
+    pool_overflow: int = POOL_OVERFLOW,
 ) -> AsyncEngine:
     """An async engine; SQLite gets WAL, a busy timeout and enforced foreign keys; PostgreSQL
     a pool whose connections are pinged after they sat idle (``_ping_if_idle``).
@@ -120,8 +128,8 @@ def create_engine(
     engine = create_async_engine(
         url,
         echo=echo,
-        pool_size=POOL_SIZE,
-        max_overflow=POOL_OVERFLOW,
+        pool_size=pool_size,
+        max_overflow=pool_overflow,
         connect_args=dict(connect_args or {}),
     )
     event.listen(engine.sync_engine, "checkin", _mark_idle)
@@ -445,12 +453,15 @@ class PgReader:
 
     @classmethod
     def for_engine(
-        cls, engine: AsyncEngine, connect_args: Mapping[str, Any] | None = None
+        cls,
+        engine: AsyncEngine,
+        connect_args: Mapping[str, Any] | None = None,
+        max_size: int = READ_POOL_SIZE,
     ) -> PgReader | None:
         """A reader beside an asyncpg engine, connecting as it does; None for anything else."""
         if engine.dialect.name != "postgresql" or engine.dialect.driver != "asyncpg":
             return None
-        return cls(engine.url, engine.dialect, connect_args=connect_args)
+        return cls(engine.url, engine.dialect, connect_args=connect_args, max_size=max_size)
 
     def _plan(self, statement: Executable) -> _Plan:
         plan = self._plans.get(statement)
@@ -522,18 +533,46 @@ class PgReader:
 
 
 class Database:
-    """One database: its engine and a session factory for units of work."""
+    """One database: its engine and a session factory for units of work.
 
-    def __init__(self, url: str, *, echo: bool = False) -> None:
+    On PostgreSQL a process holds up to ``pool_size + pool_overflow`` connections for units of
+    work and ``read_pool_size`` for single reads; ``docs/configuration.md`` says how to fit
+    every process under the server's ``max_connections``."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        echo: bool = False,
+        pool_size: int = POOL_SIZE,
+        pool_overflow: int = POOL_OVERFLOW,
+        read_pool_size: int = READ_POOL_SIZE,
+    ) -> None:
         self.url = url
         address = make_url(url)
         connect_args: dict[str, Any] = {}
         if address.get_backend_name() == "postgresql" and address.get_driver_name() == "asyncpg":
             address, connect_args = asyncpg_connect_args(address)
-        self.engine = create_engine(address, echo=echo, connect_args=connect_args)
+        self.engine = create_engine(
+            address,
+            echo=echo,
+            connect_args=connect_args,
+            pool_size=pool_size,
+            pool_overflow=pool_overflow,
+        )
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self._inline = InlineReader.for_url(self.engine.url, echo=echo)
-        self._pg = PgReader.for_engine(self.engine, connect_args)
+        self._pg = PgReader.for_engine(self.engine, connect_args, read_pool_size)
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> Database:
+        """The database of ``settings``, with its pool sizes."""
+        return cls(
+            settings.database_url,
+            pool_size=settings.database_pool_size,
+            pool_overflow=settings.database_pool_overflow,
+            read_pool_size=settings.database_read_pool_size,
+        )
 
     async def read(
         self, statement: Executable, params: Mapping[str, Any] | None = None
