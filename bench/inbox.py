@@ -151,7 +151,12 @@ def free_port() -> int:
 
 
 def start_server(
-    dsn: str, port: int, log: Path, server: str = "uvicorn", processes: int = 1
+    dsn: str,
+    port: int,
+    log: Path,
+    server: str = "uvicorn",
+    processes: int = 1,
+    extra: dict[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLARION_")}
     env.update(
@@ -159,6 +164,7 @@ def start_server(
         CLARION_SECRET_KEY=secrets.token_urlsafe(32),
         CLARION_LOG_LEVEL="WARNING",  # no access log line per request
     )
+    env.update(extra or {})
     with log.open("wb") as out:
         return subprocess.Popen(
             [
@@ -403,7 +409,8 @@ async def bench(args: argparse.Namespace) -> None:
         ports = [free_port() for _ in range(args.servers)]
         for n, port in enumerate(ports):
             log = args.server_log.with_name(f"{args.server_log.stem}-{n}{args.server_log.suffix}")
-            procs.append(start_server(dsn, port, log, args.server, args.processes))
+            extra = dict(item.split("=", 1) for item in args.env)
+            procs.append(start_server(dsn, port, log, args.server, args.processes, extra))
         for port, proc in zip(ports, procs, strict=True):
             await wait_ready(port, proc)
         rng = random.Random(args.seed + 1)
@@ -496,6 +503,13 @@ def main() -> None:
     parser.add_argument("--server", choices=["uvicorn", "granian"], default="uvicorn")
     parser.add_argument(
         "--processes", type=int, default=1, help="clarion serve --processes of each server"
+    )
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="CLARION_X=VALUE",
+        help="a setting for the clarion server (repeatable), e.g. CLARION_DATABASE_READ_POOL_SIZE=4",  # noqa: E501
     )
     parser.add_argument(
         "--server-log", type=Path, default=Path("/tmp/clarion-bench-inbox-server.log")
