@@ -4,8 +4,7 @@ PostgreSQL: any number of workers on any number of machines claim with
 ``SELECT ... FOR UPDATE SKIP LOCKED``. SQLite: the workers of the processes sharing the file (one
 per ``clarion serve`` process); the lock clause is a no-op there, and a claim is one
 ``UPDATE ... RETURNING`` under SQLite's single writer lock, so two workers never claim the same
-job. A job whose lease ends without a heartbeat (its worker
-crashed or hung) is claimable again.
+job. A job whose lease ends without a heartbeat (its worker crashed or hung) is claimable again.
 """
 
 from __future__ import annotations
