@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import Boolean, Integer, text
 
 from clarion.config import Settings
+from clarion.store import db
 from clarion.store.db import Database
 
 pytestmark = pytest.mark.postgres
@@ -34,6 +35,14 @@ def test_pool_sizes_are_settings(monkeypatch: pytest.MonkeyPatch) -> None:
         Settings(database_pool_size=0)
 
 
+def test_the_settings_defaults_are_the_databases() -> None:
+    """A Database made without settings (tests, tools) gets the pools a default process has."""
+    defaults = Settings.model_fields
+    assert defaults["database_pool_size"].default == db.POOL_SIZE
+    assert defaults["database_pool_overflow"].default == db.POOL_OVERFLOW
+    assert defaults["database_read_pool_size"].default == db.READ_POOL_SIZE
+
+
 async def test_a_process_stays_within_its_pools(postgres_url: str) -> None:
     settings = Settings(
         database_url=postgres_url,
@@ -41,20 +50,20 @@ async def test_a_process_stays_within_its_pools(postgres_url: str) -> None:
         database_pool_overflow=0,
         database_read_pool_size=1,
     )
-    db = Database.for_settings(settings)
+    database = Database.for_settings(settings)
     try:
 
         async def unit_of_work() -> int:
-            async with db.sessions() as session:
+            async with database.sessions() as session:
                 return int((await session.execute(SLOW_WHO)).one().pid)
 
         async def single_read() -> int:
-            return int((await db.read(SLOW_WHO))[0].pid)
+            return int((await database.read(SLOW_WHO))[0].pid)
 
         in_units = await asyncio.gather(*(unit_of_work() for _ in range(6)))
         in_reads = await asyncio.gather(*(single_read() for _ in range(4)))
     finally:
-        await db.dispose()
+        await database.dispose()
     # Six at once on two connections, four reads at once on one.
     assert len(set(in_units)) == 2
     assert len(set(in_reads)) == 1
