@@ -509,7 +509,8 @@ def main() -> None:
         action="append",
         default=[],
         metavar="CLARION_X=VALUE",
-        help="a setting for the clarion server (repeatable), e.g. CLARION_DATABASE_READ_POOL_SIZE=4",  # noqa: E501
+        help="a setting for the clarion server (repeatable), "
+        "e.g. CLARION_DATABASE_READ_POOL_SIZE=4",
     )
     parser.add_argument(
         "--server-log", type=Path, default=Path("/tmp/clarion-bench-inbox-server.log")
