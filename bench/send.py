@@ -43,8 +43,18 @@ ADMIN_DSN = os.environ.get(
     "CLARION_BENCH_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
 BUNDLE = "com.example.bench"
+# Each wrk thread loads the script in a Lua state of its own; seeded from the clock alone, the
+# two threads drew the same users in the same order. setup() numbers the threads (it runs in the
+# main state, once per thread) and init() seeds each with its number.
 WRK_SCRIPT = """
-math.randomseed(os.time())
+local threads = 0
+setup = function(thread)
+  thread:set("thread_number", threads)
+  threads = threads + 1
+end
+init = function(args)
+  math.randomseed(os.time() * 16 + thread_number)
+end
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 request = function()
