@@ -90,6 +90,24 @@ async def test_cleartext_blob_that_is_not_base64_json_is_refused_and_not_sent(
     assert len(noop.received) == 1
 
 
+async def test_resend_of_a_sent_message_with_an_unusable_blob_is_a_duplicate(
+    client: httpx.AsyncClient, noop: NoopProvider, wallet: str
+) -> None:
+    body = {"id": "m-1", "payload": {"topic": "tp", "flags": 0, "blob": cleartext_blob()}}
+    assert (await client.post(f"/clients/{wallet}", json=body)).status_code == 200
+    # The same id again, its blob now unusable: the message was sent, so this is a duplicate
+    # (200, nothing sent), not a refusal of a message that never went out.
+    body["payload"]["blob"] = "not base64!"
+    response = await client.post(f"/clients/{wallet}", json=body)
+    assert response.status_code == 200 and response.json() == {"status": "OK"}
+    assert len(noop.received) == 1
+    # Another id with the same blob is still refused.
+    body["id"] = "m-2"
+    response = await client.post(f"/clients/{wallet}", json=body)
+    assert response.status_code == 202 and response.json()["errors"][0]["name"] == "json"
+    assert len(noop.received) == 1
+
+
 async def test_always_raw_client_gets_cleartext_flags_blob_opaque(
     client: httpx.AsyncClient, noop: NoopProvider
 ) -> None:

@@ -457,6 +457,10 @@ class WalletConnect:
         if row.rejected_reason is not None:
             return PushResult(PushStatus.TENANT_SUSPENDED, row.rejected_reason)
         if blob_error is not None and not row.always_raw:
+            # The id was not claimed for this blob; if it was accepted before, this is a
+            # resend of a message already sent: the same answer as any other duplicate.
+            if await self._claims.accepted(push.tenant_id, client_id, push.message_id):
+                return PushResult(PushStatus.DUPLICATE)
             return PushResult(PushStatus.BAD_BLOB, blob_error)
         if not row.claimed:
             return PushResult(PushStatus.DUPLICATE)

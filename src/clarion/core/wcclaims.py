@@ -22,12 +22,12 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, text
+from sqlalchemy import Table, bindparam, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from clarion.store.bulk import bind, sqlite_values
 from clarion.store.db import Database
-from clarion.store.models import UTCDateTime, WcMessage, utcnow
+from clarion.store.models import Application, UTCDateTime, WcMessage, utcnow
 
 MAX_BATCH = 256
 PG_WRITERS = 8
@@ -170,6 +170,14 @@ class Claims:
             task.add_done_callback(self._tasks.discard)
         return await request.done
 
+    async def accepted(self, tenant_id: str, client_id: str, message_id: str) -> bool:
+        """True if the message id was already claimed for the client (a push not claimed now
+        because its blob is unusable may be the relay's resend of one that was sent)."""
+        rows = await self._db.read(
+            _ACCEPTED, {"tenant": tenant_id, "client": client_id, "message": message_id}
+        )
+        return bool(rows)
+
     async def _write(self) -> None:
         try:
             while self._queue:
@@ -263,6 +271,18 @@ class Claims:
             app_pk, stored_id, *client = found[i]
             rows.append(_row(client, (app_pk, stored_id, request.message_id) in claimed))
         return rows
+
+
+_ACCEPTED = (
+    select(WcMessage.message_id)
+    .join(Application, Application.id == WcMessage.application_id)
+    .where(
+        Application.app_id == bindparam("tenant"),
+        WcMessage.client_id == bindparam("client"),
+        WcMessage.message_id == bindparam("message"),
+    )
+    .limit(1)
+)
 
 
 def _row(client: Sequence[Any], claimed: bool) -> ClaimRow:
