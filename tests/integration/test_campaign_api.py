@@ -254,12 +254,36 @@ async def test_test_send_reaches_the_user_and_leaves_the_campaign_unsent(
     campaign = await create(client)
     await add_users(client, campaign, ["someone-else"])
     body = envelope(userId="1234567890")
-    assert_ok(await client.post(f"/push/campaign/send/test/{campaign}", json=body))
+    answer = assert_ok(await client.post(f"/push/campaign/send/test/{campaign}", json=body))
+    none = {"sent": 0, "pending": 0, "failed": 0, "total": 0}
+    assert answer["responseObject"] == {
+        "result": {"ios": {**none, "sent": 1, "total": 1}, "android": none, "huawei": none}
+    }
     assert [p.token for p in app_ready.apns.delivered()] == [IOS_TOKEN]
     assert app_ready.fcm.received == []
     found = await detail(client, campaign)
     assert found["sent"] is False and found["timestampSent"] is None
     assert (await queue_depth(services.db)) == {}
+
+
+async def test_test_send_says_what_did_not_reach_the_user(
+    client: httpx.AsyncClient, app_ready: Emulators
+) -> None:
+    await register(client, IOS_TOKEN, "act-ios", user="1234567890")
+    await register(client, ANDROID_TOKEN, "act-android", user="1234567890", platform="android")
+    app_ready.apns.unregister_device(IOS_TOKEN)
+    app_ready.fcm.faults.error_burst = 1  # one 503: retry later
+    campaign = await create(client)
+    body = envelope(userId="1234567890")
+    answer = assert_ok(await client.post(f"/push/campaign/send/test/{campaign}", json=body))
+    result = answer["responseObject"]["result"]
+    assert result["ios"] == {"sent": 0, "pending": 0, "failed": 1, "total": 1}
+    assert result["android"] == {"sent": 0, "pending": 1, "failed": 0, "total": 1}
+    # A user with no devices: nothing sent, nothing failed.
+    answer = assert_ok(
+        await client.post(f"/push/campaign/send/test/{campaign}", json=envelope(userId="nobody"))
+    )
+    assert all(c["total"] == 0 for c in answer["responseObject"]["result"].values())
 
 
 async def test_a_page_job_that_runs_again_sends_nothing_twice(

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, Field
 
 from clarion.api.powerauth.body import Body
-from clarion.api.powerauth.message_models import MessageBody
+from clarion.api.powerauth.message_models import MessageBody, SendResult
 from clarion.errors import InvalidRequest
 
 MAX_USER_ID = 255
@@ -54,6 +54,12 @@ class DeletedCampaign(BaseModel):
 
 class TestSendRequest(Body):
     userId: Annotated[str, Field(min_length=1, max_length=MAX_USER_ID)]
+
+
+class TestSendResponse(BaseModel):
+    """clarion's extension: what the test send did, per platform (the seed answers OK only)."""
+
+    result: SendResult
 
 
 class DeviceProgress(BaseModel):

@@ -16,7 +16,7 @@ from clarion.api.powerauth.envelope import (
     add_routes,
     ok,
 )
-from clarion.api.powerauth.messages import to_notification
+from clarion.api.powerauth.messages import counts, to_notification
 from clarion.api.powerauth.status import iso
 from clarion.core.campaign_progress import Progress
 from clarion.core.campaigns import CampaignView, parse_id
@@ -193,14 +193,16 @@ add_routes(
 
 @router.post(
     "/push/campaign/send/test/{campaign_id}",
-    response_model=OkResponse,
+    response_model=ObjectResponse[c.TestSendResponse],
     summary="Send the campaign's message to one user now (the campaign stays unsent)",
 )
 async def send_test(
     campaign_id: CampaignId, request: ObjectRequest[c.TestSendRequest], svc: ServicesDep
 ) -> dict[str, Any]:
-    await svc.campaigns.send_test(parse_id(campaign_id), request.requestObject.userId)
-    return ok()
+    """Answers after the providers did, with the outcome per platform (an extension: a
+    device that could not be reached is counted ``failed`` or ``pending``, not hidden)."""
+    result = await svc.campaigns.send_test(parse_id(campaign_id), request.requestObject.userId)
+    return ok({"result": counts(result)})
 
 
 @router.post(

@@ -60,10 +60,9 @@ def to_spec(message: m.Message) -> MessageSpec:
     )
 
 
-def render(mode: Mode, result: SendResult | None) -> dict[str, Any]:
-    if result is None:
-        return ok({"mode": mode.value})
-    counts = {
+def counts(result: SendResult) -> dict[str, dict[str, int]]:
+    """``{sent, pending, failed, total}`` per platform, under the seed's keys."""
+    return {
         platform.seed_name: {
             "sent": c.sent,
             "pending": c.pending,
@@ -72,7 +71,12 @@ def render(mode: Mode, result: SendResult | None) -> dict[str, Any]:
         }
         for platform, c in result.by_platform.items()
     }
-    return ok({"mode": mode.value, "result": counts})
+
+
+def render(mode: Mode, result: SendResult | None) -> dict[str, Any]:
+    if result is None:
+        return ok({"mode": mode.value})
+    return ok({"mode": mode.value, "result": counts(result)})
 
 
 @router.post(
