@@ -11,6 +11,8 @@ MAX_PAYLOAD_BYTES = 4096  # every push type we send (VoIP's 5120 does not apply)
 MAX_COLLAPSE_ID_BYTES = 64
 # What WalletConnect shows for an encrypted message the app's extension will decrypt and replace.
 WALLETCONNECT_GENERIC_TITLE = "You have new notifications. Open to view"
+# Built once: json.dumps with options builds an encoder per call.
+_ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
 def _alert(n: Notification) -> dict[str, Any]:
@@ -66,7 +68,7 @@ def build_payload(n: Notification) -> dict[str, Any]:
 
 def encode_payload(n: Notification) -> bytes:
     """The payload as compact UTF-8 JSON, the bytes whose size Apple limits."""
-    return json.dumps(build_payload(n), separators=(",", ":"), ensure_ascii=False).encode()
+    return _ENCODE(build_payload(n)).encode()
 
 
 def build_headers(n: Notification, *, topic: str) -> dict[str, str]:

@@ -19,6 +19,8 @@ from clarion.providers.base import Notification, Priority
 router = APIRouter(route_class=PowerAuthRoute, tags=["Messages"])
 
 MAX_EXTRAS_BYTES = 4096
+# By value: an enum's call costs more than the rest of a field's conversion.
+_PRIORITIES = {p.value: p for p in Priority}
 
 
 def to_notification(
@@ -31,31 +33,32 @@ def to_notification(
         encoded = json.dumps(extras, separators=(",", ":"), ensure_ascii=False)
         if len(encoded.encode("utf-8", "surrogatepass")) > MAX_EXTRAS_BYTES:
             raise InvalidRequest(f"Push message extras must not exceed {MAX_EXTRAS_BYTES} bytes.")
+    # Called once per message of a batch: no default Attributes model built per call.
     return Notification(
         title=body.title,
         title_loc_key=body.titleLocKey,
-        title_loc_args=tuple(body.titleLocArgs or ()),
+        title_loc_args=tuple(body.titleLocArgs) if body.titleLocArgs else (),
         body=body.body,
         body_loc_key=body.bodyLocKey,
-        body_loc_args=tuple(body.bodyLocArgs or ()),
+        body_loc_args=tuple(body.bodyLocArgs) if body.bodyLocArgs else (),
         badge=body.badge,
         sound=body.sound,
         icon=body.icon,
         category=body.category,
         collapse_key=body.collapseKey,
         expires_at=body.validUntil,
-        priority=Priority(priority),
-        silent=(attributes or m.Attributes()).silent,
+        priority=_PRIORITIES[priority],
+        silent=attributes is not None and attributes.silent,
         extras=extras,
     )
 
 
 def to_spec(message: m.Message) -> MessageSpec:
-    attributes = message.attributes or m.Attributes()
+    attributes = message.attributes
     return MessageSpec(
         user_id=message.userId,
         activation_id=message.activationId,
-        personal=attributes.personal,
+        personal=attributes is not None and attributes.personal,
         notification=to_notification(message.body, message.priority, attributes),
     )
 
