@@ -13,7 +13,6 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from types import FrameType
 from typing import Annotated, TypeVar
 
 import typer
@@ -25,7 +24,7 @@ from rich.table import Table
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 
-from clarion import __version__, runloop
+from clarion import __version__, runloop, serving
 from clarion.config import Settings, load_settings
 from clarion.core.campaigns import parse_id
 from clarion.core.retention import Retention
@@ -169,26 +168,6 @@ def _os_reason(exc: BaseException) -> str:
     return str(getattr(exc, "strerror", None) or exc)
 
 
-class _GracefulServer(uvicorn.Server):
-    """uvicorn's server, ending with exit status 0 after a graceful SIGTERM / SIGINT: uvicorn
-    raises the signal again once it has shut down, so supervisors saw a stop they asked for
-    as death by signal 15 (exit status 143)."""
-
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        super().handle_exit(sig, frame)
-        if sig in (signal.SIGTERM, signal.SIGINT) and sig in self._captured_signals:
-            self._captured_signals.remove(sig)
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets)
-        # uvicorn names the address only when it binds the socket itself; here it is handed
-        # one (bound before anything started), so say where clarion listens.
-        if self.started and sockets:
-            host, port = sockets[0].getsockname()[:2]
-            shown = f"[{host}]" if ":" in host else host
-            log.info("listening on http://%s:%d (Ctrl-C to stop)", shown, port)
-
-
 class HttpServer(enum.StrEnum):
     UVICORN = "uvicorn"
     GRANIAN = "granian"
@@ -253,6 +232,7 @@ def serve(
             settings.host,
         )
     _run(_prepare(settings), settings)
+    address, family = sock.getsockname(), sock.family
     if processes > 1 or server is HttpServer.GRANIAN:
         sock.close()  # they bind their own: this one only said the address can be had
         # Each process builds its own app from the environment (and the same config file).
@@ -263,6 +243,14 @@ def serve(
     if server is HttpServer.GRANIAN:
         _serve_granian(settings, processes)
         return
+    if processes > 1 and serving.can_share_port():
+        try:
+            sockets = serving.shared_sockets(address, family, processes)
+        except OSError as exc:
+            err.print(f"[red]cannot listen on {settings.host}:{settings.port}:[/red] {exc}")
+            raise typer.Exit(1) from None
+        supervisor = serving.Supervisor(sockets, stop_seconds=settings.worker_grace + 20)
+        raise typer.Exit(supervisor.run())
     if processes > 1:
         uvicorn.run(
             "clarion.app:app_from_environment",
@@ -275,18 +263,8 @@ def serve(
             proxy_headers=False,
         )
         return
-    # proxy_headers=False: uvicorn would otherwise take X-Forwarded-For from any local peer as
-    # the client's address; clarion believes it only from CLARION_WC_TRUSTED_PROXIES.
-    server_config = uvicorn.Config(
-        create_app(settings, server_process=True),
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        access_log=True,
-        server_header=False,
-        proxy_headers=False,
-    )
-    runloop.run(_GracefulServer(server_config).serve(sockets=[sock]))
+    server_config = serving.uvicorn_config(create_app(settings, server_process=True))
+    runloop.run(serving.GracefulServer(server_config).serve(sockets=[sock]))
 
 
 @cli.command("worker")
