@@ -8,9 +8,10 @@ the other. The busy process set the latency: p99 went from 27 to 140 ms between 
 
 Here each process gets its own listening socket, all bound to the address with
 ``SO_REUSEPORT``, and the kernel spreads new connections over them (by a hash of the client's
-address and port). The supervisor (this process) keeps the sockets, restarts a process that
-died after it had started serving (its replacement takes the same socket, and the connections
-waiting in it), stops everything when a process died before it served, and on SIGTERM / SIGINT asks
+address and port). The supervisor (this process) keeps the sockets and restarts a process that
+died after it had started serving: its replacement takes the same socket, and the connections
+waiting in it; one that keeps dying soon after its start is replaced ever more slowly. It stops
+everything when a process's first start ended before it served, and on SIGTERM / SIGINT it asks
 every process to stop gracefully and waits for it. A process whose supervisor is gone (killed
 with ``kill -9``) is sent SIGTERM by the kernel and stops gracefully as well.
 
@@ -43,6 +44,12 @@ log = logging.getLogger("clarion.serve")
 # After SIGTERM, how long the supervisor waits for its processes before killing them: their own
 # graceful stop (requests in flight, the job worker's grace) comes first.
 STOP_SECONDS = 30.0
+# A process that served for less than this before it ended is replaced after a delay, doubling
+# from RESTART_DELAY up to RESTART_DELAY_MAX: a fault that kills every new process (a full disk,
+# a bug) does not become a loop of process starts burning the CPU.
+SHORT_LIFE_SECONDS = 10.0
+RESTART_DELAY = 1.0
+RESTART_DELAY_MAX = 30.0
 _PR_SET_PDEATHSIG = 1
 
 multiprocessing.allow_connection_pickling()  # sockets go to the spawned processes
@@ -153,7 +160,12 @@ class Supervisor:
         # Per process: the pipe it says "ready" on, and whether it has.
         self._pipes: list[Connection | None] = [None] * len(sockets)
         self._ready = [False] * len(sockets)
+        self._started = [0.0] * len(sockets)  # monotonic
+        self._quick_deaths = [0] * len(sockets)  # in a row, each after a short life
+        self._ever_served = [False] * len(sockets)
+        self._due: list[float | None] = [None] * len(sockets)  # when to replace a dead one
         self._stopping = threading.Event()
+        self.starts = 0
 
     def _start(self, index: int) -> None:
         reader, writer = _spawn.Pipe(duplex=False)
@@ -168,6 +180,9 @@ class Supervisor:
         self._processes[index] = process
         self._pipes[index] = reader
         self._ready[index] = False
+        self._started[index] = time.monotonic()
+        self._due[index] = None
+        self.starts += 1
 
     def _served(self, index: int) -> bool:
         """True once process ``index`` has said it serves."""
@@ -177,15 +192,22 @@ class Supervisor:
                 self._ready[index] = pipe.recv_bytes() == b"ready"
             except (EOFError, OSError):  # it ended without a word
                 pass
+            self._ever_served[index] = self._ever_served[index] or self._ready[index]
         return self._ready[index]
 
     def _stop(self, sig: int, frame: FrameType | None) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """Stop every process gracefully; ``run`` returns once they have."""
         self._stopping.set()
 
-    def run(self) -> int:
-        """Serve until SIGTERM / SIGINT (exit status 0) or a process that failed to start (1)."""
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, self._stop)
+    def run(self, *, signals: bool = True) -> int:
+        """Serve until SIGTERM / SIGINT (exit status 0) or a process that failed to start (1).
+        ``signals=False``: leave the signal handlers alone (``stop()`` ends it)."""
+        if signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, self._stop)
         status = 0
         for index in range(len(self._sockets)):
             self._start(index)
@@ -193,8 +215,15 @@ class Supervisor:
             for index, process in enumerate(self._processes):
                 if process is None or process.is_alive():
                     continue
-                if not self._served(index):  # a bad setting, a database not there:
-                    # starting it again would fail the same way
+                due = self._due[index]
+                if due is not None:  # dead, its replacement waiting for its time
+                    if time.monotonic() >= due:
+                        self._start(index)
+                    continue
+                if not self._served(index) and not self._ever_served[index]:
+                    # The first start failed (a bad setting, a database not there): starting
+                    # it again would fail the same way. A replacement that fails to start
+                    # (the database down a while) is retried below, after its delay.
                     log.error(
                         "serving process %s ended while starting (exit status %s): stopping",
                         process.pid,
@@ -203,12 +232,19 @@ class Supervisor:
                     status = 1
                     self._stopping.set()
                     break
+                if time.monotonic() - self._started[index] < SHORT_LIFE_SECONDS:
+                    self._quick_deaths[index] += 1
+                else:
+                    self._quick_deaths[index] = 0
+                quick = self._quick_deaths[index]
+                delay = min(RESTART_DELAY * 2 ** (quick - 1), RESTART_DELAY_MAX) if quick else 0.0
                 log.warning(
-                    "serving process %s ended (exit status %s): starting another",
+                    "serving process %s ended (exit status %s): starting another in %.0f s",
                     process.pid,
                     process.exitcode,
+                    delay,
                 )
-                self._start(index)
+                self._due[index] = time.monotonic() + delay
         self._stop_all()
         return status
 

@@ -9,14 +9,16 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 import httpx
 import pytest
 
-from clarion.serving import can_share_port
+from clarion.serving import Supervisor, can_share_port, shared_sockets
 
 pytestmark = pytest.mark.skipif(not can_share_port(), reason="SO_REUSEPORT balancing: Linux")
 
@@ -186,3 +188,41 @@ def _zombie(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
     except OSError:
         return True
+
+
+# --- the supervisor with stand-in processes (spawned: module-level functions) ---------------
+
+
+def _ready_then_exit(sock: socket.socket, parent: int, ready: Connection) -> None:
+    ready.send_bytes(b"ready")
+
+
+def _exit_at_once(sock: socket.socket, parent: int, ready: Connection) -> None:
+    raise SystemExit(3)
+
+
+def _supervise(target: object, seconds: float) -> tuple[Supervisor, int | None]:
+    supervisor = Supervisor(
+        shared_sockets(("127.0.0.1", 0), socket.AF_INET, 1),
+        target=target,  # type: ignore[arg-type]
+    )
+    status: list[int] = []
+    thread = threading.Thread(target=lambda: status.append(supervisor.run(signals=False)))
+    thread.start()
+    thread.join(seconds)
+    supervisor.stop()
+    thread.join(30)
+    return supervisor, status[0] if status else None
+
+
+def test_a_process_that_keeps_dying_is_restarted_ever_more_slowly() -> None:
+    # Each stand-in says it serves and ends at once. Replaced after 1 s, then 2 s, 4 s...:
+    # in 5 s two or three starts. Without the delays: 5 starts in 3.5 s (checked).
+    supervisor, status = _supervise(_ready_then_exit, 5)
+    assert status == 0
+    assert 2 <= supervisor.starts <= 3, supervisor.starts
+
+
+def test_a_first_start_that_fails_stops_the_supervisor() -> None:
+    supervisor, status = _supervise(_exit_at_once, 15)
+    assert status == 1 and supervisor.starts == 1
