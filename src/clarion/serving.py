@@ -61,7 +61,9 @@ class GracefulServer(uvicorn.Server):
     raises the signal again once it has shut down, so supervisors saw a stop they asked for
     as death by signal 15 (exit status 143)."""
 
-    def __init__(self, config: uvicorn.Config, *, on_started: Callable[[], None] | None = None):
+    def __init__(
+        self, config: uvicorn.Config, *, on_started: Callable[[], None] | None = None
+    ) -> None:
         super().__init__(config)
         self._on_started = on_started
 
@@ -157,9 +159,8 @@ class Supervisor:
         self._target = target
         self._stop_seconds = stop_seconds
         self._processes: list[SpawnProcess | None] = [None] * len(sockets)
-        # Per process: the pipe it says "ready" on, and whether it has.
+        # Per process: the pipe it says "ready" on; per socket, whether a process on it served.
         self._pipes: list[Connection | None] = [None] * len(sockets)
-        self._ready = [False] * len(sockets)
         self._started = [0.0] * len(sockets)  # monotonic
         self._quick_deaths = [0] * len(sockets)  # in a row, each after a short life
         self._ever_served = [False] * len(sockets)
@@ -179,21 +180,19 @@ class Supervisor:
             old.close()
         self._processes[index] = process
         self._pipes[index] = reader
-        self._ready[index] = False
         self._started[index] = time.monotonic()
         self._due[index] = None
         self.starts += 1
 
-    def _served(self, index: int) -> bool:
-        """True once process ``index`` has said it serves."""
+    def _read_ready(self, index: int) -> None:
+        """Note whether the process on socket ``index`` said it serves."""
         pipe = self._pipes[index]
-        if not self._ready[index] and pipe is not None and pipe.poll():
+        if pipe is not None and pipe.poll():
             try:
-                self._ready[index] = pipe.recv_bytes() == b"ready"
+                if pipe.recv_bytes() == b"ready":
+                    self._ever_served[index] = True
             except (EOFError, OSError):  # it ended without a word
                 pass
-            self._ever_served[index] = self._ever_served[index] or self._ready[index]
-        return self._ready[index]
 
     def _stop(self, sig: int, frame: FrameType | None) -> None:
         self.stop()
@@ -220,7 +219,8 @@ class Supervisor:
                     if time.monotonic() >= due:
                         self._start(index)
                     continue
-                if not self._served(index) and not self._ever_served[index]:
+                self._read_ready(index)
+                if not self._ever_served[index]:
                     # The first start failed (a bad setting, a database not there): starting
                     # it again would fail the same way. A replacement that fails to start
                     # (the database down a while) is retried below, after its delay.
@@ -265,7 +265,3 @@ class Supervisor:
         for pipe in self._pipes:
             if pipe is not None:
                 pipe.close()
-
-    @property
-    def pids(self) -> list[int]:
-        return [p.pid for p in self._processes if p is not None and p.pid is not None]

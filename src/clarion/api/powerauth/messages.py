@@ -33,7 +33,6 @@ def to_notification(
         encoded = json.dumps(extras, separators=(",", ":"), ensure_ascii=False)
         if len(encoded.encode("utf-8", "surrogatepass")) > MAX_EXTRAS_BYTES:
             raise InvalidRequest(f"Push message extras must not exceed {MAX_EXTRAS_BYTES} bytes.")
-    # Called once per message of a batch: no default Attributes model built per call.
     return Notification(
         title=body.title,
         title_loc_key=body.titleLocKey,
@@ -48,6 +47,7 @@ def to_notification(
         collapse_key=body.collapseKey,
         expires_at=body.validUntil,
         priority=_PRIORITIES[priority],
+        # Once per message of a batch: no default Attributes model built for each.
         silent=attributes is not None and attributes.silent,
         extras=extras,
     )
