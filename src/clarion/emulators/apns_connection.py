@@ -6,6 +6,7 @@ import asyncio
 import json
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
@@ -14,6 +15,8 @@ import h2.connection
 import h2.events
 import h2.exceptions
 import h2.settings
+import hpack.hpack
+from hpack import huffman_table
 
 if TYPE_CHECKING:
     from clarion.emulators.apns import ApnsEmulator
@@ -53,6 +56,39 @@ _CHECKED_HEADERS = frozenset(
 )
 
 
+def _remember_long_huffman_values() -> None:
+    """Make hpack remember what its longest Huffman-coded header values decode to.
+
+    A provider token (a JWT of about 200 bytes) comes with every request, Huffman-coded and
+    never indexed (its header is sensitive), and hpack's pure-Python decoder took a sixth of
+    the emulator's time decoding it again and again. Decoding is a pure function of the bytes,
+    so answering a value seen before from a bounded table changes nothing but the time. Short
+    values (paths with a device token, apns-id) differ per request and are decoded as before.
+    """
+    namespace = vars(hpack.hpack)  # where hpack's Decoder looks the function up
+    if namespace.get("decode_huffman") is not huffman_table.decode_huffman:
+        return  # already done, or hpack changed: leave it as it is
+    decode: Callable[[bytes | bytearray | memoryview | None], bytes]
+    decode = huffman_table.decode_huffman
+    known: dict[bytes, bytes] = {}
+
+    def remembered(huffman_string: bytes | bytearray | memoryview | None) -> bytes:
+        if huffman_string is None or len(huffman_string) < 64:
+            return decode(huffman_string)
+        key = bytes(huffman_string)
+        found = known.get(key)
+        if found is None:
+            if len(known) >= 1024:
+                known.clear()
+            found = known[key] = decode(key)
+        return found
+
+    namespace["decode_huffman"] = remembered
+
+
+_remember_long_huffman_values()
+
+
 @dataclass(frozen=True, slots=True)
 class ReceivedPush:
     """One request as the emulator saw it, and what it answered."""
@@ -86,6 +122,24 @@ class ConnectionAuth:
         self.issued_at = 0
 
 
+class _Connection(h2.connection.H2Connection):
+    """h2's connection, counting its open streams only when the count can matter.
+
+    h2 counts the open streams (and forgets the closed ones) by walking every stream it holds,
+    for each new stream: with hundreds in flight, a tenth of the emulator's time. It only
+    compares the count with MAX_CONCURRENT_STREAMS, and the streams it holds, open or closed,
+    are at least as many as the open ones: while those are fewer than the limit, their number
+    gives the same answer, and the walk (which also forgets the closed ones) waits until then.
+    """
+
+    @property
+    def open_inbound_streams(self) -> int:
+        held = len(self.streams)
+        if held < self.local_settings.max_concurrent_streams:
+            return held
+        return super().open_inbound_streams
+
+
 class ApnsServerProtocol(asyncio.Protocol):
     def __init__(self, emulator: ApnsEmulator) -> None:
         self.emu = emulator
@@ -98,7 +152,7 @@ class ApnsServerProtocol(asyncio.Protocol):
             validate_outbound_headers=False,
             normalize_outbound_headers=False,
         )
-        self.conn = h2.connection.H2Connection(config=config)
+        self.conn = _Connection(config=config)
         self.transport: asyncio.Transport | None = None
         self.streams: dict[int, tuple[list[tuple[str, str]], bytearray]] = {}
         self.served = 0
@@ -106,6 +160,8 @@ class ApnsServerProtocol(asyncio.Protocol):
         self.number = 0
         self.auth = ConnectionAuth(None)
         self.limited = False
+        # While a read is handled, answers collect in h2's buffer: one TLS write for them all.
+        self.receiving = False
 
     # --- asyncio.Protocol ---------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -144,6 +200,13 @@ class ApnsServerProtocol(asyncio.Protocol):
             self.transport.abort()
 
     def data_received(self, data: bytes) -> None:
+        self.receiving = True
+        try:
+            self.handle_data(data)
+        finally:
+            self.receiving = False
+
+    def handle_data(self, data: bytes) -> None:
         try:
             events = self.conn.receive_data(data)
         except h2.exceptions.ProtocolError:
@@ -241,7 +304,8 @@ class ApnsServerProtocol(asyncio.Protocol):
                 )
         except h2.exceptions.H2Error:
             return  # the client reset the stream meanwhile
-        self.flush()
+        if goaway or not self.receiving:
+            self.flush()
         if goaway and self.transport is not None:
             self.transport.close()
 
