@@ -83,7 +83,7 @@ class RawClient:
         except ConnectionResetError:  # the server aborted the connection
             self.closed = True
 
-    async def read_answers(self, count: int, timeout: float = 5.0) -> None:
+    async def read_answers(self, count: int, timeout: float = 30.0) -> None:
         """Read until ``count`` more answers came or the server closed the connection."""
         wanted = len(self.statuses) + count
         deadline = asyncio.get_running_loop().time() + timeout
