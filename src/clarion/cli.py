@@ -13,10 +13,9 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
-import uvicorn
 from alembic.util import CommandError
 from pydantic import ValidationError
 from rich.console import Console
@@ -24,12 +23,9 @@ from rich.table import Table
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 
-from clarion import __version__, runloop, serving
+from clarion import __version__, runloop
 from clarion.config import Settings, load_settings
-from clarion.core.campaigns import parse_id
-from clarion.core.retention import Retention
 from clarion.core.secretbox import SecretKeyError
-from clarion.core.services import Services, open_services
 from clarion.errors import ClarionError, Refused
 from clarion.heap import settle
 from clarion.logs import configure_logging
@@ -41,6 +37,13 @@ from clarion.store.db import (
     revisions_up_to,
 )
 from clarion.store.urls import database_address
+
+if TYPE_CHECKING:
+    from clarion.core.services import Services
+
+# The services (providers, API models, metrics), the HTTP servers and campaigns are imported
+# by the commands that use them: `migrate`, `version` and `--help` start in about half the
+# time without them.
 
 T = TypeVar("T")
 log = logging.getLogger("clarion.cli")
@@ -129,6 +132,8 @@ def _first_line(exc: BaseException) -> str:
 
 
 async def _with_services(settings: Settings, action: Callable[[Services], Awaitable[T]]) -> T:
+    from clarion.core.services import open_services
+
     services = await open_services(settings)
     try:
         return await action(services)
@@ -138,6 +143,8 @@ async def _with_services(settings: Settings, action: Callable[[Services], Awaita
 
 async def _prepare(settings: Settings) -> None:
     """Migrate (SQLite) or check the schema (PostgreSQL) before the server starts."""
+    from clarion.core.services import open_services
+
     services = await open_services(settings)
     await services.close()
 
@@ -220,6 +227,7 @@ def serve(
     """Run the HTTP API (and a job worker). Applies migrations first on the embedded SQLite
     default; on PostgreSQL it refuses to start until `clarion migrate` has brought the schema up
     to date. SIGTERM is graceful."""
+    from clarion import serving
     from clarion.app import create_app
 
     settings = _settings(config, host=host, port=port, run_worker=None if worker else False)
@@ -252,6 +260,8 @@ def serve(
         supervisor = serving.Supervisor(sockets, stop_seconds=settings.worker_grace + 20)
         raise typer.Exit(supervisor.run())
     if processes > 1:
+        import uvicorn
+
         uvicorn.run(
             "clarion.app:app_from_environment",
             factory=True,
@@ -321,6 +331,8 @@ def worker_command(
         )
 
     async def run() -> None:
+        from clarion.core.services import open_services
+
         services = await open_services(settings)
         worker = services.worker()
         loop = asyncio.get_running_loop()
@@ -531,6 +543,8 @@ def prune(
     if keep <= 0 and keep_wc <= 0:
         out.print("retention is 0 days (keep forever): nothing deleted")
         return
+    from clarion.core.retention import Retention
+
     pruned = _run(
         _with_services(settings, lambda s: Retention(s.db, keep, keep_wc).prune()), settings
     )
@@ -587,6 +601,8 @@ def campaign_send(
     """Send a campaign live: schedule its fan-out for the workers (refused if it was sent)."""
     settings = _settings(config)
 
+    from clarion.core.campaigns import parse_id
+
     async def run(services: Services) -> None:
         await services.campaigns.send_live(parse_id(campaign_id))
         out.print(f"campaign {campaign_id} scheduled: the workers deliver it")
@@ -615,6 +631,8 @@ async def follow_campaign(
     """A progress bar over the campaign's devices, with rate and ETA, until it completes.
     NotFound for an unknown campaign, Refused for one not sent (it would never complete).
     After ``stall`` seconds without progress it says once what may be missing (a worker)."""
+    from clarion.core.campaigns import parse_id
+
     view = await services.campaigns.detail(parse_id(campaign_id))
     if not view.sent:
         raise Refused(
