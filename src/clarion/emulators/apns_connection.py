@@ -250,6 +250,7 @@ class ApnsServerProtocol(asyncio.Protocol):
         self.emu.request_count += 1
         if self.emu.take_drop(self.served):
             self.closing = True
+            self.flush()  # the answers to the requests before it leave, as each did on its own
             self.abort()
             return
         token, headers, status, reason, extra = self.handle(header_list, bytes(body))
