@@ -21,6 +21,17 @@ it counts them in the HTTP metrics, and it takes only a body with a declared len
 limit (anything else falls through to ``BodyLimit``). Its answers go to the server as they
 are, not through every middleware's wrapper of ``send``: that had cost about a fifth of a relay
 push's CPU (py-spy, 2026-12-01).
+
+An answer leaves in one write to the socket. uvicorn writes the head of an answer when it gets
+the ``http.response.start`` message and the body when it gets ``http.response.body``: two
+``send`` system calls and two segments to the client, for answers of a few hundred bytes.
+Under uvicorn (whose ``send`` is a method of the request's cycle, which holds the connection's
+transport) the two messages are handed over while the cycle writes to a ``_HeldWrites``, and
+what it wrote goes out in one write right after, before anything else can run on the event loop.
+Synchronous sends at concurrency 32 for 12 s, one process, alternating runs on the 2-core
+machine (2026-12-02): SQLite 2,968 / 2,991 / 3,222 requests/s against 2,847 / 2,712 / 2,347
+before; PostgreSQL 2,676 / 2,182 against 2,187 / 1,949. Under another server, the messages go
+as they are.
 """
 
 from __future__ import annotations
@@ -179,17 +190,59 @@ class HotRoutes:
                 return
             scope["route"] = route  # labelled by its template, the FastAPI route's
             status = response.status_code
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": status,
-                    "headers": response.raw_headers,
-                }
-            )
-            await send({"type": "http.response.body", "body": response.body})
+            await send_in_one_write(send, status, response.raw_headers, response.body)
         finally:
             if counted:
                 count_request(scope["method"], route.template, status, started)
+
+
+async def send_in_one_write(
+    send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes | memoryview
+) -> None:
+    """A complete answer through ``send``: in one write to the socket under uvicorn."""
+    start: Message = {"type": "http.response.start", "status": status, "headers": headers}
+    cycle: Any = getattr(send, "__self__", None)
+    transport = getattr(cycle, "transport", None)
+    if transport is None or not callable(getattr(transport, "write", None)):
+        await send(start)
+        await send({"type": "http.response.body", "body": body})
+        return
+    held = _HeldWrites(transport)
+    cycle.transport = held
+    try:
+        await send(start)
+        await send({"type": "http.response.body", "body": body})
+    finally:
+        cycle.transport = transport
+        held.release()
+
+
+class _HeldWrites:
+    """Stands in for a connection's transport while uvicorn writes one answer: keeps what it
+    writes (and a close) for ``release``, which writes it all at once (and then closes)."""
+
+    __slots__ = ("_close", "_parts", "_transport")
+
+    def __init__(self, transport: Any) -> None:
+        self._transport = transport
+        self._parts: list[bytes | memoryview] = []
+        self._close = False
+
+    def write(self, data: bytes | memoryview) -> None:
+        self._parts.append(data)
+
+    def close(self) -> None:
+        self._close = True
+
+    def is_closing(self) -> bool:
+        return self._close or bool(self._transport.is_closing())
+
+    def release(self) -> None:
+        if self._parts:
+            self._transport.write(b"".join(self._parts))
+            self._parts.clear()
+        if self._close:
+            self._transport.close()
 
 
 async def _read_body(receive: Receive) -> bytes | None:
