@@ -112,7 +112,8 @@ def shared_sockets(address: tuple[object, ...], family: int, count: int) -> list
     listening sockets, so a socket that listened once its own process had started left every
     connection made before then to the processes already serving (measured: a client that
     connected 32 times the moment the port answered had all 32 on one process). A connection
-    now waits in its socket's queue until that process serves, a second or two at start."""
+    now waits in its socket's queue until that process serves, a second or two at start: the
+    port accepts connections before any process serves, as gunicorn's does."""
     sockets: list[socket.socket] = []
     try:
         for _ in range(count):

@@ -16,11 +16,12 @@ import os
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.engine import make_url
 
 from clarion.app import create_app
@@ -342,6 +343,48 @@ async def test_a_record_of_accepted_pushes_waits_out_a_short_outage(
     await proxy.restore()
     assert await states(services) == ["queued"]
     assert database_unavailable(raised.value) and database_unavailable(again.value)
+
+
+@on_postgres
+async def test_a_record_on_the_driver_waits_out_a_short_outage_and_runs_twice_safely(
+    services: Services, proxy: Proxy, proxied_db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The ledger's usual record on PostgreSQL (one statement on the driver, no unit of
+    work) waits out an outage as ``record`` does, and a statement that is a no-op the
+    second time may be run again."""
+    caplog.set_level(logging.INFO)
+    sql = (
+        "INSERT INTO applications (app_id, created_at) VALUES ($1, $2) "
+        "ON CONFLICT (app_id) DO NOTHING"
+    )
+    args = ["recorded-on-driver", datetime.now(UTC)]
+
+    async def count() -> int:
+        async with services.db.reader() as session:
+            found = await session.execute(
+                text("SELECT count(*) FROM applications WHERE app_id = :a"), {"a": args[0]}
+            )
+            return int(found.scalar_one())
+
+    assert await proxied_db.record_on_driver(sql, args) is True  # opens the pool
+    await proxy.cut()
+    recording = asyncio.create_task(proxied_db.record_on_driver(sql, args, outage_wait=10))
+    await asyncio.sleep(1.5)
+    assert not recording.done()
+    await proxy.restore()
+    assert await asyncio.wait_for(recording, 10) is True
+    assert await count() == 1
+    said = [r for r in caplog.records if r.name == "clarion.store.db"]
+    assert [r.levelno for r in said] == [logging.WARNING, logging.INFO], said
+    assert said[0].getMessage().startswith("recording delivered pushes failed: ")
+
+    await proxy.cut()
+    started = time.monotonic()
+    with pytest.raises(Exception) as raised:
+        await proxied_db.record_on_driver(sql, args, outage_wait=1)
+    assert time.monotonic() - started < 10
+    await proxy.restore()
+    assert database_unavailable(raised.value)
 
 
 async def test_unexpected_claim_errors_keep_their_traceback_but_back_off_too(

@@ -136,6 +136,13 @@ async def test_a_record_gives_up_on_other_errors_and_after_its_attempts(
         await sqlite_db.record(broken)
 
 
+async def test_a_record_on_the_driver_is_for_postgresql_only(sqlite_db: Database) -> None:
+    """On SQLite it does nothing and says so: the caller records with a unit of work."""
+    sql = "INSERT INTO applications (app_id, created_at) VALUES ($1, $2)"
+    assert await sqlite_db.record_on_driver(sql, ["app-x", utcnow()]) is False
+    assert list(await sqlite_db.read(select(Application.app_id))) == []
+
+
 # --- the same rows, whichever reader ------------------------------------------------------------
 
 

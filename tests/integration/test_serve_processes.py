@@ -68,7 +68,8 @@ def _established_on(pid: int, port: int) -> int:
 
 
 def _listening(port: int) -> int:
-    """Sockets listening on ``port``: one per serving process once each has started."""
+    """Sockets listening on ``port``: one per serving process, from the supervisor's start
+    (they listen before their processes serve)."""
     count = 0
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         for line in Path(table).read_text().splitlines()[1:]:
@@ -108,7 +109,9 @@ def served(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
         stderr=log,
     )
     try:
+        # Each process says "listening on" once it serves (the sockets listen from the start).
         _wait(lambda: len(_serving(proc.pid)) == 2 and _listening(port) == 2)
+        _wait(lambda: (tmp_path / "clarion.log").read_bytes().count(b"listening on") == 2)
         _wait(lambda: _up(f"http://127.0.0.1:{port}"))
         yield proc, port
     finally:

@@ -101,7 +101,7 @@ _PG_READ = text(
     " (SELECT * FROM deliveries AS dl WHERE dl.message_id = m.id OFFSET 0) AS d"
 ).columns(*(column(name) for name in _READ))
 _SQLITE_CONFLICT = " ON CONFLICT (message_id, device_id) DO NOTHING"
-_PG_INSERT = (
+PG_INSERT = (
     "INSERT INTO deliveries (message_id, device_id, platform, environment, token, status, "
     "attempts, next_attempt_at, reason, updated_at) "
     "SELECT * FROM unnest($1::bigint[], $2::int[], $3::varchar[], $4::varchar[], "
@@ -109,6 +109,11 @@ _PG_INSERT = (
     "$10::timestamptz[]) "
     "ON CONFLICT (message_id, device_id) DO NOTHING"
 )
+
+
+def pg_arrays(rows: list[dict[str, Any]]) -> tuple[list[Any], ...]:
+    """The parameters of ``PG_INSERT`` for these rows: one array per column."""
+    return tuple([row[name] for row in rows] for name in _COLUMNS)
 
 
 async def insert_rows(session: AsyncSession, rows: list[dict[str, Any]]) -> int | None:
@@ -120,8 +125,7 @@ async def insert_rows(session: AsyncSession, rows: list[dict[str, Any]]) -> int 
     connection = await session.connection()
     dialect = connection.dialect
     if dialect.name == "postgresql":
-        arrays = tuple([row[name] for row in rows] for name in _COLUMNS)
-        result: Any = await connection.exec_driver_sql(_PG_INSERT, arrays)
+        result: Any = await connection.exec_driver_sql(PG_INSERT, pg_arrays(rows))
         count = getattr(result, "rowcount", -1)
         return count if isinstance(count, int) and count >= 0 else None
     # SQLite: rows of values as SQLAlchemy would bind them, each timestamp converted once (a

@@ -505,6 +505,16 @@ class PgReader:
         last = status.rpartition(" ")[2]  # "UPDATE 3"
         return int(last) if last.isdigit() else 0
 
+    async def execute_sql(self, sql: str, args: Sequence[Any]) -> str:
+        """Run one statement of the driver's SQL (positional parameters) in its own
+        transaction; its status. Run once more if the connection was lost, as ``execute``."""
+        pool = await self._get_pool()
+        try:
+            return str(await pool.execute(sql, *args))
+        except _CONNECTION_LOST:
+            await pool.expire_connections()
+            return str(await pool.execute(sql, *args))
+
     async def _run(self, method: str, plan: _Plan, params: Mapping[str, Any] | None) -> Any:
         """``pool.fetch`` or ``pool.execute`` of the plan's SQL, run once more if the
         connection was lost."""
@@ -664,14 +674,40 @@ class Database:
         seconds (a worker passes part of its job's lease: the job is still its own meanwhile),
         so that a short outage does not turn pushes already accepted into pushes sent twice.
         """
+
+        async def unit() -> None:
+            async with self.transaction() as session:
+                await work(session)
+
+        await self._recording(unit, outage_wait)
+
+    async def record_on_driver(
+        self, sql: str, args: Sequence[Any], *, outage_wait: float = 0.0
+    ) -> bool:
+        """PostgreSQL: ``record`` for a single statement of the driver's SQL (positional
+        parameters), committed on its own on the reader's pool: no unit of work, no BEGIN and
+        COMMIT round trips. The statement must be a no-op when run a second time. False, with
+        nothing done, on any other database."""
+        pg = self._pg
+        if pg is None:
+            return False
+
+        async def unit() -> None:
+            await pg.execute_sql(sql, args)
+
+        await self._recording(unit, outage_wait)
+        return True
+
+    async def _recording(self, unit: Callable[[], Awaitable[None]], outage_wait: float) -> None:
+        """Run ``unit`` as ``record`` says: again on SQLite's "locked", and for up to
+        ``outage_wait`` seconds while the database is unreachable."""
         deadline = time.monotonic() + outage_wait
         attempt = 0
         said = False
         while True:
             attempt += 1
             try:
-                async with self.transaction() as session:
-                    await work(session)
+                await unit()
                 if said:
                     log.info("the record was written after the database came back")
                 return
