@@ -430,7 +430,7 @@ class Messages:
 
         check_lease()  # paused past its lease: the run that took the job over records these
         # The usual record, a wave's first outcomes, is one statement: on PostgreSQL it runs on
-        # its own, without a unit of work (bench/README.md, session 24: 4% less CPU per push).
+        # its own, without a unit of work (bench/README.md, session 24: 7% less CPU per push).
         if not (updates or dead) and await self._db.record_on_driver(
             ledger.PG_INSERT, ledger.pg_arrays(inserts), outage_wait=self._record_wait
         ):
