@@ -12,10 +12,10 @@ address and port). Every socket listens before its process starts, so connection
 the processes start are spread as well. The supervisor (this process) keeps the sockets and
 restarts a process that died after it had started serving: its replacement takes the same
 socket, and the connections waiting in it; one that keeps dying soon after its start is
-replaced ever more slowly. It stops
-everything when a process's first start ended before it served, and on SIGTERM / SIGINT it asks
-every process to stop gracefully and waits for it. A process whose supervisor is gone (killed
-with ``kill -9``) is sent SIGTERM by the kernel and stops gracefully as well.
+replaced ever more slowly. It stops everything when a process's first start ended before it
+served, and on SIGTERM / SIGINT it asks every process to stop gracefully and waits for it. A
+process whose supervisor is gone (killed with ``kill -9``) is sent SIGTERM by the kernel and
+stops gracefully as well.
 
 Where ``SO_REUSEPORT`` does not exist, ``serve`` uses uvicorn's ``--workers`` as before.
 """

@@ -378,8 +378,20 @@ async def test_a_page_whose_lease_ended_mid_chunk_records_nothing(
     held = {"lease": True}
     app_ready.apns.faults.delay = 0.5
 
+    loop = asyncio.get_running_loop()
+    chunk_sent = asyncio.Event()
+
+    def received(_push: object) -> None:
+        if len(app_ready.apns.received) >= len(tokens):
+            loop.call_soon_threadsafe(chunk_sent.set)
+
+    app_ready.apns.on_receive = received
+
     async def lose_the_lease() -> None:
-        await asyncio.sleep(0.2)  # the chunk is with the provider now
+        # Once the chunk is with the provider, which holds its answers for 0.5 s. (A fixed
+        # 0.2 s was not always enough on a loaded CI machine: the lease went before the chunk
+        # did, and nothing was sent.)
+        await asyncio.wait_for(chunk_sent.wait(), 10)
         held["lease"] = False
 
     losing = asyncio.create_task(lose_the_lease())
@@ -389,6 +401,7 @@ async def test_a_page_whose_lease_ended_mid_chunk_records_nothing(
             await services.fanout.send_page(int(campaign), page.after, page.upto)
     finally:
         worker_module._lease_held.reset(token)
+        app_ready.apns.on_receive = None
         await losing
     assert len(app_ready.apns.delivered()) == 3  # sent, as the paused worker's were
     async with services.db.reader() as session:
