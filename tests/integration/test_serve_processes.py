@@ -95,19 +95,31 @@ def _up(url: str) -> bool:
         return False
 
 
+def _start_serving(tmp_path: Path, port: int) -> subprocess.Popen[bytes]:
+    """``clarion serve --processes 2`` on SQLite in ``tmp_path``, logging to clarion.log."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLARION_")}
+    env["CLARION_DATABASE_URL"] = f"sqlite+aiosqlite:///{tmp_path / 'clarion.db'}"
+    with (tmp_path / "clarion.log").open("wb") as log:  # the process has its own copy
+        return subprocess.Popen(
+            [sys.executable, "-m", "clarion", "serve", "--port", str(port), "--processes", "2"],
+            cwd=tmp_path,
+            env=env,
+            stdout=log,
+            stderr=log,
+        )
+
+
+def _stop_serving(proc: subprocess.Popen[bytes]) -> None:
+    for child in _children(proc.pid) if proc.poll() is None else []:
+        os.kill(child, signal.SIGKILL)
+    proc.kill()
+    proc.wait(10)
+
+
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
     port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CLARION_")}
-    env["CLARION_DATABASE_URL"] = f"sqlite+aiosqlite:///{tmp_path / 'clarion.db'}"
-    log = (tmp_path / "clarion.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "clarion", "serve", "--port", str(port), "--processes", "2"],
-        cwd=tmp_path,
-        env=env,
-        stdout=log,
-        stderr=log,
-    )
+    proc = _start_serving(tmp_path, port)
     try:
         # Each process says "listening on" once it serves (the sockets listen from the start).
         _wait(lambda: len(_serving(proc.pid)) == 2 and _listening(port) == 2)
@@ -115,11 +127,7 @@ def served(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
         _wait(lambda: _up(f"http://127.0.0.1:{port}"))
         yield proc, port
     finally:
-        for child in _children(proc.pid) if proc.poll() is None else []:
-            os.kill(child, signal.SIGKILL)
-        proc.kill()
-        proc.wait(10)
-        log.close()
+        _stop_serving(proc)
 
 
 def _spread(supervisor: int, port: int) -> dict[int, int]:
@@ -164,16 +172,7 @@ def test_connections_made_while_the_processes_start_are_spread(tmp_path: Path) -
     listened only once its own process had started, so everything that connected in between
     went to the process that started first, for as long as the connections lived."""
     port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CLARION_")}
-    env["CLARION_DATABASE_URL"] = f"sqlite+aiosqlite:///{tmp_path / 'clarion.db'}"
-    with (tmp_path / "clarion.log").open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "clarion", "serve", "--port", str(port), "--processes", "2"],
-            cwd=tmp_path,
-            env=env,
-            stdout=log,
-            stderr=log,
-        )
+    proc = _start_serving(tmp_path, port)
     clients: list[socket.socket] = []
     try:
         deadline = time.monotonic() + 60
@@ -198,10 +197,7 @@ def test_connections_made_while_the_processes_start_are_spread(tmp_path: Path) -
     finally:
         for s in clients:
             s.close()
-        for child in _children(proc.pid) if proc.poll() is None else []:
-            os.kill(child, signal.SIGKILL)
-        proc.kill()
-        proc.wait(10)
+        _stop_serving(proc)
 
 
 def test_a_process_that_dies_is_replaced_and_sigterm_stops_all(
