@@ -19,6 +19,12 @@ def _stat(pid: int) -> list[str] | None:
         return None
 
 
+def parent(pid: int) -> int | None:
+    """The parent of ``pid``; None if /proc does not show ``pid``."""
+    fields = _stat(pid)
+    return None if fields is None else int(fields[1])
+
+
 def tree(pid: int) -> list[int]:
     """``pid`` and every process below it."""
     parents: dict[int, list[int]] = {}
@@ -42,6 +48,16 @@ def cpu_seconds(pids: list[int]) -> float:
             if fields is not None:
                 total += (int(fields[11]) + int(fields[12])) / TICK
     return total
+
+
+def server_cpu_seconds(root: int) -> float:
+    """CPU of a server that forks a process per connection (PostgreSQL's postmaster): every
+    live process of its tree, plus what the children it has reaped took (the root's
+    ``cutime`` and ``cstime``), so a connection closed during the run still counts."""
+    fields = _stat(root)
+    if fields is None:
+        return 0.0
+    return cpu_seconds([root]) + (int(fields[13]) + int(fields[14])) / TICK
 
 
 def rss_mb(pids: list[int]) -> float:
