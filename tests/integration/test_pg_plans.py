@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import Executable
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 
-from clarion.core import fanout, ledger, sender, wcclaims
+from clarion.core import fanout, ledger, messages, sender, wcclaims
 from clarion.core.services import open_services
 from clarion.core.walletconnect import PushType, Registration
 from clarion.store.models import utcnow
@@ -23,7 +23,14 @@ from tests.conftest import _pg_admin, _pg_url, make_settings
 DEVICES = 5_000
 
 
-TABLES = ("applications", "credentials", "devices", "wc_messages", "deliveries")
+TABLES = (
+    "applications",
+    "credentials",
+    "devices",
+    "wc_messages",
+    "deliveries",
+    "push_messages",
+)
 
 
 @pytest.fixture
@@ -226,6 +233,33 @@ async def test_a_jobs_ledger_read_probes_each_message_by_its_index(
     plan = await explain(conn, ledger._PG_READ, {"ids": [*range(4000, 4500), 99_999]})
     assert "Seq Scan on deliveries" not in plan, plan
     assert "Index" in plan and "rows=10 loops=501" in plan, plan
+
+
+async def test_a_jobs_read_of_its_messages_probes_each_message_by_its_index(
+    unanalyzed: tuple[asyncpg.Connection, int],
+) -> None:
+    # As id IN (...) joined to the applications, every job read the whole table of messages
+    # (bench/send.py: 187 scans of up to 100,000 rows for 100,000 messages).
+    conn, app_pk = unanalyzed
+    await conn.execute(
+        "INSERT INTO push_messages (application_id, user_id, personal, notification,"
+        " created_at) SELECT $1, 'user-' || m, false, '{\"title\": \"t\"}', now()"
+        " FROM generate_series(1, 20000) AS m",
+        app_pk,
+    )
+    first = await conn.fetchval("SELECT min(id) FROM push_messages")
+    ids = [*range(first + 4000, first + 4500), first + 99_999]
+    await conn.execute("UPDATE push_messages SET completed_at = now() WHERE id = $1", first + 4001)
+    plan = await explain(conn, messages._PG_PLAN_MESSAGES, {"ids": ids})
+    assert "Seq Scan on push_messages" not in plan, plan
+    assert "Index" in plan and "loops=501" in plan, plan
+    compiled = messages._PG_PLAN_MESSAGES.compile(dialect=asyncpg_dialect())
+    found = await conn.fetch(str(compiled), ids)
+    # Each stored message once, with its application's id; the completed one and the one
+    # that does not exist are left out.
+    assert sorted(row["id"] for row in found) == sorted(set(ids[:500]) - {first + 4001})
+    assert {row["app_id"] for row in found} == {"plans"}
+    assert {row["notification"] for row in found} == {'{"title": "t"}'}
 
 
 async def test_a_campaign_page_finds_its_ledger_rows_by_one_probe_per_device(

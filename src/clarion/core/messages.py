@@ -18,7 +18,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, cast
 
-from sqlalchemy import Table, Text, bindparam, insert, select, update
+from sqlalchemy import Table, Text, bindparam, column, insert, select, text, update
 from sqlalchemy import cast as cast_
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -58,6 +58,27 @@ _PLAN_MESSAGES = (
     .join(Application, Application.id == PushMessage.application_id)
     .where(PushMessage.id.in_(bindparam("ids", expanding=True)), PushMessage.completed_at.is_(None))
 )
+# PostgreSQL: the same read as one index probe per message, whatever the planner knows of the
+# table. As ``id IN (...)`` joined to the applications, a table of messages never analyzed
+# (autovacuum off, or the minutes after a burst of sends) was read whole by every job:
+# bench/send.py's 100,000 messages made 187 scans of up to 100,000 rows, about a seventh of
+# PostgreSQL's CPU in the run, and more as the table grows (bench/README.md, session 25).
+_PLAN_COLUMNS = (
+    "id",
+    "application_id",
+    "user_id",
+    "activation_id",
+    "personal",
+    "notification",
+    "app_id",
+)
+_PG_PLAN_MESSAGES = text(
+    "SELECT m.id, m.application_id, m.user_id, m.activation_id, m.personal, "
+    "CAST(m.notification AS TEXT) AS notification, a.app_id "
+    "FROM unnest(CAST(:ids AS bigint[])) AS i(id) CROSS JOIN LATERAL "
+    "(SELECT * FROM push_messages AS p WHERE p.id = i.id AND p.completed_at IS NULL "
+    "OFFSET 0) AS m JOIN applications AS a ON a.id = m.application_id"
+).columns(*(column(name) for name in _PLAN_COLUMNS))
 _MESSAGES = cast(Table, PushMessage.__table__)
 # On the table, not the ORM class: an ORM update first looks for the rows in the session.
 _COMPLETE = (
@@ -344,8 +365,9 @@ class Messages:
             outcomes.clear()
         if later:
             return min(later)
-        async with self._db.transaction() as session:
-            await session.execute(_COMPLETE, {"ids": message_ids, "now": utcnow()})
+        # One statement, a no-op when run again: on PostgreSQL on the driver, without a unit
+        # of work's BEGIN and COMMIT.
+        await self._db.execute_idempotent(_COMPLETE, {"ids": message_ids, "now": utcnow()})
         return None
 
     async def _plan(
@@ -354,7 +376,8 @@ class Messages:
         """The messages, what to send now, and when the retries not yet due are."""
         # Separate reads (inline on SQLite): only this job, under its lease, writes the ledger
         # rows of its messages, so nothing it reads here changes between the statements.
-        found = await self._db.read(_PLAN_MESSAGES, {"ids": message_ids})
+        plan = _PG_PLAN_MESSAGES if self._db.dialect == "postgresql" else _PLAN_MESSAGES
+        found = await self._db.read(plan, {"ids": message_ids})
         held = await ledger.of_messages(self._db, [m.id for m in found])
         by_app: dict[int, list[Any]] = defaultdict(list)
         for message in found:
