@@ -124,3 +124,60 @@ async def test_campaign_ids_continue_after_the_existing_campaigns_on_upgrade(
     assert await campaigns.create("app", Notification(title="x")) == 42
     assert await campaigns.delete(42)
     assert await campaigns.create("app", Notification(title="x")) == 43
+
+
+async def test_a_messages_completion_updates_it_on_its_own_page_on_postgresql(
+    empty_database: Database,
+) -> None:
+    """0010: half of each page of push_messages stays free, so the one update a message gets
+    (completed_at) is heap-only: no new index entries. Downgraded, the table is back to full
+    pages."""
+    db = empty_database
+    if db.dialect != "postgresql":
+        pytest.skip("fillfactor is PostgreSQL's")
+    await db.upgrade()
+
+    async def options() -> object:
+        async with db.engine.connect() as conn:
+            return await conn.scalar(
+                text("SELECT reloptions FROM pg_class WHERE oid = 'push_messages'::regclass")
+            )
+
+    assert await options() == ["fillfactor=50"]
+
+    async def complete(first: int) -> tuple[int, int]:
+        """Insert 2,000 messages, then complete them: how many updates, how many HOT."""
+        async with db.engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "INSERT INTO push_messages (application_id, user_id, personal, "
+                    "notification, created_at) SELECT 1, 'user-' || n, false, "
+                    '\'{"title": "Balance", "body": "Your balance is now $745.00"}\', '
+                    "now() FROM generate_series(CAST(:first AS int), CAST(:last AS int)) AS n"
+                ),
+                {"first": first, "last": first + 1999},
+            )
+        counts = (
+            "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_xact_user_tables "
+            "WHERE relname = 'push_messages'"
+        )
+        async with db.engine.begin() as conn:
+            # Differences: the view may also hold counts of earlier transactions of this
+            # connection that were not yet reported.
+            before = (await conn.exec_driver_sql(counts)).one()
+            await conn.exec_driver_sql(
+                "UPDATE push_messages SET completed_at = now() WHERE completed_at IS NULL"
+            )
+            after = (await conn.exec_driver_sql(counts)).one()
+        return int(after[0] - before[0]), int(after[1] - before[1])
+
+    async with db.engine.begin() as conn:
+        await conn.exec_driver_sql(
+            "INSERT INTO applications (id, app_id, created_at) VALUES (1, 'app', now())"
+        )
+    updated, hot = await complete(1)
+    assert updated == 2000 and hot >= 1990, (updated, hot)
+    await db.downgrade("0009")
+    assert await options() is None
+    updated, hot = await complete(2001)  # full pages: the new versions go elsewhere
+    assert updated == 2000 and hot < 200, (updated, hot)
