@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, column, select, text, update
+from sqlalchemy import Dialect, Table, bindparam, column, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.core.sender import Target
@@ -128,8 +128,19 @@ async def insert_rows(session: AsyncSession, rows: list[dict[str, Any]]) -> int 
         result: Any = await connection.exec_driver_sql(PG_INSERT, pg_arrays(rows))
         count = getattr(result, "rowcount", -1)
         return count if isinstance(count, int) and count >= 0 else None
-    # SQLite: rows of values as SQLAlchemy would bind them, each timestamp converted once (a
-    # batch's rows share theirs), a few hundred rows per statement.
+    added = 0
+    for sql, args in sqlite_inserts(rows, dialect):
+        result = await connection.exec_driver_sql(sql, args)
+        added += max(result.rowcount, 0)
+    return added
+
+
+def sqlite_inserts(
+    rows: list[dict[str, Any]], dialect: Dialect
+) -> list[tuple[str, tuple[Any, ...]]]:
+    """SQLite: the statements (SQL, arguments) that add these rows, as ``insert_rows`` runs
+    them: values bound as SQLAlchemy would bind them, each timestamp converted once (a batch's
+    rows share theirs), a few hundred rows per statement."""
     timestamp = bind(_deliveries.c.updated_at, dialect)
     converted: dict[datetime, Any] = {}
 
@@ -141,7 +152,7 @@ async def insert_rows(session: AsyncSession, rows: list[dict[str, Any]]) -> int 
             found = converted[value] = timestamp(value)
         return found
 
-    added = 0
+    statements: list[tuple[str, tuple[Any, ...]]] = []
     for start in range(0, len(rows), SQLITE_ROWS):
         chunk = rows[start : start + SQLITE_ROWS]
         args: list[Any] = []
@@ -159,9 +170,8 @@ async def insert_rows(session: AsyncSession, rows: list[dict[str, Any]]) -> int 
                 when(row["updated_at"]),
             )
         sql = sqlite_values("deliveries", _COLUMNS, len(chunk), _SQLITE_CONFLICT)
-        result = await connection.exec_driver_sql(sql, tuple(args))
-        added += max(result.rowcount, 0)
-    return added
+        statements.append((sql, tuple(args)))
+    return statements
 
 
 async def of_messages(db: Database, message_ids: list[int]) -> Sequence[Any]:

@@ -454,10 +454,18 @@ class Messages:
         check_lease()  # paused past its lease: the run that took the job over records these
         # The usual record, a wave's first outcomes, is one statement: on PostgreSQL it runs on
         # its own, without a unit of work (bench/README.md, session 24: 7% less CPU per push).
-        if not (updates or dead) and await self._db.record_on_driver(
-            ledger.PG_INSERT, ledger.pg_arrays(inserts), outage_wait=self._record_wait
-        ):
-            return retries
+        if not (updates or dead):
+            if await self._db.record_on_driver(
+                ledger.PG_INSERT, ledger.pg_arrays(inserts), outage_wait=self._record_wait
+            ):
+                return retries
+            # On a SQLite file, on the event loop's thread in one short transaction: the write
+            # lock is held only while SQLite writes (store/db.py, InlineWriter).
+            if await self._db.record_inline(
+                ledger.sqlite_inserts(inserts, self._db.engine.dialect),
+                outage_wait=self._record_wait,
+            ):
+                return retries
         await self._db.record(record, outage_wait=self._record_wait)
         return retries
 
