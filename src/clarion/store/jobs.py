@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, literal_column, or_, select, update
+from sqlalchemy import Table, bindparam, func, literal_column, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.store.db import Database
@@ -49,6 +49,14 @@ def enqueue(
         )
         for payload in payloads
     )
+
+
+_jobs = cast(Table, Job.__table__)
+_FINISH = (
+    update(_jobs)
+    .where(_jobs.c.id == bindparam("job_id"), _jobs.c.lease_owner == bindparam("owner"))
+    .values(state="done", finished_at=bindparam("now"), lease_owner=None, lease_until=None)
+)
 
 
 class JobQueue:
@@ -109,12 +117,11 @@ class JobQueue:
             return set(held)
 
     async def finish(self, job_id: int) -> None:
-        async with self._db.transaction() as session:
-            await session.execute(
-                update(Job)
-                .where(Job.id == job_id, Job.lease_owner == self.owner)
-                .values(state="done", finished_at=utcnow(), lease_owner=None, lease_until=None)
-            )
+        # A no-op when run again (the lease is no longer this worker's): one statement on the
+        # driver on PostgreSQL, inline on a SQLite file.
+        await self._db.execute_idempotent(
+            _FINISH, {"job_id": job_id, "owner": self.owner, "now": utcnow()}
+        )
 
     async def reschedule(self, job_id: int, run_after: datetime) -> None:
         """Put a job back in the queue for later (back-pressure, retries)."""
