@@ -296,12 +296,22 @@ def bench_async(
     )
 
 
-def bench_sync(api: str, users: int, seconds: int, concurrency: int, folder: Path) -> str:
+def bench_sync(
+    api: str,
+    users: int,
+    seconds: int,
+    concurrency: int,
+    folder: Path,
+    server: int,
+    postgres: int | None = None,
+) -> str:
     wrk = shutil.which("wrk")
     if wrk is None:
         return "sync: skipped, wrk is not installed (apt-get install -y wrk)"
     script = folder / "sync.lua"
     script.write_text(WRK_SCRIPT.format(users=users))
+    cpu_before = procs.cpu_seconds([server])
+    pg_before = procs.server_cpu_seconds(postgres) if postgres is not None else 0.0
     out = subprocess.run(
         [wrk, "-t2", f"-c{concurrency}", f"-d{seconds}s", "--latency", "-s", str(script), api],
         capture_output=True,
@@ -309,6 +319,12 @@ def bench_sync(api: str, users: int, seconds: int, concurrency: int, folder: Pat
         check=True,
     ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    made = re.search(r"(\d+) requests in", out)
+    done = max(float(made.group(1)) if made else rps * seconds, 1.0)
+    cpu = f"; server CPU {(procs.cpu_seconds([server]) - cpu_before) / done * 1e6:,.0f} us/request"
+    if postgres is not None:
+        pg_cpu = procs.server_cpu_seconds(postgres) - pg_before
+        cpu += f", PostgreSQL CPU {pg_cpu / done * 1e6:,.0f} us/request"
 
     def pct(p: str) -> str:
         match = re.search(rf"\s{p}%\s+([\d.]+\w+)", out)
@@ -317,7 +333,7 @@ def bench_sync(api: str, users: int, seconds: int, concurrency: int, folder: Pat
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     return (
         f"{rps:,.0f} sync requests/s at concurrency {concurrency} for {seconds} s: "
-        f"p50 {pct('50')}, p99 {pct('99')}; non-2xx: {errors.group(1) if errors else 0}"
+        f"p50 {pct('50')}, p99 {pct('99')}; non-2xx: {errors.group(1) if errors else 0}{cpu}"
     )
 
 
@@ -360,6 +376,7 @@ def run(kind: str, args: argparse.Namespace) -> None:
             extra = dict(item.split("=", 1) for item in args.env)
             proc = start_clarion(url, sink, folder, port, args.processes, extra)
             api = f"http://127.0.0.1:{port}"
+            postgres = postmaster(url) if kind == "postgresql" else None
             try:
                 upload_credentials(api)
                 label = f"{kind}, {args.processes} process{'es' if args.processes > 1 else ''}"
@@ -372,14 +389,22 @@ def run(kind: str, args: argparse.Namespace) -> None:
                         args.per_request,
                         proc.pid,
                         args.same_body,
-                        postmaster(url) if kind == "postgresql" else None,
+                        postgres,
                     ),
                     flush=True,
                 )
                 if args.seconds > 0:
                     print(
                         f"send ({label}) b: "
-                        + bench_sync(api, args.messages, args.seconds, args.concurrency, folder),
+                        + bench_sync(
+                            api,
+                            args.messages,
+                            args.seconds,
+                            args.concurrency,
+                            folder,
+                            proc.pid,
+                            postgres,
+                        ),
                         flush=True,
                     )
                 if args.seconds > 0 and args.own_client:
