@@ -22,7 +22,7 @@ from clarion.emulators.fcm import FcmEmulator, make_service_account
 from clarion.errors import NotFound
 from clarion.providers.base import Notification, OutcomeKind
 from clarion.store.jobs import queue_depth
-from clarion.store.models import Credential, Delivery, Device, Job
+from clarion.store.models import Credential, Delivery, Device, Job, PushMessage
 from tests.support import assert_error, assert_ok, envelope
 
 BUNDLE = "com.example.app"
@@ -701,6 +701,29 @@ class TestStoredMessages:
             rows = {(d.token, d.status) for d in (await session.scalars(select(Delivery))).all()}
         assert rows == {(IOS_TOKEN, "failed"), (ANDROID_TOKEN, "sent")}
         assert (await queue_depth(services.db)) == {}  # nothing to retry, no job
+        # Nothing left to retry: stored as complete (retention may delete it in time).
+        async with services.db.reader() as session:
+            [stored] = (await session.scalars(select(PushMessage))).all()
+        assert stored.completed_at is not None
+
+    async def test_a_sync_send_with_a_retry_is_complete_once_its_job_sent_it(
+        self, client: httpx.AsyncClient, services: Services, app_ready: Emulators
+    ) -> None:
+        app_ready.apns.faults.by_token[IOS_TOKEN] = (429, "TooManyRequests")
+        body = envelope(appId="mobile-app", message=message())
+        result = assert_ok(await client.post("/push/message/send", json=body))
+        assert result["responseObject"]["result"]["ios"]["pending"] == 1
+
+        async def completed() -> list[bool]:
+            async with services.db.reader() as session:
+                stored = (await session.scalars(select(PushMessage))).all()
+            return [m.completed_at is not None for m in stored]
+
+        assert await completed() == [False]  # its iOS device waits for the retry
+        del app_ready.apns.faults.by_token[IOS_TOKEN]
+        await run_worker_until_idle(services)
+        assert [p.token for p in app_ready.apns.delivered()] == [IOS_TOKEN]
+        assert await completed() == [True]
 
 
 @pytest.mark.parametrize(

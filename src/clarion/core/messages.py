@@ -291,8 +291,15 @@ class Messages:
         now = utcnow()
         retry_ids: list[int] = []
 
+        # A message none of whose devices waits for a retry is complete as it is stored.
+        completed = [
+            not any(o.kind is OutcomeKind.RETRY for _, o in results) for _, results in sent
+        ]
+
         async def record(session: AsyncSession) -> None:
-            ids = await _insert_messages(session, app_pk, [spec for spec, _ in sent], ordered=True)
+            ids = await _insert_messages(
+                session, app_pk, [spec for spec, _ in sent], ordered=True, completed=completed
+            )
             rows: list[dict[str, Any]] = []
             retry_ids.clear()  # a second run (after a lock) starts again
             first_retry: datetime | None = None
@@ -305,12 +312,6 @@ class Messages:
                         retry_ids.append(message_id)
                         when = row["next_attempt_at"]
                         first_retry = when if first_retry is None else min(first_retry, when)
-                if not any(o.kind is OutcomeKind.RETRY for _, o in results):
-                    await session.execute(
-                        update(PushMessage)
-                        .where(PushMessage.id == message_id)
-                        .values(completed_at=now)
-                    )
             if rows:
                 await ledger.insert_rows(session, rows)
             if retry_ids:
@@ -490,17 +491,24 @@ def _waves(
 
 
 async def _insert_messages(
-    session: AsyncSession, app_pk: int, specs: Sequence[MessageSpec], *, ordered: bool
+    session: AsyncSession,
+    app_pk: int,
+    specs: Sequence[MessageSpec],
+    *,
+    ordered: bool,
+    completed: Sequence[bool] | None = None,
 ) -> list[int]:
     """Insert the messages; their ids in the order of ``specs`` if ``ordered``, else in any
     order, in one statement per few hundred messages on the driver (``_insert_unordered``).
     Asking SQLAlchemy for the order makes it insert row by row on SQLite: for the few messages
-    of a synchronous send only."""
+    of a synchronous send only. ``completed`` (ordered only): per message, whether it is
+    stored as complete already (a synchronous send with nothing left to retry)."""
     if not specs:
         return []
     if not ordered:
         return await _insert_unordered(session, app_pk, specs)
     now = utcnow()
+    done = completed if completed is not None else [False] * len(specs)
     rows = [
         {
             "application_id": app_pk,
@@ -510,8 +518,9 @@ async def _insert_messages(
             "notification": notification_json.to_json(spec.notification),
             "expires_at": spec.notification.expires_at,
             "created_at": now,
+            "completed_at": now if complete else None,
         }
-        for spec in specs
+        for spec, complete in zip(specs, done, strict=True)
     ]
     result = await session.execute(
         insert(PushMessage).returning(PushMessage.id, sort_by_parameter_order=True), rows
