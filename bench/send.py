@@ -330,10 +330,13 @@ def bench_sync(
         match = re.search(rf"\s{p}%\s+([\d.]+\w+)", out)
         return match.group(1) if match else "?"
 
+    # wrk's maximum is a request's own; its percentiles are corrected (see bench_sync_own).
+    longest = re.search(r"Latency\s+\S+\s+\S+\s+(\S+)", out)
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     return (
         f"{rps:,.0f} sync requests/s at concurrency {concurrency} for {seconds} s: "
-        f"p50 {pct('50')}, p99 {pct('99')}; non-2xx: {errors.group(1) if errors else 0}{cpu}"
+        f"p50 {pct('50')}, p99 {pct('99')}, max {longest.group(1) if longest else '?'}; "
+        f"non-2xx: {errors.group(1) if errors else 0}{cpu}"
     )
 
 
