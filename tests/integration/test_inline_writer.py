@@ -5,6 +5,7 @@ while SQLite writes."""
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -118,7 +119,33 @@ async def test_a_lock_held_too_long_fails_the_write_as_the_busy_timeout_does(
         await db.dispose()
 
 
-async def test_the_inline_writer_leaves_checkpoints_to_the_pool(sqlite_db: Database) -> None:
+async def test_inline_writes_alone_have_the_wal_checkpointed_off_the_loop(
+    sqlite_db: Database,
+) -> None:
+    """With no other writer to checkpoint, the WAL would only grow: every CHECKPOINT_EVERY
+    commits the writer has a passive checkpoint run on an executor's thread."""
+    path = str(sqlite_db.engine.url.database)
+    await sqlite_db.dispose()  # the pool's connections (and their checkpoints) are gone
+    size = os.stat(path).st_size
+    writer = InlineWriter(sqlite_db.engine.url)
+    rows = ", ".join(["(?, '2026-12-02 12:00:00')"] * 50)
+    sql = f"INSERT INTO applications (app_id, created_at) VALUES {rows}"  # noqa: S608
+    try:
+        for n in range(2 * InlineWriter.CHECKPOINT_EVERY + 1):
+            await writer.write([(sql, tuple(f"app-{n}-{k}-{'x' * 200}" for k in range(50)))])
+            await asyncio.sleep(0)
+        for _ in range(200):  # the last one may still run on its thread
+            if writer.checkpoints >= 2:
+                break
+            await asyncio.sleep(0.01)
+        assert writer.checkpoints >= 2
+        # The rows reached the database file itself, not only the WAL.
+        assert os.stat(path).st_size > size + 1_000_000
+    finally:
+        writer.close()
+
+
+async def test_the_inline_writer_does_not_checkpoint_as_it_commits(sqlite_db: Database) -> None:
     """A checkpoint syncs the file: it must not run on the event loop's thread."""
     assert await sqlite_db.record_inline([(INSERT, ("app-1",))])
     writer = sqlite_db._writer

@@ -261,7 +261,8 @@ def _reader_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 class InlineWriter:
     """Short write transactions on a SQLite file, run in the calling thread (the event loop)
-    between two awaits: the delivery ledger's records.
+    between two awaits: a job's ledger records, the completion of its messages, a finished job,
+    the inbox's mark-read.
 
     Through aiosqlite, a write transaction is three hand-offs to its thread and back (BEGIN,
     the statement, COMMIT), and SQLite's write lock stays held across the event loop's turns
@@ -272,11 +273,14 @@ class InlineWriter:
     tries again, so the loop goes on), and it is held only while SQLite writes: the
     statements and the commit run back to back, with no await between them.
 
-    This connection never checkpoints the WAL itself (``wal_autocheckpoint=0``): a checkpoint
-    copies pages and syncs the file, which must not stall the event loop. The other
-    connections (the unit-of-work pool, which commits every claim, every finished job and every
-    accepted request) checkpoint as before.
+    This connection never checkpoints the WAL as part of a commit (``wal_autocheckpoint=0``):
+    a checkpoint copies pages and syncs the file, which must not stall the event loop. Every
+    ``CHECKPOINT_EVERY`` commits it has a passive checkpoint run on a thread of the loop's
+    executor instead (on a connection of its own; it waits for nobody), so the WAL stays
+    bounded even when these are the only writes.
     """
+
+    CHECKPOINT_EVERY = 100
 
     def __init__(self, url: URL, *, echo: bool = False, busy_seconds: float = 10.0) -> None:
         self._engine = create_sync_engine(
@@ -287,6 +291,10 @@ class InlineWriter:
         )
         event.listen(self._engine, "connect", _writer_pragmas)
         self._busy_seconds = busy_seconds
+        self._path = str(url.database)
+        self._commits = 0
+        self._checkpointing: asyncio.Future[None] | None = None
+        self.checkpoints = 0  # passive checkpoints run (for tests and curiosity)
         self._plans: weakref.WeakKeyDictionary[Executable, _Plan] = weakref.WeakKeyDictionary()
         self._local = threading.local()
         self._open: list[Any] = []
@@ -358,7 +366,32 @@ class InlineWriter:
             if driver.in_transaction:
                 driver.execute("ROLLBACK")
             raise
+        self._commits += 1
+        if self._commits >= self.CHECKPOINT_EVERY and self._checkpointing is None:
+            self._commits = 0
+            loop = asyncio.get_running_loop()
+            self._checkpointing = loop.run_in_executor(None, self._checkpoint)
+            self._checkpointing.add_done_callback(self._checkpointed)
         return result
+
+    def _checkpoint(self) -> None:
+        """A passive checkpoint (copies what it can without waiting for readers or writers),
+        on a connection of its own, in an executor's thread."""
+        conn = sqlite3.connect(self._path, timeout=0)
+        try:
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        finally:
+            conn.close()
+
+    def _checkpointed(self, done: asyncio.Future[None]) -> None:
+        self._checkpointing = None
+        if done.cancelled():
+            return
+        exc = done.exception()
+        if exc is None:
+            self.checkpoints += 1
+        else:  # another checkpoint was running, say: the next one catches up
+            log.debug("passive checkpoint skipped: %s", exc)
 
     def close(self) -> None:
         with self._lock:
