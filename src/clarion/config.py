@@ -106,7 +106,7 @@ class Settings(BaseSettings):
         "a burst, closed when given back",
     )
     database_read_pool_size: int = Field(
-        default=16,
+        default=8,
         ge=1,
         description="PostgreSQL: connections each process may open for single-statement reads "
         "(asyncpg directly)",

@@ -54,7 +54,9 @@ RECORD_ATTEMPTS = 5
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 # asyncpg connections per process for reads on PostgreSQL (``PgReader``), opened as needed.
-READ_POOL_SIZE = 16
+# Eight, not sixteen: with PostgreSQL on the same two cores, more backends competing for them
+# made some lookups wait hundreds of milliseconds (bench/README.md, session 25).
+READ_POOL_SIZE = 8
 
 
 def insert_for(dialect: str) -> Any:
