@@ -195,7 +195,7 @@ def start_clarion(
         # autogroup scheduling (sched_autogroup_enabled, on here) a session is a scheduling
         # group: in the script's session, with wrk and nginx, the two saturated processes
         # left PostgreSQL's backends waiting for a core up to 376 ms at a time (their
-        # /proc schedstat), and wrk's p99 of (b) at 30-337 ms; on their own, 9.3-9.4 ms
+        # /proc schedstat), and wrk's p99 of (b) at 30-337 ms; on their own, 9.3-10.5 ms
         # (bench/README.md, session 25).
         start_new_session=True,
     )
