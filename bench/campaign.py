@@ -165,7 +165,9 @@ class Cluster:
     def start(self) -> None:
         with self.log.open("ab") as out:
             self.processes = [
-                subprocess.Popen(c, env=self.env, stdout=out, stderr=out) for c in self.commands
+                # Each in a session of its own, as a service manager starts it (bench/send.py).
+                subprocess.Popen(c, env=self.env, stdout=out, stderr=out, start_new_session=True)
+                for c in self.commands
             ]
 
     @property

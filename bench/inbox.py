@@ -174,6 +174,7 @@ def start_server(
             env=env,
             stdout=out,
             stderr=out,
+            start_new_session=True,  # a session of its own, as bench/send.py explains
         )
 
 

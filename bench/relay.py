@@ -182,6 +182,7 @@ def server(
         cwd=folder,
         stdout=log,
         stderr=log,
+        start_new_session=True,  # a session of its own, as bench/send.py explains
     )
     try:
         wait_ready(port, proc)
