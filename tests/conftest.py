@@ -172,3 +172,16 @@ async def client(services: Services) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://clarion.test") as c:
         yield c
+
+
+@pytest.fixture
+async def sqlite_db(tmp_path: Path) -> AsyncIterator[Any]:
+    """A migrated SQLite file (a ``Database``)."""
+    from clarion.store.db import Database
+
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'c.db'}")
+    await db.upgrade()
+    try:
+        yield db
+    finally:
+        await db.dispose()

@@ -6,9 +6,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import asyncpg
 import pytest
@@ -48,17 +46,6 @@ async def test_reads_see_what_was_committed_a_moment_ago(database_url: str) -> N
             {"wanted": "second-app"},
         )
         assert [r[0] for r in found] == ["second-app"]
-    finally:
-        await db.dispose()
-
-
-@pytest.fixture
-async def sqlite_db(tmp_path: Path) -> AsyncIterator[Database]:
-    """A migrated SQLite file."""
-    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'c.db'}")
-    await db.upgrade()
-    try:
-        yield db
     finally:
         await db.dispose()
 

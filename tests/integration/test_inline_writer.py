@@ -8,7 +8,7 @@ import asyncio
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -21,16 +21,6 @@ from clarion.store.db import Database, InlineWriter
 from clarion.store.models import Application
 
 INSERT = "INSERT INTO applications (app_id, created_at) VALUES (?, '2026-12-02 12:00:00')"
-
-
-@pytest.fixture
-async def sqlite_db(tmp_path: Path) -> AsyncIterator[Database]:
-    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'w.db'}")
-    await db.upgrade()
-    try:
-        yield db
-    finally:
-        await db.dispose()
 
 
 @contextmanager

@@ -173,7 +173,64 @@ def revisions_up_to(revision: str) -> set[str]:
     return {r.revision for r in script.iterate_revisions(revision, "base")}
 
 
-class InlineReader:
+class _ThreadSqlite:
+    """A SQLite file's connections of the driver, one per thread that uses them (the event
+    loop's), opened with ``pragmas``, and SQLAlchemy statements compiled once for them."""
+
+    def __init__(self, url: URL, pragmas: Callable[[Any, Any], None], *, echo: bool) -> None:
+        self._engine = create_sync_engine(
+            url.set(drivername="sqlite+pysqlite"),
+            echo=echo,
+            poolclass=NullPool,
+            connect_args={"check_same_thread": False},
+        )
+        event.listen(self._engine, "connect", pragmas)
+        self._local = threading.local()
+        self._open: list[Any] = []
+        self._lock = threading.Lock()
+        self._plans: weakref.WeakKeyDictionary[Executable, _Plan] = weakref.WeakKeyDictionary()
+
+    @staticmethod
+    def is_file(url: URL) -> bool:
+        """A SQLite file (not in-memory SQLite, not another database)."""
+        if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+            return False
+        return "mode=memory" not in str(url)
+
+    def _driver(self) -> sqlite3.Connection:
+        """This thread's driver connection, opened on first use."""
+        driver: sqlite3.Connection | None = getattr(self._local, "driver", None)
+        if driver is None:
+            raw = self._track(self._engine.raw_connection())
+            driver = cast(sqlite3.Connection, raw.driver_connection)
+            self._opened(driver)
+            self._local.driver = driver
+        return driver
+
+    def _opened(self, driver: sqlite3.Connection) -> None:
+        """Set up a driver connection just opened (nothing by default)."""
+
+    def _track(self, conn: Any) -> Any:
+        with self._lock:
+            self._open.append(conn)
+        return conn
+
+    def _plan(self, statement: Executable) -> _Plan:
+        plan = self._plans.get(statement)
+        if plan is None:
+            plan = self._plans[statement] = _Plan(statement, self._engine.dialect, bind_all=True)
+        return plan
+
+    def close(self) -> None:
+        with self._lock:
+            connections, self._open = self._open, []
+        for conn in connections:
+            conn.close()
+        self._local = threading.local()
+        self._engine.dispose()
+
+
+class InlineReader(_ThreadSqlite):
     """Read-only statements on a SQLite file, run synchronously in the calling thread.
 
     Safe to run on the event loop: in WAL mode a reader never waits for the writer (it reads
@@ -182,26 +239,12 @@ class InlineReader:
     """
 
     def __init__(self, url: URL, *, echo: bool = False) -> None:
-        self._engine = create_sync_engine(
-            url.set(drivername="sqlite+pysqlite"),
-            echo=echo,
-            poolclass=NullPool,
-            connect_args={"check_same_thread": False},
-        )
-        event.listen(self._engine, "connect", _reader_pragmas)
-        self._local = threading.local()
-        self._open: list[Any] = []
-        self._lock = threading.Lock()
-        self._plans: weakref.WeakKeyDictionary[Executable, _Plan] = weakref.WeakKeyDictionary()
+        super().__init__(url, _reader_pragmas, echo=echo)
 
     @classmethod
     def for_url(cls, url: URL, *, echo: bool = False) -> InlineReader | None:
         """A reader for a SQLite file; None for anything else (in-memory SQLite included)."""
-        if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
-            return None
-        if "mode=memory" in str(url):
-            return None
-        return cls(url, echo=echo)
+        return cls(url, echo=echo) if cls.is_file(url) else None
 
     def read(self, statement: Executable, params: Mapping[str, Any] | None = None) -> Sequence[Any]:
         """The rows, as named tuples (as ``PgReader`` gives them).
@@ -213,15 +256,8 @@ class InlineReader:
         """
         if getattr(statement, "selected_columns", None) is None:
             return self._read_with_sqlalchemy(statement, params)
-        driver: sqlite3.Connection | None = getattr(self._local, "driver", None)
-        if driver is None:
-            raw = self._engine.raw_connection()
-            with self._lock:
-                self._open.append(raw)
-            driver = self._local.driver = cast(sqlite3.Connection, raw.driver_connection)
-        plan = self._plans.get(statement)
-        if plan is None:
-            plan = self._plans[statement] = _Plan(statement, self._engine.dialect, bind_all=True)
+        driver = self._driver()
+        plan = self._plan(statement)
         sql, args = plan.arguments(params or {})
         try:
             records = driver.execute(sql, args).fetchall()
@@ -236,20 +272,11 @@ class InlineReader:
         if conn is None:
             conn = self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")
             self._local.conn = conn
-            with self._lock:
-                self._open.append(conn)
+            self._track(conn)
         try:
             return conn.execute(statement, params).all()
         finally:
             conn.rollback()  # ends SQLAlchemy's bookkeeping; nothing is open in SQLite
-
-    def close(self) -> None:
-        with self._lock:
-            connections, self._open = self._open, []
-        for conn in connections:
-            conn.close()
-        self._local = threading.local()
-        self._engine.dispose()
 
 
 def _reader_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -261,7 +288,7 @@ def _reader_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-class InlineWriter:
+class InlineWriter(_ThreadSqlite):
     """Short write transactions on a SQLite file, run in the calling thread (the event loop)
     between two awaits: a job's ledger records, the completion of its messages, a finished job,
     the inbox's mark-read.
@@ -285,40 +312,20 @@ class InlineWriter:
     CHECKPOINT_EVERY = 100
 
     def __init__(self, url: URL, *, echo: bool = False, busy_seconds: float = 10.0) -> None:
-        self._engine = create_sync_engine(
-            url.set(drivername="sqlite+pysqlite"),
-            echo=echo,
-            poolclass=NullPool,
-            connect_args={"check_same_thread": False},
-        )
-        event.listen(self._engine, "connect", _writer_pragmas)
+        super().__init__(url, _writer_pragmas, echo=echo)
         self._busy_seconds = busy_seconds
         self._path = str(url.database)
         self._commits = 0
         self._checkpointing: asyncio.Future[None] | None = None
         self.checkpoints = 0  # passive checkpoints run (for tests and curiosity)
-        self._plans: weakref.WeakKeyDictionary[Executable, _Plan] = weakref.WeakKeyDictionary()
-        self._local = threading.local()
-        self._open: list[Any] = []
-        self._lock = threading.Lock()
 
     @classmethod
     def for_url(cls, url: URL, *, echo: bool = False) -> InlineWriter | None:
         """A writer for a SQLite file; None for anything else (in-memory SQLite included)."""
-        if InlineReader.for_url(url) is None:
-            return None
-        return cls(url, echo=echo)
+        return cls(url, echo=echo) if cls.is_file(url) else None
 
-    def _driver(self) -> sqlite3.Connection:
-        driver: sqlite3.Connection | None = getattr(self._local, "driver", None)
-        if driver is None:
-            raw = self._engine.raw_connection()
-            with self._lock:
-                self._open.append(raw)
-            driver = cast(sqlite3.Connection, raw.driver_connection)
-            driver.isolation_level = None  # BEGIN and COMMIT are this class's own
-            self._local.driver = driver
-        return driver
+    def _opened(self, driver: sqlite3.Connection) -> None:
+        driver.isolation_level = None  # BEGIN and COMMIT are this class's own
 
     async def write(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> None:
         """Run the statements (the driver's SQL and arguments) in one transaction, committed
@@ -336,9 +343,7 @@ class InlineWriter:
     ) -> Any:
         """One SQLAlchemy statement in its own transaction: its rows (``rows``), else how many
         rows it changed."""
-        plan = self._plans.get(statement)
-        if plan is None:
-            plan = self._plans[statement] = _Plan(statement, self._engine.dialect, bind_all=True)
+        plan = self._plan(statement)
         sql, args = plan.arguments(params or {})
 
         def run(driver: sqlite3.Connection) -> Any:
@@ -394,14 +399,6 @@ class InlineWriter:
             self.checkpoints += 1
         else:  # another checkpoint was running, say: the next one catches up
             log.debug("passive checkpoint skipped: %s", exc)
-
-    def close(self) -> None:
-        with self._lock:
-            connections, self._open = self._open, []
-        for conn in connections:
-            conn.close()
-        self._local = threading.local()
-        self._engine.dispose()
 
 
 def _execute(driver: sqlite3.Connection, sql: str, args: Sequence[Any]) -> sqlite3.Cursor:
